@@ -1,0 +1,69 @@
+"""Spark-free scoring: the fitted feature transform and the Spark models as plain numpy.
+
+Serving must not start a JVM per request, so preprocessing and training export what they fitted to
+JSON, and the stages themselves check that this numpy path reproduces Spark's output (parity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml_tasks.atomic import read_json
+
+TRANSFORM_FILE = "portable_transform.json"
+MODEL_FILE = "portable_model.json"
+
+
+def transform_matrix(columns: Mapping[str, Sequence[Any]], spec: Mapping[str, Any]) -> np.ndarray:
+    """Apply the exported transform to column arrays: impute, scale, one-hot, then append PCA."""
+    numeric = np.column_stack(
+        [np.asarray(columns[name], dtype=float) for name in spec["numeric"]]
+    ) if spec["numeric"] else np.zeros((len(next(iter(columns.values()))), 0))
+    medians = np.asarray(spec["medians"], dtype=float)
+    numeric = np.where(np.isnan(numeric), medians, numeric)
+    mean, std = np.asarray(spec["mean"], dtype=float), np.asarray(spec["std"], dtype=float)
+    safe_std = np.where(std == 0, 1.0, std)
+    scaled = np.where(std == 0, 0.0, (numeric - mean) / safe_std)
+    parts = [scaled]
+    for cat in spec["categorical"]:
+        labels = {label: i for i, label in enumerate(cat["labels"])}
+        values = columns[cat["column"]]
+        onehot = np.zeros((len(values), cat["size"]))
+        for row, value in enumerate(values):
+            idx = labels.get(value, len(labels))  # unseen or null -> the "unknown" slot
+            if idx < cat["size"]:
+                onehot[row, idx] = 1.0
+        parts.append(onehot)
+    if spec.get("pca"):
+        parts.append(scaled @ np.asarray(spec["pca"], dtype=float))
+    return np.hstack(parts)
+
+
+def _tree_predict(tree: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
+    nodes = tree["nodes"]
+    out = np.empty(len(x))
+    for row in range(len(x)):
+        node = nodes[tree["root"]]
+        while node["left"] >= 0:
+            node = nodes[node["left"] if x[row, node["feature"]] <= node["threshold"] else node["right"]]
+        out[row] = node["prediction"]
+    return out
+
+
+def predict_proba(features: np.ndarray, model: Mapping[str, Any]) -> np.ndarray:
+    """Positive-class probability for an exported Spark model (``logistic_regression`` or ``gbt``)."""
+    if model["kind"] == "logistic_regression":
+        margin = features @ np.asarray(model["coefficients"]) + model["intercept"]
+        return 1.0 / (1.0 + np.exp(-margin))
+    if model["kind"] == "gbt":
+        margin = sum(w * _tree_predict(t, features) for w, t in zip(model["weights"], model["trees"], strict=True))
+        return 1.0 / (1.0 + np.exp(-2.0 * margin))  # Spark's LogLoss.computeProbability
+    raise ValueError(f"unknown portable model kind {model['kind']!r}")
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    return read_json(path)
