@@ -27,7 +27,7 @@ def _layout(args: argparse.Namespace) -> Layout:
 def run_ingest(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.ingest import ingest
 
-    return ingest(a.ds, _layout(a).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path)
+    return ingest(a.ds, _layout(a).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None)
 
 
 def run_validate(a: argparse.Namespace) -> dict[str, Any]:
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("ingest", run_ingest, "write the raw partition")
     p.add_argument("--source", default="synthetic")
     p.add_argument("--rows", type=int, default=20_000)
-    p.add_argument("--input-path")
+    p.add_argument("--input-path", help="CSV/Parquet file for source 'file' (empty: none)")
     p = stage("validate", run_validate, "check schema, counts, nulls, label, drift")
     p.add_argument("--min-rows", type=int, default=100)
     p.add_argument("--max-null-ratio", type=float, default=0.2)

@@ -1,0 +1,66 @@
+# Kiln: every target runs from the repo with its own venv (.venv/) and Airflow home (.airflow/).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+STAMP := $(VENV)/.kiln-setup-stamp
+
+export AIRFLOW_HOME := $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+export AIRFLOW_CONN_SPARK_DEFAULT ?= spark://local%5B%2A%5D
+export AIRFLOW_CONN_IGNITE_DEFAULT ?= ignite://127.0.0.1:10800
+export KILN_DATA_ROOT ?= $(CURDIR)/data
+export PATH := $(VENV)/bin:$(PATH)
+export PYSPARK_PYTHON := $(VENV)/bin/python
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYTHONPATH := $(CURDIR)/plugins
+
+DEMO_DATE ?= $(shell date -u -d yesterday +%F)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench lint ignite-up ignite-down airflow-up airflow-down clean
+
+# `setup` does nothing when the venv matches requirements.txt/pyproject.toml and the DB is migrated.
+setup: $(STAMP) $(AIRFLOW_HOME)/airflow.db
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+$(AIRFLOW_HOME)/airflow.db: $(STAMP)
+	mkdir -p $(AIRFLOW_HOME)
+	airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -20 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	touch $@
+
+demo: setup
+	scripts/demo.sh $(DEMO_DATE)
+
+test: setup
+	scripts/run_tests.sh $(PYTEST_ARGS)
+
+bench: setup
+	python bench/bench_pipeline.py
+
+lint: setup
+	ruff check . && ruff format --check .
+
+ignite-up: setup
+	scripts/ignite.sh up
+
+ignite-down:
+	scripts/ignite.sh down
+
+airflow-up: setup
+	scripts/airflow.sh up
+
+airflow-down:
+	scripts/airflow.sh down
+
+clean:
+	rm -rf $(AIRFLOW_HOME) data .ignite/run

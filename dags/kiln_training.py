@@ -1,0 +1,101 @@
+"""
+### kiln_training
+
+Daily training pipeline for the card-transactions model:
+**ingest -> validate -> preprocess (Spark) -> train (Spark MLlib LR and GBT) -> evaluate -> register**.
+
+* Trigger it from the form: every field is typed, bounded and described; a bad value is refused
+  before the run starts. `partition_date` picks the day to build (default: the logical date).
+* Backfill history with `airflow backfill create --dag-id kiln_training --from-date ... --to-date ...`:
+  one model version per day; rerunning a day replaces only that day's outputs.
+* Outputs live under `$KILN_DATA_ROOT` (default `data/`): `raw/ds=.../`, `runs/ds=.../`, `registry/`.
+* Heavy steps run as local subprocesses or Kubernetes pods (`KILN_EXECUTION`); Spark steps go
+  through the `spark_default` connection.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import Asset, Param, dag, task
+from kiln.operators.stage import KilnStageOperator
+
+from ml_tasks.params import RUN_PARAMS
+
+SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
+CHAMPION_MODEL = Asset("kiln_champion_model")
+
+
+def plan_value(key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='plan', key='" + key + "') }}"
+
+
+PARTITION = ["--data-root", plan_value("data_root"), "--ds", plan_value("ds")]
+
+
+def result_path(task_id: str) -> str:
+    return plan_value("results_dir") + f"/{task_id}.json"
+
+
+def stage(task_id: str, stage_name: str, args: list[str], **kwargs) -> KilnStageOperator:
+    return KilnStageOperator(
+        task_id=task_id, stage=stage_name, arguments=[*PARTITION, *args], result_path=result_path(task_id), **kwargs
+    )
+
+
+def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=task_id,
+        conn_id="spark_default",
+        application=SPARK_APP,
+        application_args=[*args[:1], *PARTITION, *args[1:]],
+        name=f"kiln-{task_id}",
+        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"},
+        pool_slots=2,
+    )
+
+
+@dag(
+    dag_id="kiln_training",
+    doc_md=__doc__,
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["kiln", "ml", "training"],
+    default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15)},
+    params={name: Param(spec["default"], **{k: v for k, v in spec.items() if k != "default"}) for name, spec in RUN_PARAMS.items()},
+    render_template_as_native_obj=False,
+)
+def kiln_training():
+    @task(multiple_outputs=True)
+    def plan(params=None, logical_date=None, dag_run=None) -> dict:
+        """Resolve the partition and its paths once; every later task reads them from here."""
+        from kiln.settings import data_root
+
+        from ml_tasks.planning import plan_run
+
+        return plan_run(dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None))
+
+    ingest = stage("ingest", "ingest", ["--source", "{{ params.source }}", "--rows", "{{ params.rows }}",
+                                        "--input-path", "{{ params.input_path or '' }}"])
+    validate = stage("validate", "validate", ["--max-null-ratio", "{{ params.max_null_ratio }}", "--max-psi", "{{ params.max_psi }}"])
+    preprocess = spark_stage("preprocess", ["preprocess", "--pca-k", "{{ params.pca_k }}", "--test-fraction", "{{ params.test_fraction }}"])
+    spark_args = ["--lr-reg", "{{ params.lr_reg }}", "--gbt-max-iter", "{{ params.gbt_max_iter }}",
+                  "--gbt-max-depth", "{{ params.gbt_max_depth }}"]
+    train_lr = spark_stage("train_spark_lr", ["train-spark", "--model", "lr", *spark_args])
+    train_gbt = spark_stage("train_spark_gbt", ["train-spark", "--model", "gbt", *spark_args])
+    evaluate = stage("evaluate", "evaluate", ["--min-auc", "{{ params.min_auc }}", "--max-log-loss", "{{ params.max_log_loss }}",
+                                              "--max-calibration-error", "{{ params.max_calibration_error }}"],
+                     trigger_rule="none_failed_min_one_success")
+    register = stage("register", "register", ["--model-name", "{{ params.model_name }}", "--margin", "{{ params.promote_margin }}",
+                                              "--run-id", "{{ run_id }}", "--params-json", "{{ params | tojson }}"],
+                     outlets=[CHAMPION_MODEL])
+
+    plan() >> ingest >> validate >> preprocess >> [train_lr, train_gbt] >> evaluate >> register
+
+
+kiln_training()

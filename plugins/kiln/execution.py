@@ -1,0 +1,23 @@
+"""Where heavy steps run: ``KILN_EXECUTION`` = ``local`` (subprocess, the default) or ``kubernetes`` (pods).
+
+Resolved at run time (argument > Airflow variable ``kiln_execution`` > environment > ``local``), so the
+DAG file never changes between a laptop and a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+
+MODES = ("local", "kubernetes")
+
+
+def resolve_execution(explicit: str | None = None) -> str:
+    mode = explicit
+    if mode is None:
+        from airflow.sdk import Variable
+
+        mode = Variable.get("kiln_execution", default=None)
+    mode = (mode or os.environ.get("KILN_EXECUTION") or "local").strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"KILN_EXECUTION={mode!r} is not one of {MODES}")
+    return mode

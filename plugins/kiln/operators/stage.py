@@ -1,0 +1,102 @@
+"""``KilnStageOperator``: run one ``python -m ml_tasks STAGE ...`` as a local subprocess or a Kubernetes pod.
+
+The operator only stores arguments; execution is a few lines. Locally it streams the stage's output
+into the task log and kills the whole process group on timeout or ``on_kill``; in Kubernetes mode it
+builds a ``KilnPodOperator`` (imported lazily: the provider costs ~1.5 s at DAG parse) with the same
+command. Either way the stage writes a small result manifest to the artifact location, and that
+manifest (not the pod's XCom sidecar) becomes the task's XCom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+SKIP_EXIT_CODE = 99  # ml_tasks.errors.SKIP_EXIT_CODE: the stage cannot run here and says why
+BAD_INPUT_EXIT_CODE = 2  # a retry would fail the same way
+
+
+class KilnStageOperator(BaseOperator):
+    """Run an ``ml_tasks`` stage.
+
+    :param stage: the CLI stage, e.g. ``ingest``.
+    :param arguments: the stage's arguments (templated; may hold XComArgs).
+    :param result_path: where the stage writes its JSON result (templated); returned as XCom.
+    :param pod_resources: pod resource preset in Kubernetes mode (small, medium, large, gpu).
+    :param execution: ``local`` or ``kubernetes``; ``None`` resolves it at run time.
+    """
+
+    template_fields: Sequence[str] = ("arguments", "result_path")
+    ui_color = "#f4a261"
+
+    def __init__(
+        self,
+        *,
+        stage: str,
+        arguments: list[Any],
+        result_path: str,
+        pod_resources: str = "small",
+        execution: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.stage = stage
+        self.arguments = arguments
+        self.result_path = result_path
+        self.pod_resources = pod_resources
+        self.execution = execution
+        self._proc: subprocess.Popen[str] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return ["python", "-m", "ml_tasks", self.stage, *map(str, self.arguments), "--result-file", self.result_path]
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from kiln.execution import resolve_execution
+
+        Path(self.result_path).unlink(missing_ok=True)  # never return a previous try's manifest
+        if resolve_execution(self.execution) == "kubernetes":
+            from kiln.operators.pod import KilnPodOperator
+
+            KilnPodOperator.for_stage(self, context).execute(context)
+        else:
+            self._run_local()
+        return json.loads(Path(self.result_path).read_text())
+
+    def _run_local(self) -> None:
+        cmd = [sys.executable, *self.command[1:]]
+        self.log.info("running %s", " ".join(cmd))
+        self._proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=os.environ.copy()
+        )
+        last_lines: list[str] = []
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self.log.info("[%s] %s", self.stage, line.rstrip())
+            last_lines = [*last_lines[-19:], line.rstrip()]
+        code = self._proc.wait()
+        if code == 0:
+            return
+        reason = next((ln for ln in reversed(last_lines) if ln.startswith(("ERROR:", "SKIPPED:"))), last_lines[-1] if last_lines else "")
+        if code == SKIP_EXIT_CODE:
+            raise AirflowSkipException(reason.removeprefix("SKIPPED: "))
+        if code == BAD_INPUT_EXIT_CODE:
+            raise AirflowFailException(f"stage {self.stage} rejected its input: {reason.removeprefix('ERROR: ')}")
+        raise RuntimeError(f"stage {self.stage} exited with code {code}: {reason}")
+
+    def on_kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
