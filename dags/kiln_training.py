@@ -53,7 +53,7 @@ def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
         application=SPARK_APP,
         application_args=[*args[:1], *PARTITION, *args[1:]],
         name=f"kiln-{task_id}",
-        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8"},
+        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN"},
         pool_slots=2,
     )
 
