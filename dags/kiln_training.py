@@ -2,7 +2,8 @@
 ### kiln_training
 
 Daily training pipeline for the card-transactions model:
-**ingest -> validate -> preprocess (Spark) -> train (Spark MLlib LR and GBT) -> evaluate -> register**.
+**ingest -> validate -> preprocess (Spark) -> train (Spark MLlib LR and GBT, MXNet MLP in one process
+and on a dist_sync parameter-server cluster) -> evaluate -> register**.
 
 * Trigger it from the form: every field is typed, bounded and described; a bad value is refused
   before the run starts. `partition_date` picks the day to build (default: the logical date).
@@ -21,6 +22,7 @@ from pathlib import Path
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
+from kiln.operators.mxnet import MXNetDistributedOperator
 from kiln.operators.stage import KilnStageOperator
 
 from ml_tasks.params import RUN_PARAMS
@@ -67,7 +69,10 @@ def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
     max_active_runs=1,
     tags=["kiln", "ml", "training"],
     default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15)},
-    params={name: Param(spec["default"], **{k: v for k, v in spec.items() if k != "default"}) for name, spec in RUN_PARAMS.items()},
+    params={
+        name: Param(spec["default"], description=spec["description"], **{k: v for k, v in spec.items() if k not in ("default", "description")})
+        for name, spec in RUN_PARAMS.items()
+    },
     render_template_as_native_obj=False,
 )
 def kiln_training():
@@ -88,6 +93,18 @@ def kiln_training():
                   "--gbt-max-depth", "{{ params.gbt_max_depth }}"]
     train_lr = spark_stage("train_spark_lr", ["train-spark", "--model", "lr", *spark_args])
     train_gbt = spark_stage("train_spark_gbt", ["train-spark", "--model", "gbt", *spark_args])
+    mlp_args = ["--epochs", "{{ params.mxnet_epochs }}", "--hidden", "{{ params.mxnet_hidden }}",
+                "--layers", "{{ params.mxnet_layers }}", "--dropout", "{{ params.mxnet_dropout }}",
+                "--learning-rate", "{{ params.mxnet_learning_rate }}", "--batch-size", "{{ params.mxnet_batch_size }}"]
+    train_mxnet = stage("train_mxnet", "train-mxnet", ["--candidate", "mxnet_mlp", *mlp_args], pod_resources="medium")
+    train_mxnet_dist = MXNetDistributedOperator(
+        task_id="train_mxnet_dist",
+        worker_args=[*PARTITION, "--candidate", "mxnet_dist", *mlp_args],
+        result_path=result_path("train_mxnet_dist"),
+        checkpoint_dir=plan_value("run_dir") + "/checkpoints/mxnet_dist",
+        num_servers="{{ params.mxnet_servers }}",
+        num_workers="{{ params.mxnet_workers }}",
+    )
     evaluate = stage("evaluate", "evaluate", ["--min-auc", "{{ params.min_auc }}", "--max-log-loss", "{{ params.max_log_loss }}",
                                               "--max-calibration-error", "{{ params.max_calibration_error }}"],
                      trigger_rule="none_failed_min_one_success")
@@ -95,7 +112,7 @@ def kiln_training():
                                               "--run-id", "{{ run_id }}", "--params-json", "{{ params | tojson }}"],
                      outlets=[CHAMPION_MODEL])
 
-    plan() >> ingest >> validate >> preprocess >> [train_lr, train_gbt] >> evaluate >> register
+    plan() >> ingest >> validate >> preprocess >> [train_lr, train_gbt, train_mxnet, train_mxnet_dist] >> evaluate >> register
 
 
 kiln_training()

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KilnError, ValueError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
-    if args.result_file:
+    if getattr(args, "result_file", None):
         write_json(Path(args.result_file), result)
     print(json.dumps(result, default=str))
     return 0

@@ -9,7 +9,7 @@ is a function of (partition date, row index), so reruns and backfills reproduce 
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,7 @@ def generate_chunk(ds: str, start: int, rows: int, entity_pool: int, seed: int =
     amount = np.where(rng.random(rows) < 0.01, np.nan, amount)
     distance = np.where(rng.random(rows) < 0.03, np.nan, distance)
 
-    day_start = datetime.fromisoformat(ds).replace(tzinfo=timezone.utc)
+    day_start = datetime.fromisoformat(ds).replace(tzinfo=UTC)
     ts = np.datetime64(day_start.replace(tzinfo=None), "us") + (seconds * 1_000_000).astype("timedelta64[us]")
     columns = {
         "entity_id": entity_id,

@@ -16,7 +16,7 @@ import logging
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def register(
             "framework": best["framework"],
             "evaluation": str(evaluation_path),
             "git_commit": git_commit(),
-            "registered_at": datetime.now(timezone.utc).isoformat(),
+            "registered_at": datetime.now(UTC).isoformat(),
             **(lineage or {}),
         })
     with _locked(model_root) as state:

@@ -69,7 +69,6 @@ def train_spark(kind: str, features_dir: Path, candidate_dir: Path, params: dict
     if kind not in SPARK_MODELS:
         raise KilnError(f"Spark model {kind!r} is not one of {SPARK_MODELS}")
     from pyspark.ml.functions import array_to_vector, vector_to_array
-    from pyspark.sql import functions as F
 
     from ml_tasks.spark_session import get_spark
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,18 @@ import pytest
 os.environ.setdefault("KILN_SPARK_MASTER", "local[2]")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The same Airflow settings `make test` exports, so a bare `pytest` run behaves alike.
+for key, value in {
+    "AIRFLOW_HOME": str(PROJECT_ROOT / ".airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW_CONN_SPARK_DEFAULT": "spark://local%5B%2A%5D",
+    "PYSPARK_PYTHON": sys.executable,
+}.items():
+    os.environ.setdefault(key, value)
+# spark-submit and airflow come from the venv, as under `make`.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
 @pytest.fixture

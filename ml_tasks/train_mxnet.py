@@ -1,0 +1,270 @@
+"""MXNet candidate: a Gluon ``HybridBlock`` MLP trained from the preprocessed Parquet in mini-batches.
+
+One code path serves single-process training (kvstore ``local``) and each worker of a distributed
+run (kvstore ``dist_sync``, launched by ``ml_tasks.mxnet_cluster``). Data streams from Parquet in
+record batches; worker ``rank`` takes every ``num_workers``-th mini-batch, so shards are disjoint and
+every worker makes the same number of steps (``dist_sync`` would hang otherwise). Each epoch writes
+a checkpoint; a retried run resumes after the newest epoch all ranks finished. In one process the
+checkpoint holds the optimizer state too, so a resumed run ends bit-identical to an uninterrupted
+one; distributed, the optimizer lives on the servers and restarts from the checkpointed weights. Rank 0 writes the artifact: exported symbol and params, held-out predictions, and the feature
+transform reference, in the same candidate layout as the Spark models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ml_tasks.atomic import atomic_dir, read_json, write_json
+from ml_tasks.errors import KilnError
+
+log = logging.getLogger(__name__)
+PREDICTIONS_FILE = "predictions.parquet"
+READ_ROWS = 65_536  # rows per Parquet read: memory stays bounded whatever the partition size
+
+
+def import_mxnet():
+    """Import MXNet 1.9.1, which still spells numpy's removed aliases (``np.bool``) on newer numpy."""
+    if not hasattr(np, "bool"):
+        np.bool = np.bool_  # type: ignore[attr-defined]
+    import mxnet
+
+    return mxnet
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.1
+    learning_rate: float = 0.01
+    epochs: int = 4
+    batch_size: int = 256
+    seed: int = 7
+
+
+def parquet_files(directory: Path) -> list[Path]:
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        raise KilnError(f"no Parquet files in {directory}; did preprocess run?")
+    return files
+
+
+def count_rows(directory: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(directory))
+
+
+def iter_arrays(directory: Path, rows: int = READ_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Stream (features, labels, entity_ids) from a folder of Parquet files, ``rows`` at a time."""
+    for path in parquet_files(directory):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=["entity_id", "label", "features"]):
+            feats = batch.column("features")
+            width = len(feats[0]) if len(feats) else 0
+            x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
+            yield x, batch.column("label").to_numpy().astype(np.float32), batch.column("entity_id").to_pylist()
+
+
+def iter_minibatches(directory: Path, batch_size: int, rank: int, num_workers: int, steps: int, seed: int, epoch: int):
+    """This worker's ``steps`` mini-batches for ``epoch``: every ``num_workers``-th one, shuffled per read."""
+    rng = np.random.default_rng([seed, epoch])
+    buf_x: list[np.ndarray] = []
+    buf_y: list[np.ndarray] = []
+    buffered, index, made = 0, 0, 0
+    for x, y, _ in iter_arrays(directory):
+        order = rng.permutation(len(y))  # shuffle within the read, same on every worker
+        buf_x.append(x[order])
+        buf_y.append(y[order])
+        buffered += len(y)
+        while buffered >= batch_size:
+            bx, by = np.concatenate(buf_x), np.concatenate(buf_y)
+            head_x, head_y = bx[:batch_size], by[:batch_size]
+            buf_x, buf_y, buffered = [bx[batch_size:]], [by[batch_size:]], buffered - batch_size
+            if index % num_workers == rank:
+                yield head_x, head_y
+                made += 1
+                if made == steps:
+                    return
+            index += 1
+
+
+def build_net(cfg: MLPConfig):
+    mx = import_mxnet()
+    from mxnet.gluon import nn
+
+    class MLP(nn.HybridBlock):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            with self.name_scope():
+                self.body = nn.HybridSequential()
+                for _ in range(cfg.layers):
+                    self.body.add(nn.Dense(cfg.hidden, activation="relu"))
+                    if cfg.dropout > 0:
+                        self.body.add(nn.Dropout(cfg.dropout))
+                self.out = nn.Dense(1)
+
+        def hybrid_forward(self, F, x):
+            return self.out(self.body(x))
+
+    net = MLP(prefix="kiln_mlp_")
+    mx.random.seed(cfg.seed)
+    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    net.hybridize(static_alloc=True, static_shape=False)
+    return net
+
+
+def predict(net, directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    mx = import_mxnet()
+    scores, labels, ids = [], [], []
+    for x, y, entity in iter_arrays(directory):
+        for start in range(0, len(y), 8192):
+            out = net(mx.nd.array(x[start:start + 8192]))
+            scores.append(mx.nd.sigmoid(out).asnumpy().ravel().astype(np.float64))
+        labels.append(y)
+        ids.extend(entity)
+    return np.concatenate(scores), np.concatenate(labels), ids
+
+
+def params_digest(net) -> str:
+    """SHA-256 over all parameter values: equal digests mean identical models."""
+    h = hashlib.sha256()
+    for name, p in sorted(net.collect_params().items()):
+        h.update(name.encode())
+        h.update(p.data().asnumpy().tobytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(directory: Path) -> str:
+    """Names and sizes of the training files: preprocessing writes new file names on every run."""
+    return hashlib.sha256(json.dumps([(f.name, f.stat().st_size) for f in parquet_files(directory)]).encode()).hexdigest()[:16]
+
+
+def _epoch_dir(checkpoint_dir: Path, epoch: int, rank: int) -> Path:
+    return checkpoint_dir / f"epoch-{epoch:04d}" / f"rank-{rank}"
+
+
+def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_workers: int) -> int:
+    """The newest epoch every rank checkpointed for this model and data (0: start afresh).
+
+    Ranks must resume together: ``dist_sync`` hangs if one makes more steps than another, and a
+    killed worker may be an epoch behind the rest.
+    """
+    wanted = {"config": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "data": fingerprint}
+    for epoch_dir in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
+        metas = [epoch_dir / f"rank-{r}" / "done.json" for r in range(num_workers)]
+        if all(m.exists() and {k: v for k, v in read_json(m).items() if k != "epoch"} == wanted for m in metas):
+            return int(epoch_dir.name.split("-")[1])
+    if any(checkpoint_dir.glob("epoch-*")):
+        log.warning("no checkpoint in %s matches this model, data and worker count; starting afresh", checkpoint_dir)
+    return 0
+
+
+def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, cfg: MLPConfig, fingerprint: str) -> None:
+    """Write this rank's epoch checkpoint (``done.json`` last, so a torn write is never resumed) and prune."""
+    target = _epoch_dir(checkpoint_dir, epoch, rank)
+    target.mkdir(parents=True, exist_ok=True)
+    net.save_parameters(str(target / "model.params"))
+    if not trainer._update_on_kvstore:  # server-held optimizer state cannot be saved from a worker
+        trainer.save_states(str(target / "trainer.states"))
+    write_json(target / "done.json", {"epoch": epoch, "config": {k: v for k, v in asdict(cfg).items() if k != "epochs"},
+                                      "data": fingerprint})
+    for old in checkpoint_dir.glob("epoch-*"):  # keep this epoch and the one before it
+        if int(old.name.split("-")[1]) < epoch - 1:
+            shutil.rmtree(old / f"rank-{rank}", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                old.rmdir()
+
+
+def train_mxnet(
+    features_dir: Path,
+    candidate_dir: Path,
+    checkpoint_dir: Path,
+    transform_dir: Path,
+    cfg: MLPConfig,
+    kvstore: str = "local",
+    candidate: str = "mxnet_mlp",
+) -> dict[str, Any]:
+    """Train (or resume) the MLP; rank 0 writes the candidate. Returns metrics and the params digest."""
+    mx = import_mxnet()
+    from mxnet import autograd, gluon
+
+    from ml_tasks.evaluate import compute_metrics
+
+    kv = mx.kv.create(kvstore)
+    rank, num_workers = kv.rank, kv.num_workers
+    train_dir, test_dir = features_dir / "train", features_dir / "test"
+    total = count_rows(train_dir)
+    steps = (total // cfg.batch_size) // num_workers
+    if steps == 0:
+        raise KilnError(f"{total} training rows are too few for batch_size {cfg.batch_size} x {num_workers} workers")
+
+    net = build_net(cfg)
+    # Distributed: the optimizer runs on the servers. Worker-side updates (update_on_kvstore=False) race
+    # in 1.9.1's pushpull (apache/mxnet#17007) and let workers drift apart in about 1 run of 4 here.
+    # Locally the optimizer runs in-process, so its state can be checkpointed and resumed exactly.
+    server_side = kvstore.startswith("dist")
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": cfg.learning_rate}, kvstore=kv,
+                            update_on_kvstore=server_side)
+    loss_fn = gluon.loss.SigmoidBinaryCrossEntropyLoss()
+    fingerprint = data_fingerprint(train_dir)
+    start_epoch = resume_epoch(checkpoint_dir, cfg, fingerprint, num_workers)
+    first = next(iter_minibatches(train_dir, cfg.batch_size, 0, 1, 1, cfg.seed, 0))[0]
+    net(mx.nd.array(first))  # materialise deferred shapes before loading or the first step
+    if start_epoch:
+        resume_from = _epoch_dir(checkpoint_dir, start_epoch, rank)
+        net.load_parameters(str(resume_from / "model.params"))
+        if (resume_from / "trainer.states").exists():
+            trainer.load_states(str(resume_from / "trainer.states"))
+        log.info("rank %d resuming after epoch %d from %s", rank, start_epoch, resume_from)
+    if start_epoch >= cfg.epochs:
+        log.info("rank %d: all %d epochs already done", rank, cfg.epochs)
+
+    started = time.perf_counter()
+    first_batch_at = None
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        mx.random.seed(cfg.seed + epoch)  # dropout masks reproducible per epoch, resumed or not
+        t0, seen, total_loss = time.perf_counter(), 0, 0.0
+        for x, y in iter_minibatches(train_dir, cfg.batch_size, rank, num_workers, steps, cfg.seed, epoch):
+            data, label = mx.nd.array(x), mx.nd.array(y).reshape((-1, 1))
+            with autograd.record():
+                loss = loss_fn(net(data), label)
+            loss.backward()
+            trainer.step(cfg.batch_size * num_workers)
+            total_loss += float(loss.mean().asscalar())
+            seen += len(y)
+            if first_batch_at is None:
+                first_batch_at = time.perf_counter() - started
+        elapsed = time.perf_counter() - t0
+        scores, labels, _ = predict(net, test_dir)
+        auc = compute_metrics(labels, scores)["auc"]
+        log.info("rank %d epoch %d/%d loss=%.4f val_auc=%.4f samples/s=%.0f", rank, epoch, cfg.epochs,
+                 total_loss / max(steps, 1), auc, seen / elapsed)
+        _save_checkpoint(checkpoint_dir, rank, net, trainer, epoch, cfg, fingerprint)
+
+    digest = params_digest(net)
+    write_json(checkpoint_dir / f"final-rank-{rank}.json", {"digest": digest, "rank": rank, "num_workers": num_workers})
+    result: dict[str, Any] = {"candidate": candidate, "framework": "mxnet", "kvstore": kvstore, "rank": rank,
+                              "num_workers": num_workers, "params_digest": digest, "config": asdict(cfg),
+                              "time_to_first_batch_s": first_batch_at}
+    if rank == 0:
+        scores, labels, ids = predict(net, test_dir)
+        import pandas as pd
+
+        with atomic_dir(candidate_dir) as tmp:
+            net.export(str(tmp / "model"), epoch=0)
+            pd.DataFrame({"entity_id": ids, "label": labels.astype(np.int32), "score": scores}).to_parquet(tmp / PREDICTIONS_FILE, index=False)
+            write_json(tmp / "candidate.json", {**result, "artifact": "model-symbol.json", "transform_dir": str(transform_dir),
+                                                "test_rows": len(labels)})
+        result["test_auc"] = compute_metrics(labels, scores)["auc"]
+        result["candidate_dir"] = str(candidate_dir)
+    return result
