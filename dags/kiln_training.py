@@ -3,7 +3,8 @@
 
 Daily training pipeline for the card-transactions model:
 **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib LR and GBT, MXNet MLP in one process
-and on a dist_sync parameter-server cluster) -> evaluate -> register**.
+and on a dist_sync parameter-server cluster) -> evaluate -> register -> warm the Ignite feature cache**
+(when the model was promoted and `warm_cache` is on).
 
 * Trigger it from the form: every field is typed, bounded and described; a bad value is refused
   before the run starts. `partition_date` picks the day to build (default: the logical date).
@@ -22,6 +23,7 @@ from pathlib import Path
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset, Param, dag, task
+from kiln.operators.ignite import IgniteCacheWarmOperator
 from kiln.operators.mxnet import MXNetDistributedOperator
 from kiln.operators.stage import KilnStageOperator
 
@@ -29,6 +31,7 @@ from ml_tasks.params import RUN_PARAMS
 
 SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
 CHAMPION_MODEL = Asset("kiln_champion_model")
+FEATURE_CACHE = "kiln_features"
 
 
 def plan_value(key: str) -> str:
@@ -112,6 +115,29 @@ def kiln_training():
                                               "--run-id", "{{ run_id }}", "--params-json", "{{ params | tojson }}"],
                      outlets=[CHAMPION_MODEL])
 
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def promoted(params=None, ti=None) -> bool:
+        """Warm the online cache only for a promoted model, and only when the form asks for it."""
+        decision = ti.xcom_pull(task_ids="register")
+        if not params["warm_cache"]:
+            print("warm_cache is off for this run; the online cache is left as it is")
+            return False
+        if not decision["promoted"]:
+            print(f"model version {decision['version']} was not promoted ({'; '.join(decision['reasons'])}); cache left as it is")
+            return False
+        return True
+
+    online_features = stage("online_features", "online-features", [])
+    warm_cache = IgniteCacheWarmOperator(
+        task_id="warm_feature_cache",
+        source=plan_value("run_dir") + "/online_features.parquet",
+        cache_name=FEATURE_CACHE,
+        version_prefix=plan_value("ds") + "-",
+        batch_size=1000,
+        retain=2,
+    )
+
+    register >> promoted() >> online_features >> warm_cache
     plan() >> ingest >> validate >> preprocess >> [train_lr, train_gbt, train_mxnet, train_mxnet_dist] >> evaluate >> register
 
 

@@ -81,6 +81,13 @@ def run_report(a: argparse.Namespace) -> dict[str, Any]:
     return report(_layout(a), a.model_name)
 
 
+def run_online_features(a: argparse.Namespace) -> dict[str, Any]:
+    from ml_tasks.online_features import latest_features
+
+    lay = _layout(a)
+    return latest_features(lay.raw_dir, lay.run_dir / "online_features.parquet")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ml_tasks", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", default="INFO")
@@ -122,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params-json", default="{}")
     p = stage("rollback", run_rollback, "retire the champion; the previous one serves", partition=False)
     p.add_argument("--model-name", default="transactions")
+    stage("online-features", run_online_features, "latest row per entity, the table the Ignite cache serves")
     p = stage("report", run_report, "print a partition's evaluation and the registry state")
     p.add_argument("--model-name", default="transactions")
 

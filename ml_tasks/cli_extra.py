@@ -57,6 +57,16 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
             "params_identical": len(set(digests.values())) == 1, "candidate_dir": str(lay.candidate_dir(a.candidate))}
 
 
+def run_serve(a: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    from ml_tasks.serving import serve
+
+    os.environ["KILN_DATA_ROOT"] = str(Path(a.data_root).resolve())
+    serve(a.host, a.port)
+    return {"stopped": True}
+
+
 def _mlp_args(p: argparse.ArgumentParser, candidate: str) -> None:
     p.add_argument("--candidate", default=candidate)
     p.add_argument("--epochs", type=int, default=4)
@@ -78,3 +88,6 @@ def add_stages(stage: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--servers", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1800)
+    p = stage("serve", run_serve, "online prediction service (features from Ignite, the champion model)", partition=False)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)

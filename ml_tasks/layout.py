@@ -24,6 +24,14 @@ def check_ds(ds: str) -> str:
     return ds
 
 
+def latest_partition(data_root: Path) -> str:
+    """The newest ``ds`` with a raw partition under ``data_root``; a clear error when there is none."""
+    found = sorted(p.name.removeprefix("ds=") for p in (data_root / "raw").glob("ds=*") if not p.name.startswith("."))
+    if not found:
+        raise FileNotFoundError(f"no raw partitions under {data_root / 'raw'}; run kiln_training first")
+    return found[-1]
+
+
 @dataclass(frozen=True)
 class Layout:
     """Paths for one partition under a data root."""

@@ -1,0 +1,187 @@
+"""The online cache in Apache Ignite: versioned caches behind an alias, loaded ("warmed") from Parquet.
+
+Kiln's warming is loading fresh data into the cache (what Feast calls materialization), not Ignite's
+own "warm-up" of persisted pages at node start. A load goes into a new cache ``<name>__<version>``;
+only after its count and a sample of values are verified does one ``put`` to the alias cache switch
+``<name> -> <version>``, so a reader resolving the alias sees the old version or the new one, never
+a partial one. Older versions beyond ``retain`` are then dropped; the alias target never is.
+Values are JSON strings of the entity's row (feature values as written by ingest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ml_tasks import ignite_fast  # noqa: F401  (pyignite string serialisation, see module)
+from ml_tasks.errors import KilnError
+
+log = logging.getLogger(__name__)
+ALIAS_CACHE = "kiln_cache_aliases"
+SEPARATOR = "__"
+
+
+@dataclass(frozen=True)
+class WarmOptions:
+    batch_size: int = 1000
+    retain: int = 2
+    backups: int = 0
+    expiry_seconds: float | None = None
+    verify_sample: int = 100
+
+
+def cache_name(name: str, version: str) -> str:
+    return f"{name}{SEPARATOR}{version}"
+
+
+def source_version(path: Path) -> str:
+    """A version id for the source: its name stem plus a content hash, so new data -> new cache."""
+    h = hashlib.sha256()
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def current_version(client, name: str) -> str | None:
+    return client.get_or_create_cache(ALIAS_CACHE).get(name)
+
+
+def versions(client, name: str) -> list[str]:
+    prefix = name + SEPARATOR
+    return sorted(c[len(prefix):] for c in client.get_cache_names() if c.startswith(prefix))
+
+
+def _encode(row: dict[str, Any]) -> str:
+    return json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}, default=str)
+
+
+def iter_source(path: Path, key: str, batch_size: int) -> Iterator[dict[str, str]]:
+    """``{key: json}`` batches from a Parquet file or folder; a missing key column is named."""
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files or not all(f.exists() for f in files):
+        raise KilnError(f"warm source {path} has no Parquet files")
+    for f in files:
+        pf = pq.ParquetFile(f)
+        if key not in pf.schema_arrow.names:
+            raise KilnError(f"warm source {f} has no key column {key!r} (columns: {', '.join(pf.schema_arrow.names)})")
+        for batch in pf.iter_batches(batch_size=batch_size):
+            rows = batch.to_pylist()
+            yield {str(r[key]): _encode(r) for r in rows}
+
+
+def count_source(path: Path) -> int:
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def _create_cache(client, full_name: str, options: WarmOptions):
+    from pyignite.datatypes.cache_config import CacheMode
+    from pyignite.datatypes.prop_codes import (
+        PROP_BACKUPS_NUMBER,
+        PROP_CACHE_MODE,
+        PROP_EXPIRY_POLICY,
+        PROP_NAME,
+    )
+
+    settings: dict[int, Any] = {PROP_NAME: full_name, PROP_CACHE_MODE: CacheMode.PARTITIONED,
+                                PROP_BACKUPS_NUMBER: options.backups}
+    if options.expiry_seconds:
+        from pyignite.datatypes import ExpiryPolicy
+
+        settings[PROP_EXPIRY_POLICY] = ExpiryPolicy(create=timedelta(seconds=options.expiry_seconds))
+    return client.get_or_create_cache(settings)
+
+
+def warm(
+    client,
+    name: str,
+    source: Path,
+    key: str = "entity_id",
+    options: WarmOptions | None = None,
+    version_prefix: str = "",
+    progress: Callable[[str], None] = log.info,
+) -> dict[str, Any]:
+    """Load ``source`` into ``<name>__<prefix><content hash>``, verify, switch the alias, drop old versions.
+
+    Versions must sort oldest-first for retention, hence the prefix (Kiln passes the partition date).
+    """
+    options = options or WarmOptions()
+    if options.batch_size < 1 or options.retain < 1:
+        raise KilnError(f"batch_size and retain must be positive, got {options.batch_size} and {options.retain}")
+    if not source.exists():
+        raise KilnError(f"warm source {source} does not exist")
+    version = version_prefix + source_version(source)
+    expected = count_source(source)
+    if expected == 0:
+        raise KilnError(f"warm source {source} is empty; the alias stays where it is")
+    target = cache_name(name, version)
+    if current_version(client, name) == version and client.get_cache(target).get_size() == expected:
+        progress(f"{target} is already current and complete ({expected} entries); nothing to do")
+        return {"name": name, "version": version, "entries": expected, "switched": False, "dropped": []}
+    first = next(iter_source(source, key, 1), None)  # fail on a bad source before touching Ignite
+    if first is None:
+        raise KilnError(f"warm source {source} is empty")
+    if target in client.get_cache_names():
+        progress(f"dropping incomplete {target} left by an earlier try")
+        client.get_cache(target).destroy()
+    cache = _create_cache(client, target, options)
+
+    loaded, started = 0, time.perf_counter()
+    for batch in iter_source(source, key, options.batch_size):
+        cache.put_all(batch)
+        loaded += len(batch)
+        if loaded % (options.batch_size * 50) < options.batch_size or loaded == expected:
+            rate = loaded / max(time.perf_counter() - started, 1e-9)
+            progress(f"warming {target}: {loaded}/{expected} ({100 * loaded / expected:.0f}%) {rate:,.0f} entries/s")
+    elapsed = time.perf_counter() - started
+
+    verify(cache, source, key, expected, options.verify_sample)
+    client.get_or_create_cache(ALIAS_CACHE).put(name, version)  # the switch: one atomic put
+    dropped = drop_old_versions(client, name, options.retain)
+    progress(f"alias {name} -> {version}; dropped {dropped or 'nothing'}")
+    return {"name": name, "version": version, "cache": target, "entries": loaded, "switched": True,
+            "dropped": dropped, "entries_per_s": round(loaded / max(elapsed, 1e-9))}
+
+
+def verify(cache, source: Path, key: str, expected: int, sample: int) -> None:
+    size = cache.get_size()
+    if size != expected:
+        raise KilnError(f"cache {cache.name} holds {size} entries, the source has {expected}; alias not switched")
+    table = pq.read_table(source).slice(0, sample) if sample else pa.table({})
+    want = {str(r[key]): _encode(r) for r in table.to_pylist()}
+    got = cache.get_all(list(want))
+    bad = [k for k in want if got.get(k) != want[k]]
+    if bad:
+        raise KilnError(f"cache {cache.name} differs from the source for keys {bad[:5]}; alias not switched")
+
+
+def drop_old_versions(client, name: str, retain: int) -> list[str]:
+    current = current_version(client, name)
+    keep = set(versions(client, name)[-retain:]) | {current}
+    dropped = [v for v in versions(client, name) if v not in keep]
+    for v in dropped:
+        client.get_cache(cache_name(name, v)).destroy()
+    return dropped
+
+
+def get_many(client, name: str, keys: Sequence[str] | Iterable[str]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """Resolve the alias once, then read ``keys`` from that one version: never a mix of versions."""
+    version = current_version(client, name)
+    if version is None:
+        return None, {}
+    raw = client.get_cache(cache_name(name, version)).get_all(list(keys))
+    return version, {k: json.loads(v) for k, v in raw.items()}
