@@ -43,3 +43,15 @@ def small_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ingest(layout.ds, layout.raw_dir, rows=8_000)
     summary = preprocess(layout.raw_dir, layout.features_dir, layout.transform_dir, pca_k=3)
     return {"layout": layout, "summary": summary}  # type: ignore[dict-item]
+
+
+@pytest.fixture(scope="session")
+def ignite_node(tmp_path_factory: pytest.TempPathFactory):
+    """One real Ignite node for the test session (its own ports, native persistence), stopped at the end."""
+    from tests.ignite_node import IgniteNode
+
+    node = IgniteNode(tmp_path_factory.mktemp("ignite"))
+    node.start()
+    os.environ["AIRFLOW_CONN_IGNITE_DEFAULT"] = node.connection_uri()
+    yield node
+    node.stop()

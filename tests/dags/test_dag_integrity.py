@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,7 @@ def test_training_dag_schedule_and_concurrency(dagbag):
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.schedule == "@daily"
     order = ["plan", "ingest", "validate", "preprocess"]
-    for up, down in zip(order, order[1:]):
+    for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).downstream_task_ids
     assert {"train_spark_lr", "train_spark_gbt"} <= dag.get_task("evaluate").upstream_task_ids
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"

@@ -1,0 +1,108 @@
+"""The online prediction service end to end on loopback, against a real Ignite node and a real registry."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ml_tasks.evaluate import Thresholds, evaluate
+from ml_tasks.feature_cache import warm
+from ml_tasks.model_bundle import ModelBundle
+from ml_tasks.online_features import latest_features
+from ml_tasks.registry import register
+
+pytestmark = [pytest.mark.slow, pytest.mark.ignite]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(small_features, ignite_node):
+    """Register a Spark LR champion, warm its features, and run the service on a free loopback port."""
+    import uvicorn
+
+    from ml_tasks.serving import Settings, create_app
+    from ml_tasks.train_spark import train_spark
+
+    lay = small_features["layout"]
+    train_spark("lr", lay.features_dir, lay.candidate_dir("spark_lr"))
+    evaluate(lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
+    register(lay.evaluation, lay.registry_root, "svc", lay.ds, lay.transform_dir)
+    online = latest_features(lay.raw_dir, lay.run_dir / "online_features.parquet")
+    warm(ignite_node.client(), "svc_features", lay.run_dir / "online_features.parquet", version_prefix=lay.ds + "-")
+    port = free_port()
+    settings = Settings(data_root=lay.data_root, model_name="svc", feature_cache="svc_features",
+                        ignite_port=ignite_node.port, prediction_ttl=60)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    yield {"url": f"http://127.0.0.1:{port}", "layout": lay, "online": online}
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def single_row_test_entities(lay, n: int = 40) -> list[str]:
+    """Held-out entities with exactly one row: their online row is the one scored offline."""
+    raw = pq.read_table(lay.raw_dir, columns=["entity_id"]).to_pandas()
+    once = set(raw.entity_id.value_counts().loc[lambda s: s == 1].index)
+    preds = pd.read_parquet(lay.candidate_dir("spark_lr") / "predictions.parquet")
+    return sorted(set(preds.entity_id) & once)[:n]
+
+
+def test_hit_miss_unknown_and_malformed(served):
+    entity = single_row_test_entities(served["layout"], 1)[0]
+    with httpx.Client(base_url=served["url"]) as http:
+        health = http.get("/healthz").json()
+        assert health["status"] == "ok" and health["model_version"] == served["layout"].ds
+        first = http.get(f"/predict/{entity}").json()
+        second = http.get(f"/predict/{entity}").json()
+        assert first["cached"] is False and second["cached"] is True
+        assert first["score"] == second["score"] and first["model_version"] == served["layout"].ds
+        unknown = http.get("/predict/no_such_card")
+        assert unknown.status_code == 404 and "unknown entity 'no_such_card'" in unknown.json()["detail"]
+        batch = http.post("/predict", json={"entity_ids": [entity, "no_such_card"]}).json()
+        assert [p["entity_id"] for p in batch["predictions"]] == [entity] and batch["unknown"] == ["no_such_card"]
+        assert http.post("/predict", json={"ids": [entity]}).status_code == 422
+        assert http.post("/predict", json={"entity_ids": []}).status_code == 422
+        assert http.post("/predict", content=b"not json", headers={"content-type": "application/json"}).status_code == 422
+
+
+def test_online_scores_equal_offline_scores(served):
+    lay = served["layout"]
+    entities = single_row_test_entities(lay)
+    assert len(entities) >= 20
+    offline = pd.read_parquet(lay.candidate_dir("spark_lr") / "predictions.parquet").set_index("entity_id").score
+    with httpx.Client(base_url=served["url"]) as http:
+        online = {p["entity_id"]: p["score"] for p in http.post("/predict", json={"entity_ids": entities}).json()["predictions"]}
+    assert sorted(online) == entities
+    np.testing.assert_allclose([online[e] for e in entities], offline.loc[entities].to_numpy(), atol=1e-6)
+
+
+def test_mxnet_bundle_scores_equal_its_offline_scores(small_features, tmp_path):
+    from ml_tasks.train_mxnet import MLPConfig, train_mxnet
+
+    lay = small_features["layout"]
+    cand = tmp_path / "version" / "model"
+    train_mxnet(lay.features_dir, cand, tmp_path / "ckpt", lay.transform_dir, MLPConfig(epochs=1, batch_size=256))
+    (tmp_path / "version" / "transform").symlink_to(lay.transform_dir)
+    bundle = ModelBundle.load(tmp_path / "version")
+    raw = pq.read_table(lay.raw_dir).to_pandas()
+    once = raw[raw.entity_id.map(raw.entity_id.value_counts()) == 1]
+    preds = pd.read_parquet(cand / "predictions.parquet").set_index("entity_id")
+    rows = once[once.entity_id.isin(preds.index)].head(50)
+    np.testing.assert_allclose(bundle.score(rows.to_dict("records")), preds.loc[rows.entity_id].score.to_numpy(), atol=1e-6)
