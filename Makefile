@@ -26,7 +26,8 @@ PYTEST_ARGS ?=
 # `setup` does nothing when the venv matches requirements.txt/pyproject.toml and the DB is migrated.
 setup: $(STAMP) $(AIRFLOW_HOME)/airflow.db
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
+	scripts/system_deps.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt

@@ -109,7 +109,8 @@ def kiln_training():
         num_workers="{{ params.mxnet_workers }}",
     )
     evaluate = stage("evaluate", "evaluate", ["--min-auc", "{{ params.min_auc }}", "--max-log-loss", "{{ params.max_log_loss }}",
-                                              "--max-calibration-error", "{{ params.max_calibration_error }}"],
+                                              "--max-calibration-error", "{{ params.max_calibration_error }}",
+                                              "--candidates", "{{ params.candidates | join(',') }}"],
                      trigger_rule="none_failed_min_one_success")
     register = stage("register", "register", ["--model-name", "{{ params.model_name }}", "--margin", "{{ params.promote_margin }}",
                                               "--run-id", "{{ run_id }}", "--params-json", "{{ params | tojson }}"],
@@ -137,8 +138,15 @@ def kiln_training():
         retain=2,
     )
 
+    trainers = {"spark_lr": train_lr, "spark_gbt": train_gbt, "mxnet_mlp": train_mxnet, "mxnet_dist": train_mxnet_dist}
+
+    @task.branch
+    def choose_candidates(params=None) -> list[str]:
+        """Run only the trainers chosen in the form; the others are skipped, not failed."""
+        return [trainers[name].task_id for name in params["candidates"] if name in trainers]
+
     register >> promoted() >> online_features >> warm_cache
-    plan() >> ingest >> validate >> preprocess >> [train_lr, train_gbt, train_mxnet, train_mxnet_dist] >> evaluate >> register
+    plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values()) >> evaluate >> register
 
 
 kiln_training()

@@ -58,7 +58,8 @@ def run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
 
     lay = _layout(a)
     thresholds = Thresholds(min_auc=a.min_auc, max_log_loss=a.max_log_loss, max_calibration_error=a.max_calibration_error)
-    return evaluate(lay.candidates_root, lay.evaluation, thresholds)
+    only = [c for c in a.candidates.split(",") if c] if a.candidates else None
+    return evaluate(lay.candidates_root, lay.evaluation, thresholds, only)
 
 
 def run_register(a: argparse.Namespace) -> dict[str, Any]:
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-auc", type=float, default=0.65)
     p.add_argument("--max-log-loss", type=float, default=0.69)
     p.add_argument("--max-calibration-error", type=float, default=0.1)
+    p.add_argument("--candidates", default="", help="comma-separated candidate names to compare (default: all found)")
     p = stage("register", run_register, "version the best candidate, decide promotion")
     p.add_argument("--model-name", default="transactions")
     p.add_argument("--margin", type=float, default=0.0)

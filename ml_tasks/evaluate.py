@@ -72,11 +72,22 @@ def failed_thresholds(metrics: dict[str, float], thresholds: Thresholds) -> list
     return reasons
 
 
-def evaluate(candidates_root: Path, evaluation_path: Path, thresholds: Thresholds) -> dict[str, Any]:
-    """Score every finished candidate under ``candidates_root``; write per-model metrics and the verdict."""
+def evaluate(
+    candidates_root: Path, evaluation_path: Path, thresholds: Thresholds, only: list[str] | None = None
+) -> dict[str, Any]:
+    """Score the finished candidates under ``candidates_root`` (``only`` these names, when given).
+
+    ``only`` keeps a rerun with fewer candidates from re-scoring folders an earlier run left behind;
+    a chosen candidate that did not train (a skipped step) is named in the log and left out.
+    """
     found = sorted(p for p in candidates_root.glob("*/") if (p / PREDICTIONS_FILE).exists()) if candidates_root.exists() else []
+    if only is not None:
+        missing = sorted(set(only) - {p.name for p in found})
+        if missing:
+            log.warning("chosen candidates without a trained model (skipped or not run): %s", ", ".join(missing))
+        found = [p for p in found if p.name in only]
     if not found:
-        raise KilnError(f"no trained candidates under {candidates_root}")
+        raise KilnError(f"no trained candidates under {candidates_root}" + (f" among {', '.join(only)}" if only else ""))
     table = []
     for cand_dir in found:
         info = read_json(cand_dir / "candidate.json")

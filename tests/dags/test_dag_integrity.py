@@ -81,7 +81,9 @@ def test_training_dag_schedule_and_concurrency(dagbag):
     order = ["plan", "ingest", "validate", "preprocess"]
     for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).downstream_task_ids
-    assert {"train_spark_lr", "train_spark_gbt"} <= dag.get_task("evaluate").upstream_task_ids
+    trainers = {"train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist"}
+    assert trainers <= dag.get_task("evaluate").upstream_task_ids
+    assert dag.get_task("choose_candidates").downstream_task_ids == trainers
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
 
 
@@ -105,6 +107,8 @@ def test_every_param_is_a_described_bounded_form_field(dagbag):
         ("min_auc", 1.5, "Invalid input for param min_auc: 1.5 is greater than the maximum of 1"),
         ("partition_date", "yesterday", "Invalid input for param partition_date"),
         ("model_name", "Bad Name", "Invalid input for param model_name"),
+        ("candidates", [], "Invalid input for param candidates"),
+        ("candidates", ["xgboost"], "Invalid input for param candidates"),
     ],
 )
 def test_a_bad_form_value_is_refused_naming_the_param(dagbag, name, value, message):

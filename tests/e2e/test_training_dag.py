@@ -15,7 +15,7 @@ AUC_FLOOR = 0.72  # the generator's hidden rule gives ~0.78; a pipeline that lea
 
 
 @pytest.fixture(scope="module")
-def three_days(tmp_path_factory):
+def three_days(tmp_path_factory, ignite_node):
     data_root = tmp_path_factory.mktemp("e2e") / "data"
     for ds in DATES:
         out = dags_test("kiln_training", ds, data_root, CONF)

@@ -3,7 +3,8 @@
 Connection ``ignite_default`` (type ``ignite``): host may list several nodes (``a,b,c``), port
 defaults to 10800, login/password for authentication, extras ``use_ssl`` (bool), ``ssl_ca_file``,
 ``ssl_certfile``, ``ssl_keyfile`` and ``timeout`` (seconds). Resolution order: argument >
-connection > default. Connecting retries a bounded number of times, so a node that is restarting
+connection > default (an undefined ``ignite_default`` means the local node on 127.0.0.1:10800).
+Connecting retries a bounded number of times, so a node that is restarting
 is waited for and a dead one fails with a message naming the addresses tried.
 """
 
@@ -37,7 +38,15 @@ class IgniteHook(BaseHook):
 
     def client_config(self) -> tuple[list[tuple[str, int]], dict[str, Any]]:
         """Addresses and pyignite ``Client`` keyword arguments from the connection (no I/O beyond the lookup)."""
-        conn = self.get_connection(self.ignite_conn_id)
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = self.get_connection(self.ignite_conn_id)
+        except AirflowNotFoundException:
+            if self.ignite_conn_id != self.default_conn_name:
+                raise
+            self.log.info("connection %s is not defined; using the local node 127.0.0.1:%d", self.ignite_conn_id, DEFAULT_PORT)
+            return [("127.0.0.1", DEFAULT_PORT)], {"timeout": 10.0}
         extra = conn.extra_dejson
         port = int(conn.port or DEFAULT_PORT)
         addresses = [(h.strip(), port) for h in (conn.host or "127.0.0.1").split(",") if h.strip()]

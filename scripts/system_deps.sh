@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# System packages Kiln's tests and services use, installed from Debian when missing:
+# Java 17 and Maven (Spark, Ignite), PostgreSQL (the running Airflow), Chromium + ChromeDriver
+# (the browser test), kubectl (rendering k8s/). As root it installs; otherwise it lists what is missing.
+set -euo pipefail
+declare -A need=(
+  [java]=openjdk-17-jre-headless [mvn]=maven [chromium]=chromium [chromedriver]=chromium-driver
+  [kubectl]=kubernetes-client [/usr/lib/postgresql/15/bin/initdb]=postgresql-15
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  if [[ "$cmd" == /* ]]; then [ -x "$cmd" ] || missing+=("${need[$cmd]}"); else command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}"); fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "system_deps: please install: ${missing[*]} (e.g. sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "system_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
