@@ -17,6 +17,7 @@ and on a dist_sync parameter-server cluster) -> evaluate -> register -> warm the
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from kiln.operators.stage import KilnStageOperator
 
 from ml_tasks.params import RUN_PARAMS
 
+# "@daily" unless the deployment overrides it (KILN_TRAINING_SCHEDULE=none turns the schedule off,
+# e.g. on a staging instance that only runs triggered and backfilled runs).
+SCHEDULE = os.environ.get("KILN_TRAINING_SCHEDULE", "@daily")
 SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
 CHAMPION_MODEL = Asset("kiln_champion_model")
 FEATURE_CACHE = "kiln_features"
@@ -66,7 +70,7 @@ def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
 @dag(
     dag_id="kiln_training",
     doc_md=__doc__,
-    schedule="@daily",
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

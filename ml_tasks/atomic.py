@@ -50,9 +50,17 @@ def replace_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def clear_stale_tmp(final: Path) -> None:
+    """Remove temporary siblings a killed writer of ``final`` left behind (one writer per partition)."""
+    if final.parent.exists():
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``final``, on error it is removed."""
+    clear_stale_tmp(final)
     tmp = tmp_sibling(final)
     tmp.mkdir()
     try:

@@ -25,6 +25,14 @@ SKIP_EXIT_CODE = 99  # ml_tasks.errors.SKIP_EXIT_CODE: the stage cannot run here
 BAD_INPUT_EXIT_CODE = 2  # a retry would fail the same way
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the task process dies, so a killed task leaves no stage running."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class KilnStageOperator(BaseOperator):
     """Run an ``ml_tasks`` stage.
 
@@ -76,7 +84,8 @@ class KilnStageOperator(BaseOperator):
         cmd = [sys.executable, *self.command[1:]]
         self.log.info("running %s", " ".join(cmd))
         self._proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=os.environ.copy()
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env=os.environ.copy(), preexec_fn=_die_with_parent,
         )
         last_lines: list[str] = []
         assert self._proc.stdout is not None

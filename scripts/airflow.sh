@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A running Airflow 3 for the UI, schedules and backfills: `airflow.sh up|down|status|cli ARGS...`.
+# PostgreSQL (Debian's package, data in the state folder) as the metadata DB, LocalExecutor, and the
+# api-server, scheduler, dag-processor and triggerer as separate processes. Secrets (DB password,
+# JWT secret) are generated on first start into the git-ignored state folder, never kept in code.
+# Env (defaults): KILN_AIRFLOW_STATE (.airflow/server), KILN_AIRFLOW_PORT (8080), KILN_PG_PORT (5433),
+# KILN_LOG_SERVER_PORT (8793; the triggerer's is +1), KILN_AIRFLOW_PARALLELISM (4).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+state="${KILN_AIRFLOW_STATE:-$root/.airflow/server}"
+port="${KILN_AIRFLOW_PORT:-8080}"
+pg_port="${KILN_PG_PORT:-5433}"
+log_port="${KILN_LOG_SERVER_PORT:-8793}"
+pg_bin="$(dirname "$(readlink -f "$(command -v initdb || echo /usr/lib/postgresql/15/bin/initdb)")")"
+pgdata="$state/postgres"
+run="$state/run"
+components=(api-server scheduler dag-processor triggerer)
+export PATH="$root/.venv/bin:$PATH"
+
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_env() {
+  mkdir -p "$state" "$run"
+  [ -f "$state/secrets.env" ] || {
+    umask 077
+    printf 'KILN_PG_PASSWORD=%s\nAIRFLOW__API_AUTH__JWT_SECRET=%s\nAIRFLOW__API__SECRET_KEY=%s\n' \
+      "$(openssl rand -hex 16)" "$(openssl rand -hex 32)" "$(openssl rand -hex 32)" > "$state/secrets.env"
+  }
+  # shellcheck disable=SC1091
+  set -a; source "$state/secrets.env"; set +a
+  export AIRFLOW_HOME="$state/home"
+  export AIRFLOW__CORE__DAGS_FOLDER="$root/dags" AIRFLOW__CORE__PLUGINS_FOLDER="$root/plugins"
+  export AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  export AIRFLOW__CORE__PARALLELISM="${KILN_AIRFLOW_PARALLELISM:-4}"
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://airflow:${KILN_PG_PASSWORD}@127.0.0.1:${pg_port}/airflow"
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:${port}/execution/"
+  export AIRFLOW__API__BASE_URL="http://127.0.0.1:${port}"
+  export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT="$port"
+  export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$log_port"
+  export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="$((log_port + 1))"
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$state/admin-password.json"
+  export AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL=10
+  export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=10
+  export AIRFLOW_CONN_SPARK_DEFAULT="${AIRFLOW_CONN_SPARK_DEFAULT:-spark://local%5B%2A%5D}"
+  export AIRFLOW_CONN_IGNITE_DEFAULT="${AIRFLOW_CONN_IGNITE_DEFAULT:-ignite://127.0.0.1:10800}"
+  export KILN_DATA_ROOT="${KILN_DATA_ROOT:-$root/data}"
+  export PYSPARK_PYTHON="$root/.venv/bin/python" SPARK_LOCAL_IP=127.0.0.1
+  mkdir -p "$AIRFLOW_HOME"
+}
+
+postgres_up() {
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    mkdir -p "$pgdata"
+    [ "$(id -u)" -eq 0 ] && chown -R postgres "$pgdata"
+    echo "$KILN_PG_PASSWORD" > "$state/.pgpass-init"; chmod 644 "$state/.pgpass-init"
+    as_pg "$pg_bin/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 > "$run/initdb.log"
+    rm -f "$state/.pgpass-init"
+  fi
+  [ "$(id -u)" -eq 0 ] && chown -R postgres "$pgdata" "$run" 2>/dev/null || true
+  chmod 755 "$run"
+  if ! as_pg "$pg_bin/pg_ctl" -D "$pgdata" status > /dev/null 2>&1; then
+    as_pg "$pg_bin/pg_ctl" -D "$pgdata" -l "$run/postgres.log" -w -o "-p $pg_port -k $run -c listen_addresses=127.0.0.1" start > /dev/null
+  fi
+  as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='airflow'" | grep -q 1 || \
+    as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -qc "CREATE ROLE airflow LOGIN PASSWORD '$KILN_PG_PASSWORD'"
+  as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" | grep -q 1 || \
+    as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -qc "CREATE DATABASE airflow OWNER airflow"
+}
+
+up() {
+  write_env
+  for p in "$port" "$log_port" "$((log_port + 1))"; do
+    if port_open "$p" && ! [ -f "$run/api-server.pid" ]; then echo "airflow: port $p is already in use" >&2; exit 1; fi
+  done
+  postgres_up
+  airflow db migrate > "$run/migrate.log" 2>&1 || { tail -20 "$run/migrate.log" >&2; exit 1; }
+  for c in "${components[@]}"; do
+    if [ -f "$run/$c.pid" ] && kill -0 "$(cat "$run/$c.pid")" 2>/dev/null; then continue; fi
+    setsid nohup airflow "$c" > "$run/$c.log" 2>&1 < /dev/null &
+    echo $! > "$run/$c.pid"
+  done
+  for _ in $(seq 1 120); do
+    if curl -fs "http://127.0.0.1:$port/api/v2/monitor/health" > /dev/null 2>&1; then
+      password=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$state/admin-password.json" 2>/dev/null || echo "see $state/admin-password.json")
+      echo "airflow: up at http://127.0.0.1:$port  (log in as admin / $password)"
+      echo "airflow: metadata DB PostgreSQL on 127.0.0.1:$pg_port, logs in $run/"
+      echo "airflow: CLI against this instance: scripts/airflow.sh cli dags list"
+      return 0
+    fi
+    for c in "${components[@]}"; do
+      kill -0 "$(cat "$run/$c.pid")" 2>/dev/null || { echo "airflow: $c exited; last lines:" >&2; tail -20 "$run/$c.log" >&2; down; exit 1; }
+    done
+    sleep 1
+  done
+  echo "airflow: api-server not healthy after 120 s" >&2; down; exit 1
+}
+
+down() {
+  write_env
+  for c in "${components[@]}"; do
+    [ -f "$run/$c.pid" ] || continue
+    pid=$(cat "$run/$c.pid")
+    kill -INT -- "-$pid" 2>/dev/null || true  # SIGINT to the whole group: children exit with the parent
+  done
+  for c in "${components[@]}"; do
+    [ -f "$run/$c.pid" ] || continue
+    pid=$(cat "$run/$c.pid")
+    for _ in $(seq 1 40); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    rm -f "$run/$c.pid"
+  done
+  if [ -f "$pgdata/PG_VERSION" ]; then as_pg "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop > /dev/null 2>&1 || true; fi
+  echo "airflow: stopped"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) write_env; for c in "${components[@]}"; do
+            if [ -f "$run/$c.pid" ] && kill -0 "$(cat "$run/$c.pid")" 2>/dev/null; then echo "$c: running"; else echo "$c: stopped"; fi; done ;;
+  cli) shift; write_env; exec airflow "$@" ;;
+  env) write_env; env | grep -E '^(AIRFLOW|KILN|PYSPARK|SPARK_LOCAL)' | grep -v -E 'PASSWORD|SECRET' ;;
+  *) echo "usage: $0 up|down|status|cli ARGS...|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,86 @@
+"""A running Airflow (scripts/airflow.sh) on its own ports and state folder, and a small REST client."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class AirflowServer:
+    state: Path
+    data_root: Path
+    ignite_uri: str
+    port: int = 8180
+    pg_port: int = 5533
+    log_port: int = 8893
+    _token: str | None = field(default=None, repr=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KILN_AIRFLOW_STATE": str(self.state), "KILN_AIRFLOW_PORT": str(self.port),
+                "KILN_PG_PORT": str(self.pg_port), "KILN_LOG_SERVER_PORT": str(self.log_port),
+                "KILN_DATA_ROOT": str(self.data_root), "AIRFLOW_CONN_IGNITE_DEFAULT": self.ignite_uri}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(ROOT / "scripts" / "airflow.sh"), *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def up(self) -> None:
+        out = self.script("up")
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    def down(self) -> None:
+        self.script("down")
+
+    @property
+    def password(self) -> str:
+        return json.loads((self.state / "admin-password.json").read_text())["admin"]
+
+    def api(self) -> httpx.Client:
+        if self._token is None:
+            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password})
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return httpx.Client(base_url=f"{self.url}/api/v2", headers={"Authorization": f"Bearer {self._token}"}, timeout=30)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        with self.api() as api:
+            while time.monotonic() < deadline:
+                if api.get(f"/dags/{dag_id}").status_code == 200:
+                    return
+                time.sleep(2)
+        raise AssertionError(f"{dag_id} was not parsed within {timeout}s")
+
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        with self.api() as api:
+            return api.get(f"/dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "run_after"}).json()["dag_runs"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.api() as api:
+            while time.monotonic() < deadline:
+                run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
+                if run["state"] in ("success", "failed"):
+                    return run
+                time.sleep(3)
+        raise AssertionError(f"run {run_id} of {dag_id} did not finish within {timeout}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        with self.api() as api:
+            tis = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100}).json()["task_instances"]
+        return {t["task_id"]: t for t in tis}

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.e2e.airflow_server import AirflowServer
+from tests.e2e.helpers import ARTIFACTS
+
+# Cheap candidates for runs on the running Airflow: on 2 cores parallel Spark JVMs only share the CPU.
+SUBSET = ["spark_lr", "mxnet_mlp"]
+
+
+@pytest.fixture(scope="session")
+def airflow_server(tmp_path_factory, ignite_node, monkeypatch_session):
+    """A real Airflow (PostgreSQL, LocalExecutor, 4 components) on its own ports and data root."""
+    monkeypatch_session.setenv("KILN_TRAINING_SCHEDULE", "none")  # no surprise scheduled run when unpaused
+    base = tmp_path_factory.mktemp("airflow")
+    server = AirflowServer(state=base / "state", data_root=base / "data", ignite_uri=ignite_node.connection_uri())
+    server.up()
+    try:
+        for dag_id in ("kiln_training", "kiln_cache_refresh"):
+            server.wait_for_dag(dag_id)
+            with server.api() as api:
+                assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+        yield server
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        run_logs = server.state / "run"
+        if run_logs.exists():
+            shutil.copytree(run_logs, ARTIFACTS / "airflow-server", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pid", ".s.*"))
+        server.down()
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

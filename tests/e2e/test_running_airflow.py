@@ -1,0 +1,116 @@
+"""Kiln as users drive it, on a running Airflow: REST trigger, bad params, assets, backfill, kill, rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import SUBSET
+from tests.e2e.helpers import snapshot
+
+pytestmark = [pytest.mark.slow, pytest.mark.ignite]
+CONF = {"rows": 6000, "candidates": SUBSET}
+BACKFILL = ["2026-03-02", "2026-03-03", "2026-03-04"]
+
+
+def trigger(server, conf: dict) -> dict:
+    with server.api() as api:
+        return api.post("/dags/kiln_training/dagRuns", json={"logical_date": None, "conf": conf})
+
+
+def test_a_bad_param_is_refused_before_any_task_runs(airflow_server):
+    before = len(airflow_server.runs("kiln_training"))
+    resp = trigger(airflow_server, {**CONF, "rows": 5})
+    assert resp.status_code == 400
+    assert "Invalid input for param rows: 5 is less than the minimum of 1000" in resp.json()["detail"]
+    resp = trigger(airflow_server, {**CONF, "candidates": ["xgboost"]})
+    assert resp.status_code == 400 and "param candidates" in resp.json()["detail"]
+    assert len(airflow_server.runs("kiln_training")) == before
+
+
+def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflow_server):
+    resp = trigger(airflow_server, {**CONF, "partition_date": "2026-03-01"})
+    assert resp.status_code == 200, resp.text
+    run = airflow_server.wait_for_run("kiln_training", resp.json()["dag_run_id"])
+    tis = airflow_server.task_instances("kiln_training", run["dag_run_id"])
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    assert tis["train_spark_gbt"]["state"] == "skipped" and tis["train_mxnet"]["state"] == "success"
+    assert tis["warm_feature_cache"]["state"] == "success"
+    state = json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())
+    assert state["champion"] == "2026-03-01"
+    evaluation = json.loads((airflow_server.data_root / "runs/ds=2026-03-01/evaluation.json").read_text())
+    assert {c["candidate"] for c in evaluation["candidates"]} == set(SUBSET)
+    # the promotion updated the kiln_champion_model asset: kiln_cache_refresh runs by itself
+    deadline = time.monotonic() + 180
+    while not airflow_server.runs("kiln_cache_refresh") and time.monotonic() < deadline:
+        time.sleep(3)
+    refresh = airflow_server.runs("kiln_cache_refresh")
+    assert refresh and refresh[0]["run_type"] == "asset_triggered"
+    assert airflow_server.wait_for_run("kiln_cache_refresh", refresh[0]["dag_run_id"], timeout=300)["state"] == "success"
+
+
+def task_pid(ti_id: str) -> int | None:
+    out = subprocess.run(["pgrep", "-f", f"airflow worker -- {ti_id}$"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    return pids[0] if pids else None
+
+
+def test_backfill_three_days_survives_a_killed_task(airflow_server):
+    out = airflow_server.script("cli", "backfill", "create", "--dag-id", "kiln_training", "--from-date", BACKFILL[0],
+                                "--to-date", BACKFILL[-1], "--dag-run-conf", json.dumps(CONF))
+    assert out.returncode == 0, out.stdout + out.stderr
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline:  # kill the first day's preprocess mid-run
+        runs = [r for r in airflow_server.runs("kiln_training") if r["run_type"] == "backfill"]
+        if runs:
+            ti = airflow_server.task_instances("kiln_training", runs[0]["dag_run_id"]).get("preprocess", {})
+            if ti.get("state") == "running" and (pid := task_pid(ti["id"])):
+                time.sleep(5)  # well inside the Spark job
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                killed = runs[0]["dag_run_id"]
+        time.sleep(1)
+    assert killed, "preprocess of the first backfill day was never seen running"
+
+    runs = []
+    deadline = time.monotonic() + 1500
+    while time.monotonic() < deadline:
+        runs = sorted((r for r in airflow_server.runs("kiln_training") if r["run_type"] == "backfill"), key=lambda r: r["logical_date"])
+        if len(runs) == 3 and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        time.sleep(5)
+    assert [r["state"] for r in runs] == ["success"] * 3
+    assert [r["logical_date"][:10] for r in runs] == BACKFILL
+    for earlier, later in zip(runs, runs[1:], strict=False):  # max_active_runs=1: never two at once
+        assert earlier["end_date"] <= later["start_date"]
+    retried = airflow_server.task_instances("kiln_training", killed)["preprocess"]
+    assert retried["state"] == "success" and retried["try_number"] == 2
+    state = json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())
+    assert set(BACKFILL) <= set(state["versions"])
+    features = airflow_server.data_root / f"runs/ds={BACKFILL[0]}/features"
+    assert (features / "train" / "_SUCCESS").exists() and (features / "test" / "_SUCCESS").exists()
+    assert not list(airflow_server.data_root.rglob(".*.tmp-*")), "half-written output left behind"
+
+
+def test_clearing_the_middle_day_reruns_only_its_outputs(airflow_server):
+    middle = next(r for r in airflow_server.runs("kiln_training") if r["logical_date"].startswith(BACKFILL[1]))
+    root = airflow_server.data_root
+    before = snapshot(root)
+    evaluation_before = (root / f"runs/ds={BACKFILL[1]}/evaluation.json").read_text()
+    with airflow_server.api() as api:
+        resp = api.post("/dags/kiln_training/clearTaskInstances",
+                        json={"dag_run_id": middle["dag_run_id"], "dry_run": False, "only_failed": False, "reset_dag_runs": True})
+        assert resp.status_code == 200, resp.text
+    time.sleep(5)
+    assert airflow_server.wait_for_run("kiln_training", middle["dag_run_id"])["state"] == "success"
+    after = snapshot(root)
+    own = (f"raw/ds={BACKFILL[1]}/", f"runs/ds={BACKFILL[1]}/", f"registry/transactions/versions/{BACKFILL[1]}/",
+           "registry/transactions/registry.json", "registry/transactions/.lock")
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+    assert changed and not sorted(p for p in changed if not p.startswith(own))
+    assert (root / f"runs/ds={BACKFILL[1]}/evaluation.json").read_text() == evaluation_before
