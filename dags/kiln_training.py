@@ -3,7 +3,7 @@
 
 Daily training pipeline for the card-transactions model:
 **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib LR and GBT, MXNet MLP in one process
-and on a dist_sync parameter-server cluster) -> evaluate -> register -> warm the Ignite feature cache**
+and on a dist_sync parameter-server cluster, Apache Singa in its container) -> evaluate -> register -> warm the Ignite feature cache**
 (when the model was promoted and `warm_cache` is on).
 
 * Trigger it from the form: every field is typed, bounded and described; a bad value is refused
@@ -34,6 +34,7 @@ from ml_tasks.params import RUN_PARAMS
 # e.g. on a staging instance that only runs triggered and backfilled runs).
 SCHEDULE = os.environ.get("KILN_TRAINING_SCHEDULE", "@daily")
 SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
+SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
 CHAMPION_MODEL = Asset("kiln_champion_model")
 FEATURE_CACHE = "kiln_features"
 
@@ -112,6 +113,8 @@ def kiln_training():
         num_servers="{{ params.mxnet_servers }}",
         num_workers="{{ params.mxnet_workers }}",
     )
+    train_singa = stage("train_singa", "train-singa", ["--candidate", "singa_mlp", *mlp_args], pod_resources="medium",
+                        image=SINGA_IMAGE)
     evaluate = stage("evaluate", "evaluate", ["--min-auc", "{{ params.min_auc }}", "--max-log-loss", "{{ params.max_log_loss }}",
                                               "--max-calibration-error", "{{ params.max_calibration_error }}",
                                               "--candidates", "{{ params.candidates | join(',') }}"],
@@ -142,7 +145,8 @@ def kiln_training():
         retain=2,
     )
 
-    trainers = {"spark_lr": train_lr, "spark_gbt": train_gbt, "mxnet_mlp": train_mxnet, "mxnet_dist": train_mxnet_dist}
+    trainers = {"spark_lr": train_lr, "spark_gbt": train_gbt, "mxnet_mlp": train_mxnet, "mxnet_dist": train_mxnet_dist,
+                "singa_mlp": train_singa}
 
     @task.branch
     def choose_candidates(params=None) -> list[str]:

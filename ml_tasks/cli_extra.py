@@ -57,6 +57,13 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
             "params_identical": len(set(digests.values())) == 1, "candidate_dir": str(lay.candidate_dir(a.candidate))}
 
 
+def run_train_singa(a: argparse.Namespace) -> dict[str, Any]:
+    from ml_tasks.train_singa import train_singa
+
+    lay = _layout(a)
+    return train_singa(lay.features_dir, lay.candidate_dir(a.candidate), lay.transform_dir, _mlp_config(a))
+
+
 def run_serve(a: argparse.Namespace) -> dict[str, Any]:
     import os
 
@@ -88,6 +95,8 @@ def add_stages(stage: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--servers", type=int, default=1)
     p.add_argument("--timeout", type=float, default=1800)
+    p = stage("train-singa", run_train_singa, "Apache Singa MLP (runs in the Singa image; skips elsewhere)")
+    _mlp_args(p, "singa_mlp")
     p = stage("serve", run_serve, "online prediction service (features from Ignite, the champion model)", partition=False)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -81,7 +81,7 @@ def test_training_dag_schedule_and_concurrency(dagbag):
     order = ["plan", "ingest", "validate", "preprocess"]
     for up, down in itertools.pairwise(order):
         assert down in dag.get_task(up).downstream_task_ids
-    trainers = {"train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist"}
+    trainers = {"train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist", "train_singa"}
     assert trainers <= dag.get_task("evaluate").upstream_task_ids
     assert dag.get_task("choose_candidates").downstream_task_ids == trainers
     assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"

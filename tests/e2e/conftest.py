@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,10 @@ def airflow_server(tmp_path_factory, ignite_node, monkeypatch_session):
     """A real Airflow (PostgreSQL, LocalExecutor, 4 components) on its own ports and data root."""
     monkeypatch_session.setenv("KILN_TRAINING_SCHEDULE", "none")  # no surprise scheduled run when unpaused
     base = tmp_path_factory.mktemp("airflow")
-    server = AirflowServer(state=base / "state", data_root=base / "data", ignite_uri=ignite_node.connection_uri())
+    # PostgreSQL runs as the postgres user, which cannot enter pytest's root-only temp folders.
+    state = Path(tempfile.mkdtemp(prefix="kiln-airflow-state-"))
+    state.chmod(0o755)
+    server = AirflowServer(state=state, data_root=base / "data", ignite_uri=ignite_node.connection_uri())
     server.up()
     try:
         for dag_id in ("kiln_training", "kiln_cache_refresh"):
@@ -30,6 +35,7 @@ def airflow_server(tmp_path_factory, ignite_node, monkeypatch_session):
         if run_logs.exists():
             shutil.copytree(run_logs, ARTIFACTS / "airflow-server", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pid", ".s.*"))
         server.down()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

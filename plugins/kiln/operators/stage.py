@@ -40,6 +40,7 @@ class KilnStageOperator(BaseOperator):
     :param arguments: the stage's arguments (templated; may hold XComArgs).
     :param result_path: where the stage writes its JSON result (templated); returned as XCom.
     :param pod_resources: pod resource preset in Kubernetes mode (small, medium, large, gpu).
+    :param image: the pod's image in Kubernetes mode (default: the Kiln image).
     :param execution: ``local`` or ``kubernetes``; ``None`` resolves it at run time.
     """
 
@@ -53,6 +54,7 @@ class KilnStageOperator(BaseOperator):
         arguments: list[Any],
         result_path: str,
         pod_resources: str = "small",
+        image: str | None = None,
         execution: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -61,6 +63,7 @@ class KilnStageOperator(BaseOperator):
         self.arguments = arguments
         self.result_path = result_path
         self.pod_resources = pod_resources
+        self.image = image
         self.execution = execution
         self._proc: subprocess.Popen[str] | None = None
 

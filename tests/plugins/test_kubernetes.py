@@ -1,0 +1,163 @@
+"""The Kubernetes path, checked offline: pods built by the operators, manifests in k8s/, the images."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.37.0"
+HEAVY_STAGES = {"ingest": "small", "validate": "small", "train_mxnet": "medium", "train_singa": "medium",
+                "evaluate": "small", "register": "small", "online_features": "small"}
+
+
+class FakeDag:
+    dag_id = "kiln_training"
+
+
+class TI:
+    dag_id = "kiln_training"
+    run_id = "scheduled__2026-11-24T00:00:00+00:00"
+    try_number = 2
+    map_index = -1
+
+    def __init__(self, task_id: str):
+        self.task_id = task_id
+
+
+def validate(manifest: dict) -> None:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags" / "kiln_training.py")).get_dag("kiln_training")
+
+
+def rendered_pod(dag, task_id: str) -> dict:
+    """What KILN_EXECUTION=kubernetes runs for a stage task, as a manifest (no cluster needed)."""
+    from kiln.operators.pod import KilnPodOperator
+    from kubernetes.client import ApiClient
+
+    stage = dag.get_task(task_id)
+    stage.arguments = [a.replace("{{ ti.xcom_pull(task_ids='plan', key='data_root') }}", "/data")
+                       .replace("{{ ti.xcom_pull(task_ids='plan', key='ds') }}", "2026-11-24") for a in map(str, stage.arguments)]
+    stage.result_path = f"/data/runs/ds=2026-11-24/_results/{task_id}.json"
+    pod_op = KilnPodOperator.for_stage(stage, context={})
+    pod = pod_op.build_pod_request_obj({"ti": TI(task_id), "run_id": TI.run_id, "dag": FakeDag()}, dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod)
+
+
+@pytest.mark.parametrize("task_id", sorted(HEAVY_STAGES))
+def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
+    from kiln.operators.pod import PRESETS
+
+    manifest = rendered_pod(dag, task_id)
+    validate(manifest)
+    spec, container = manifest["spec"], manifest["spec"]["containers"][0]
+    stage = dag.get_task(task_id).stage
+    assert container["image"] == ("kiln/kiln-singa:latest" if task_id == "train_singa" else "kiln/kiln:latest")
+    assert container["command"] == ["python", "-m", "ml_tasks", stage]
+    assert container["args"][:4] == ["--data-root", "/data", "--ds", "2026-11-24"]
+    assert container["args"][-2:] == ["--result-file", f"/data/runs/ds=2026-11-24/_results/{task_id}.json"]
+    assert container["resources"] == PRESETS[HEAVY_STAGES[task_id]]
+    labels = manifest["metadata"]["labels"]
+    assert labels["dag_id"] == "kiln_training" and labels["task_id"] == task_id and labels["try_number"] == "2"
+    assert labels["kiln.io/stage"] == stage and labels["app.kubernetes.io/part-of"] == "kiln"
+    assert re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", labels["run_id"])
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 50000
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert {"name": "KILN_DATA_ROOT", "value": "/data"} in container["env"]
+    assert container["envFrom"] == [{"secretRef": {"name": "kiln-connections", "optional": True}}]
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data", "/tmp"}
+    assert spec["restartPolicy"] == "Never"
+
+
+def test_gpu_preset_requests_a_gpu():
+    from kiln.operators.pod import KilnPodOperator
+
+    op = KilnPodOperator(task_id="t", stage="train-mxnet", stage_arguments=[], preset="gpu")
+    assert op.container_resources.limits["nvidia.com/gpu"] == "1"
+    with pytest.raises(ValueError, match="preset 'huge' is not one of"):
+        KilnPodOperator(task_id="t", stage="x", stage_arguments=[], preset="huge")
+
+
+def test_mxnet_roles_render_as_valid_pods_and_a_scheduler_service():
+    from kiln.operators.mxnet import build_role_manifests
+
+    manifests = build_role_manifests(name="kiln-mx-run1", namespace="kiln", image="kiln/kiln:latest",
+                                     worker_args=["--data-root", "/data", "--ds", "2026-11-24"], num_servers=2,
+                                     num_workers=3, labels={"app.kubernetes.io/part-of": "kiln"})
+    for m in manifests:
+        validate(m)
+    kinds = [(m["kind"], m["metadata"]["labels"].get("kiln.io/mxnet-role")) for m in manifests]
+    assert kinds == [("Service", None), ("Pod", "scheduler"), ("Pod", "server"), ("Pod", "server"),
+                     ("Pod", "worker"), ("Pod", "worker"), ("Pod", "worker")]
+    worker = manifests[-1]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert env["DMLC_ROLE"] == "worker" and env["DMLC_NUM_WORKER"] == "3" and env["DMLC_NUM_SERVER"] == "2"
+    assert env["DMLC_PS_ROOT_URI"] == "kiln-mx-run1-scheduler.kiln.svc"
+    assert worker["command"][-2:] == ["--kvstore", "dist_sync"]
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_every_overlay_renders_and_validates_strictly(overlay):
+    out = subprocess.run(["kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(ROOT / "k8s" / "overlays" / overlay)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    for obj in objects:
+        validate(obj)
+    kinds = {o["kind"] for o in objects}
+    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "StatefulSet", "Service", "ConfigMap", "Deployment",
+            "HorizontalPodAutoscaler", "NetworkPolicy", "Job", "PersistentVolumeClaim"} <= kinds
+    ignite_cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kiln-ignite-config")
+    assert ignite_cm["data"]["kiln-ignite.xml"] == (ROOT / "ignite" / "kiln-ignite.xml").read_text()
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
+    assert namespaces == {"kiln-dev" if overlay == "dev" else "kiln"}
+    rules = [r for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "kiln-pod-launcher" for r in o["rules"]]
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)  # least privilege
+    assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
+
+
+def test_airflow_helm_values_use_the_kiln_image_and_kubernetes_executor():
+    values = yaml.safe_load((ROOT / "k8s" / "airflow" / "values.yaml").read_text())
+    assert values["executor"] == "KubernetesExecutor"
+    assert values["images"]["airflow"]["repository"] == "kiln/kiln"
+    assert values["dags"]["gitSync"]["enabled"] is False and values["dags"]["persistence"]["enabled"] is False
+    assert {"name": "KILN_EXECUTION", "value": "kubernetes"} in values["env"]
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+            for line in (ln.strip() for ln in text.splitlines()) if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "docker/singa.Dockerfile"])
+def test_dockerfiles_copy_what_exists_and_run_as_non_root(dockerfile):
+    steps = dockerfile_instructions(ROOT / dockerfile)
+    assert steps[0][0] in ("FROM", "ARG")
+    for op, arg in steps:
+        if op == "COPY":
+            for src in arg.split()[:-1]:
+                assert (ROOT / src).exists(), f"{dockerfile}: COPY source {src} is missing"
+    user = [arg for op, arg in steps if op == "USER"]
+    assert user and user[-1] not in ("root", "0")
+
+
+def test_project_image_installs_the_pinned_requirements():
+    steps = dockerfile_instructions(ROOT / "Dockerfile")
+    assert ("FROM", "python:3.11.7-slim-bookworm") in steps
+    assert any(op == "RUN" and "pip install -r requirements.txt" in arg for op, arg in steps)
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert "==" in line, f"unpinned requirement: {line}"
