@@ -30,9 +30,6 @@ from kiln.operators.stage import KilnStageOperator
 
 from ml_tasks.params import RUN_PARAMS
 
-# "@daily" unless the deployment overrides it (KILN_TRAINING_SCHEDULE=none turns the schedule off,
-# e.g. on a staging instance that only runs triggered and backfilled runs).
-SCHEDULE = os.environ.get("KILN_TRAINING_SCHEDULE", "@daily")
 SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
 CHAMPION_MODEL = Asset("kiln_champion_model")
@@ -71,7 +68,7 @@ def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
 @dag(
     dag_id="kiln_training",
     doc_md=__doc__,
-    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
+    schedule="@daily",
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -231,6 +231,8 @@ def train_mxnet(
 
     started = time.perf_counter()
     first_batch_at = None
+    first_batch_wall = None
+    train_seconds, trained = 0.0, 0
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         mx.random.seed(cfg.seed + epoch)  # dropout masks reproducible per epoch, resumed or not
         t0, seen, total_loss = time.perf_counter(), 0, 0.0
@@ -244,7 +246,10 @@ def train_mxnet(
             seen += len(y)
             if first_batch_at is None:
                 first_batch_at = time.perf_counter() - started
+                first_batch_wall = time.time()
         elapsed = time.perf_counter() - t0
+        train_seconds += elapsed
+        trained += seen
         scores, labels, _ = predict(net, test_dir)
         auc = compute_metrics(labels, scores)["auc"]
         log.info("rank %d epoch %d/%d loss=%.4f val_auc=%.4f samples/s=%.0f", rank, epoch, cfg.epochs,
@@ -255,7 +260,8 @@ def train_mxnet(
     write_json(checkpoint_dir / f"final-rank-{rank}.json", {"digest": digest, "rank": rank, "num_workers": num_workers})
     result: dict[str, Any] = {"candidate": candidate, "framework": "mxnet", "kvstore": kvstore, "rank": rank,
                               "num_workers": num_workers, "params_digest": digest, "config": asdict(cfg),
-                              "time_to_first_batch_s": first_batch_at}
+                              "time_to_first_batch_s": first_batch_at, "first_batch_unix": first_batch_wall,
+                              "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None}
     if rank == 0:
         scores, labels, ids = predict(net, test_dir)
         import pandas as pd

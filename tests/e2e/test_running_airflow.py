@@ -33,6 +33,24 @@ def test_a_bad_param_is_refused_before_any_task_runs(airflow_server):
     assert len(airflow_server.runs("kiln_training")) == before
 
 
+def test_the_daily_schedule_runs_the_latest_interval_with_default_params(airflow_server):
+    deadline = time.monotonic() + 120
+    scheduled: list[dict] = []
+    while not scheduled and time.monotonic() < deadline:
+        scheduled = [r for r in airflow_server.runs("kiln_training") if r["run_type"] == "scheduled"]
+        time.sleep(2)
+    assert len(scheduled) == 1, "unpausing should create the latest interval's run"
+    run = airflow_server.wait_for_run("kiln_training", scheduled[0]["dag_run_id"])
+    tis = airflow_server.task_instances("kiln_training", run["dag_run_id"])
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+    for task in ("train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist"):
+        assert tis[task]["state"] == "success", task
+    assert tis["train_singa"]["state"] == "skipped"  # no Singa outside its image: skipped, never faked
+    ds = run["logical_date"][:10]
+    evaluation = json.loads((airflow_server.data_root / f"runs/ds={ds}/evaluation.json").read_text())
+    assert {c["candidate"] for c in evaluation["candidates"]} == {"spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist"}
+
+
 def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflow_server):
     resp = trigger(airflow_server, {**CONF, "partition_date": "2026-03-01"})
     assert resp.status_code == 200, resp.text
@@ -40,9 +58,8 @@ def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflo
     tis = airflow_server.task_instances("kiln_training", run["dag_run_id"])
     assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
     assert tis["train_spark_gbt"]["state"] == "skipped" and tis["train_mxnet"]["state"] == "success"
+    assert json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())["versions"]["2026-03-01"]
     assert tis["warm_feature_cache"]["state"] == "success"
-    state = json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())
-    assert state["champion"] == "2026-03-01"
     evaluation = json.loads((airflow_server.data_root / "runs/ds=2026-03-01/evaluation.json").read_text())
     assert {c["candidate"] for c in evaluation["candidates"]} == set(SUBSET)
     # the promotion updated the kiln_champion_model asset: kiln_cache_refresh runs by itself

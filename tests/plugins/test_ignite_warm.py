@@ -67,9 +67,9 @@ def test_dead_node_is_a_clear_error():
     from kiln.hooks.ignite import IgniteConnectionError, IgniteHook
 
     os.environ["AIRFLOW_CONN_IGNITE_NOWHERE"] = "ignite://127.0.0.1:10999"
-    with pytest.raises(IgniteConnectionError, match=r"no Ignite node answered at \[\('127.0.0.1', 10999\)\] after 2 attempts"):
-        with IgniteHook("ignite_nowhere", connect_retries=2, retry_delay=0.1).get_client():
-            pass
+    hook = IgniteHook("ignite_nowhere", connect_retries=2, retry_delay=0.1)
+    with pytest.raises(IgniteConnectionError, match=r"no Ignite node answered at \[\('127.0.0.1', 10999\)\] after 2 attempts"), hook.get_client():
+        pass
 
 
 def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_partial_version(ignite_node, tmp_path):

@@ -1,0 +1,92 @@
+"""docker-compose.yaml, checked offline with compose-spec's own loader (tools/composecheck, Go).
+
+There is no Docker engine on Kiln's machines, so the file is loaded, validated and normalised the way
+`docker compose config` does it, then checked against the repo: images, commands, ports, mounts, order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW_COMMANDS = {"airflow-init": ["airflow", "db", "migrate"], "airflow-api-server": ["airflow", "api-server", "--port", "8080"],
+                    "airflow-scheduler": ["airflow", "scheduler"], "airflow-dag-processor": ["airflow", "dag-processor"],
+                    "airflow-triggerer": ["airflow", "triggerer"]}
+
+
+@pytest.fixture(scope="module")
+def composecheck(tmp_path_factory) -> Path:
+    if not shutil.which("go"):
+        pytest.fail("Go is needed to build tools/composecheck (compose-spec's loader); install golang")
+    binary = tmp_path_factory.mktemp("bin") / "composecheck"
+    out = subprocess.run(["go", "build", "-o", str(binary), "."], cwd=ROOT / "tools" / "composecheck",
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return binary
+
+
+@pytest.fixture(scope="module")
+def project(composecheck, tmp_path_factory) -> dict:
+    env = tmp_path_factory.mktemp("env") / ".env"
+    env.write_text("KILN_PG_PASSWORD=pw\nAIRFLOW__API_AUTH__JWT_SECRET=jwt\nAIRFLOW__API__SECRET_KEY=key\n")
+    out = subprocess.run([str(composecheck), str(ROOT / "docker-compose.yaml"), str(env)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_secrets_are_required_not_defaulted(composecheck):
+    out = subprocess.run([str(composecheck), str(ROOT / "docker-compose.yaml")], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1 and "required variable KILN_PG_PASSWORD is missing a value" in out.stderr
+
+
+def test_the_full_stack_is_there(project):
+    assert set(project["services"]) == {"postgres", *AIRFLOW_COMMANDS, "spark-master", "spark-worker", "ignite", "serving"}
+
+
+def test_airflow_services_come_from_the_project_image(project):
+    for name, command in AIRFLOW_COMMANDS.items():
+        svc = project["services"][name]
+        assert svc["image"] == "kiln/kiln:latest" and svc["build"]["dockerfile"] == "Dockerfile"
+        assert Path(svc["build"]["context"]).resolve() == ROOT
+        assert svc["command"] == command
+        assert svc["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-api-server:8080/execution/"
+        assert svc["environment"]["AIRFLOW_CONN_IGNITE_DEFAULT"] == "ignite://ignite:10800"
+        assert any(v["target"] == "/data" for v in svc["volumes"])
+    assert (ROOT / "Dockerfile").exists()
+
+
+def test_ports_match_the_configs_they_come_from(project):
+    published = {name: {int(p["target"]) for p in svc.get("ports", [])} for name, svc in project["services"].items()}
+    assert published["airflow-api-server"] == {8080}
+    assert published["serving"] == {8000} and "--port" in project["services"]["serving"]["command"]
+    assert project["services"]["serving"]["command"][project["services"]["serving"]["command"].index("--port") + 1] == "8000"
+    xml = (ROOT / "ignite" / "kiln-ignite.xml").read_text()
+    thin_port = re.search(r"kiln.ignite.port'\] \?: '(\d+)'", xml).group(1)
+    assert published["ignite"] == {int(thin_port)}
+    assert "/api/v2/monitor/health" in " ".join(project["services"]["airflow-api-server"]["healthcheck"]["test"])
+
+
+def test_ignite_mounts_the_repos_own_xml(project):
+    ignite = project["services"]["ignite"]
+    config = next(v for v in ignite["volumes"] if v["target"] == "/etc/kiln/kiln-ignite.xml")
+    assert Path(config["source"]).resolve() == ROOT / "ignite" / "kiln-ignite.xml" and config["read_only"] is True
+    assert ignite["environment"]["CONFIG_URI"] == config["target"]
+
+
+def test_dependency_order_and_health_checks(project):
+    services = project["services"]
+    scheduler = services["airflow-scheduler"]["depends_on"]
+    assert scheduler["postgres"]["condition"] == "service_healthy"
+    assert scheduler["airflow-init"]["condition"] == "service_completed_successfully"
+    assert scheduler["airflow-api-server"]["condition"] == "service_healthy"
+    assert services["airflow-init"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("postgres", "airflow-api-server", "spark-master", "ignite", "serving"):
+        assert services[name]["healthcheck"]["test"], name
+    assert set(project["volumes"]) >= {"kiln-data", "postgres-data", "ignite-data"}
