@@ -47,6 +47,8 @@ test: setup
 
 bench: setup
 	python bench/bench_pipeline.py
+	python bench/bench_mxnet.py
+	python bench/bench_ignite.py
 
 lint: setup
 	ruff check . && ruff format --check .

@@ -60,16 +60,16 @@ def test_trigger_from_the_form_and_watch_it_succeed(airflow_server, browser):
 
     body = browser.find_element(By.TAG_NAME, "body").text
     for name, spec in RUN_PARAMS.items():  # every field is there with its description
-        assert browser.find_element(By.ID, f"element_{name}"), name
+        assert browser.find_element(By.NAME, f"element_{name}"), name
         assert spec["description"] in body, name
     browser.save_screenshot(str(ARTIFACTS / "ui-2-trigger-form.png"))
 
-    rows = browser.find_element(By.ID, "element_rows")
+    rows = browser.find_element(By.NAME, "element_rows")
     rows.send_keys(Keys.CONTROL, "a")
     rows.send_keys("6000")
-    for name in RUN_PARAMS["candidates"]["default"]:
-        if name not in SUBSET:
-            browser.find_element(By.CSS_SELECTOR, f'#element_candidates [aria-label="Remove {name}"]').click()
+    candidates = browser.find_element(By.NAME, "element_candidates")  # an array field: one value per line
+    candidates.send_keys(Keys.CONTROL, "a")
+    candidates.send_keys("\n".join(SUBSET))
     browser.save_screenshot(str(ARTIFACTS / "ui-3-form-filled.png"))
     before = {r["dag_run_id"] for r in airflow_server.runs("kiln_training")}
     button(browser, "Trigger", last=True).click()

@@ -1,0 +1,169 @@
+"""Ignite warm rate and serving latency, on one real node started for this run.
+
+Warm rate (entries/s): Kiln's batched path (``feature_cache.warm``: put_all batches, verify, switch)
+vs a naive per-key ``put`` loop vs Ignite's own Java ``IgniteDataStreamer`` (bench/java), same node,
+same key/value pairs. The naive loop is timed on the first --naive-rows entries (its per-entry cost
+is flat; a 1 M-row naive load would take minutes). Serving latency p50/p99 on loopback for cache hits
+and misses over --requests requests each, against a champion trained and registered in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ml_tasks import ignite_fast  # noqa: E402,F401
+from ml_tasks.feature_cache import WarmOptions, iter_source, warm  # noqa: E402
+from ml_tasks.layout import Layout  # noqa: E402
+
+PORT, DISCOVERY, COMMUNICATION = 11000, 47700, 47400
+JAVA = ROOT / "bench" / "java"
+LIBS = ROOT / ".ignite" / "libs"
+
+
+def node(action: str, state: Path) -> None:
+    env = {**os.environ, "KILN_IGNITE_DIR": str(state), "KILN_IGNITE_PORT": str(PORT),
+           "KILN_IGNITE_DISCOVERY_PORT": str(DISCOVERY), "KILN_IGNITE_COMMUNICATION_PORT": str(COMMUNICATION)}
+    subprocess.run([str(ROOT / "scripts" / "ignite.sh"), action], env=env, check=True, capture_output=True)
+
+
+def client():
+    from pyignite import Client
+
+    c = Client(timeout=30)
+    c.connect("127.0.0.1", PORT)
+    return c
+
+
+def feature_table(path: Path, rows: int) -> None:
+    """``rows`` distinct entities with the online feature columns (from the synthetic generator)."""
+    from ml_tasks.ingest import generate_chunk
+
+    table = generate_chunk("2026-01-01", 0, rows, entity_pool=rows).to_pandas()
+    table["entity_id"] = [f"card_{i:08d}" for i in range(rows)]
+    table["event_ts"] = table["event_ts"].astype("int64") // 1000
+    table.drop(columns=["label"]).to_parquet(path, index=False)
+
+
+def warm_rates(work: Path, rows: int, naive_rows: int) -> dict[str, float]:
+    source = work / "features.parquet"
+    feature_table(source, rows)
+    c = client()
+    batched = warm(c, "bench_batched", source, options=WarmOptions(batch_size=1000, retain=1), progress=lambda _: None)
+    rates = {"Kiln batched put_all (warm)": batched["entries_per_s"]}
+
+    pairs = [kv for batch in iter_source(source, "entity_id", 10_000) for kv in batch.items()]
+    naive = c.get_or_create_cache("bench_naive")
+    start = time.perf_counter()
+    for key, value in pairs[:naive_rows]:
+        naive.put(key, value)
+    rates["naive per-key put"] = naive_rows / (time.perf_counter() - start)
+    naive.destroy()
+
+    tsv = work / "pairs.tsv"
+    tsv.write_text("".join(f"{k}\t{v}\n" for k, v in pairs))
+    subprocess.run(["javac", "-d", str(work), "-cp", f"{LIBS}/*", str(JAVA / "StreamerBench.java")], check=True)
+    opts = [ln.strip() for ln in (ROOT / "ignite" / "jvm.options").read_text().splitlines() if ln.startswith("--add-opens")]
+    out = subprocess.run(["java", *opts, "-DIGNITE_QUIET=true", "-cp", f"{work}:{LIBS}/*", "StreamerBench", str(tsv),
+                          str(DISCOVERY), "bench_streamer"], capture_output=True, text=True, timeout=600)
+    match = re.search(r"STREAMER_RATE (\d+)", out.stdout)
+    if not match:
+        raise RuntimeError(f"streamer failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    rates["Ignite IgniteDataStreamer (Java)"] = float(match.group(1))
+    return rates
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]:
+    import httpx
+
+    from ml_tasks.evaluate import Thresholds, evaluate
+    from ml_tasks.ingest import ingest
+    from ml_tasks.online_features import latest_features
+    from ml_tasks.preprocess import preprocess
+    from ml_tasks.registry import register
+    from ml_tasks.train_spark import train_spark
+
+    lay = Layout(work / "data", "2026-01-01")
+    ingest(lay.ds, lay.raw_dir, rows=max(4 * requests, 40_000))
+    preprocess(lay.raw_dir, lay.features_dir, lay.transform_dir)
+    train_spark("gbt", lay.features_dir, lay.candidate_dir("spark_gbt"), {"gbt_max_iter": 20})
+    evaluate(lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
+    register(lay.evaluation, lay.registry_root, "bench", lay.ds, lay.transform_dir)
+    online = latest_features(lay.raw_dir, lay.run_dir / "online.parquet")
+    warm(client(), "bench_features", lay.run_dir / "online.parquet", version_prefix=lay.ds + "-", progress=lambda _: None)
+    import pandas as pd
+
+    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()[:requests]
+    port = free_port()
+    env = {**os.environ, "KILN_DATA_ROOT": str(lay.data_root), "KILN_MODEL_NAME": "bench", "KILN_FEATURE_CACHE": "bench_features",
+           "KILN_IGNITE_PORT": str(PORT), "KILN_PREDICTION_TTL": "600"}
+    server = subprocess.Popen([sys.executable, "-m", "ml_tasks", "serve", "--port", str(port), "--data-root", str(lay.data_root)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(100):
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            timings: dict[str, list[float]] = {"miss (first request per entity)": [], "hit (prediction cached)": []}
+            for label in timings:
+                for entity in entities:
+                    start = time.perf_counter()
+                    resp = http.get(f"/predict/{entity}")
+                    timings[label].append((time.perf_counter() - start) * 1000)
+                    assert resp.status_code == 200 and resp.json()["cached"] == label.startswith("hit")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in timings.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--naive-rows", type=int, default=20_000)
+    parser.add_argument("--requests", type=int, default=10_000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="kiln-bench-ignite-"))
+    work.chmod(0o755)
+    node("up", work / "node")
+    try:
+        rates = warm_rates(work, args.rows, args.naive_rows)
+        latency = serving_latency(work, args.requests)
+    finally:
+        node("down", work / "node")
+    ours = rates["Kiln batched put_all (warm)"]
+    print(f"\nWarm rate, {args.rows:,} entries (naive loop timed on {args.naive_rows:,}), one local node, 2 cores")
+    print(f"{'path':<34}{'entries/s':>12}{'Kiln / path':>13}")
+    for name, rate in rates.items():
+        print(f"{name:<34}{rate:>12,.0f}{ours / rate:>12.2f}x")
+    print("goals: Kiln >= 20x naive, Kiln >= 0.5x streamer")
+    print(f"\nServing latency on loopback, {args.requests:,} sequential requests each (ms)")
+    print(f"{'request':<34}{'p50':>8}{'p99':>8}")
+    for name, (p50, p99) in latency.items():
+        print(f"{name:<34}{p50:>8.2f}{p99:>8.2f}")
+    print("goal: p99 <= 2 ms for a hit")
+
+
+if __name__ == "__main__":
+    main()
