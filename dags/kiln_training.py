@@ -118,7 +118,7 @@ def kiln_training():
                      trigger_rule="none_failed_min_one_success")
     register = stage("register", "register", ["--model-name", "{{ params.model_name }}", "--margin", "{{ params.promote_margin }}",
                                               "--run-id", "{{ run_id }}", "--params-json", "{{ params | tojson }}"],
-                     outlets=[CHAMPION_MODEL])
+)
 
     @task.short_circuit(ignore_downstream_trigger_rules=True)
     def promoted(params=None, ti=None) -> bool:
@@ -150,6 +150,17 @@ def kiln_training():
         """Run only the trainers chosen in the form; the others are skipped, not failed."""
         return [trainers[name].task_id for name in params["candidates"] if name in trainers]
 
+    @task(outlets=[CHAMPION_MODEL])
+    def announce_champion(ti=None) -> str:
+        """Update the kiln_champion_model asset only when the champion changed (a skip emits no event)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        decision = ti.xcom_pull(task_ids="register")
+        if decision["champion"] == decision["previous_champion"]:
+            raise AirflowSkipException(f"champion unchanged ({decision['champion']})")
+        return decision["champion"]
+
+    register >> announce_champion()
     register >> promoted() >> online_features >> warm_cache
     plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values()) >> evaluate >> register
 

@@ -81,6 +81,7 @@ def register(
             **(lineage or {}),
         })
     with _locked(model_root) as state:
+        previous_champion = state["champion"]
         state["versions"].pop(ds, None)
         older = [v for v, rec in state["versions"].items() if rec["promoted"] and v < ds and v not in state["rolled_back"]]
         baseline = max(older) if older else None
@@ -99,7 +100,7 @@ def register(
     champion = state["champion"]
     log.info("registered %s/%s (%s): promoted=%s champion=%s", model_name, ds, best["candidate"], not reasons, champion)
     return {"model_name": model_name, "version": ds, "candidate": best["candidate"], "auc": auc,
-            "promoted": not reasons, "reasons": reasons, "champion": champion,
+            "promoted": not reasons, "reasons": reasons, "champion": champion, "previous_champion": previous_champion,
             "version_dir": str(model_root / "versions" / ds)}
 
 

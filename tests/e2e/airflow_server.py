@@ -46,6 +46,19 @@ class AirflowServer:
     def down(self) -> None:
         self.script("down")
 
+    def leftovers(self) -> list[str]:
+        """Ports still answering and processes still running after ``down``: there must be none."""
+        import socket
+
+        found = []
+        for port in (self.port, self.pg_port, self.log_port, self.log_port + 1):
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    found.append(f"port {port}")
+        ps = subprocess.run(["pgrep", "-af", str(self.state)], capture_output=True, text=True).stdout.strip()
+        return found + ([f"processes: {ps}"] if ps else [])
+
     @property
     def password(self) -> str:
         return json.loads((self.state / "admin-password.json").read_text())["admin"]

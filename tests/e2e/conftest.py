@@ -37,4 +37,6 @@ def airflow_server(tmp_path_factory, ignite_node):
         if run_logs.exists():
             shutil.copytree(run_logs, ARTIFACTS / "airflow-server", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.pid", ".s.*"))
         server.down()
+        leftovers = server.leftovers()
         shutil.rmtree(state, ignore_errors=True)
+        assert not leftovers, f"airflow.sh down left {leftovers}"

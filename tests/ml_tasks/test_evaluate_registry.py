@@ -52,7 +52,7 @@ def test_best_candidate_wins_and_is_blessed(data_root):
     verdict = json.loads(Layout(data_root, "2026-01-01").evaluation.read_text())
     assert verdict["best"] == "strong" and result["candidate"] == "strong"
     assert [c["candidate"] for c in verdict["candidates"]] == ["strong", "weak"]
-    assert result["promoted"] and result["champion"] == "2026-01-01"
+    assert result["promoted"] and result["champion"] == "2026-01-01" and result["previous_champion"] is None
     assert (champion_dir(data_root / "registry", "m") / "model" / "predictions.parquet").exists()
 
 
