@@ -51,7 +51,7 @@ bench: setup
 	python bench/bench_ignite.py
 
 lint: setup
-	ruff check . && ruff format --check .
+	ruff check .
 
 ignite-up: setup
 	scripts/ignite.sh up

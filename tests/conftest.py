@@ -32,6 +32,18 @@ def data_root(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_spark_at_exit():
+    """Stop an in-process SparkSession before interpreter exit (py4j otherwise logs to closed streams)."""
+    yield
+    if "pyspark.sql" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()
+
+
 @pytest.fixture(scope="session")
 def small_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One synthetic partition (8 000 rows) preprocessed on real Spark, shared by the training tests."""
