@@ -2,7 +2,9 @@
 
 Connection ``ignite_default`` (type ``ignite``): host may list several nodes (``a,b,c``), port
 defaults to 10800, login/password for authentication, extras ``use_ssl`` (bool), ``ssl_ca_file``,
-``ssl_certfile``, ``ssl_keyfile`` and ``timeout`` (seconds). Resolution order: argument >
+``ssl_certfile``, ``ssl_keyfile``, ``timeout`` (seconds) and ``partition_aware`` (default false: pyignite
+re-fetches a cache's partition map in pure Python whenever the topology moves, and ``put_all`` goes to
+one node anyway). Resolution order: argument >
 connection > default (an undefined ``ignite_default`` means the local node on 127.0.0.1:10800).
 Connecting retries a bounded number of times, so a node that is restarting
 is waited for and a dead one fails with a message naming the addresses tried.
@@ -46,11 +48,12 @@ class IgniteHook(BaseHook):
             if self.ignite_conn_id != self.default_conn_name:
                 raise
             self.log.info("connection %s is not defined; using the local node 127.0.0.1:%d", self.ignite_conn_id, DEFAULT_PORT)
-            return [("127.0.0.1", DEFAULT_PORT)], {"timeout": 10.0}
+            return [("127.0.0.1", DEFAULT_PORT)], {"timeout": 10.0, "partition_aware": False}
         extra = conn.extra_dejson
         port = int(conn.port or DEFAULT_PORT)
         addresses = [(h.strip(), port) for h in (conn.host or "127.0.0.1").split(",") if h.strip()]
-        kwargs: dict[str, Any] = {"timeout": float(extra.get("timeout", 10.0))}
+        kwargs: dict[str, Any] = {"timeout": float(extra.get("timeout", 10.0)),
+                                  "partition_aware": str(extra.get("partition_aware", "false")).lower() == "true"}
         if conn.login:
             kwargs.update(username=conn.login, password=conn.password)
         if str(extra.get("use_ssl", "false")).lower() == "true":
