@@ -17,6 +17,8 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from kubernetes.client import models as k8s
 
+from ml_tasks.errors import SKIP_EXIT_CODE
+
 DEFAULT_IMAGE = os.environ.get("KILN_IMAGE", "kiln/kiln:latest")
 DEFAULT_NAMESPACE = os.environ.get("KILN_NAMESPACE", "kiln")
 DATA_CLAIM = os.environ.get("KILN_DATA_CLAIM", "kiln-data")
@@ -79,7 +81,7 @@ class KilnPodOperator(KubernetesPodOperator):
             env_vars=[k8s.V1EnvVar(name="KILN_DATA_ROOT", value=data_mount), k8s.V1EnvVar(name="HOME", value="/tmp")],
             env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=SECRET_NAME, optional=True))],
             labels={"app.kubernetes.io/part-of": "kiln", "kiln.io/stage": stage},  # KPO adds dag/task/run/try
-            skip_on_exit_code=99,  # ml_tasks.errors.SKIP_EXIT_CODE: the stage says why it cannot run here
+            skip_on_exit_code=SKIP_EXIT_CODE,  # the stage says why it cannot run here
             **kwargs,
         )
 

@@ -21,7 +21,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-SKIP_EXIT_CODE = 99  # ml_tasks.errors.SKIP_EXIT_CODE: the stage cannot run here and says why
+from ml_tasks.errors import SKIP_EXIT_CODE  # the stage cannot run here and says why
+
 BAD_INPUT_EXIT_CODE = 2  # a retry would fail the same way
 
 
