@@ -20,20 +20,16 @@ from ml_tasks.errors import SKIP_EXIT_CODE, KilnError, StageSkipped
 from ml_tasks.layout import Layout, default_data_root
 
 
-def _layout(args: argparse.Namespace) -> Layout:
-    return Layout(Path(args.data_root).resolve(), args.ds)
-
-
 def run_ingest(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.ingest import ingest
 
-    return ingest(a.ds, _layout(a).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None)
+    return ingest(a.ds, Layout.at(a.data_root, a.ds).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None)
 
 
 def run_validate(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.validate import Thresholds, validate
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     thresholds = Thresholds(min_rows=a.min_rows, max_null_ratio=a.max_null_ratio, max_psi=a.max_psi)
     return validate(lay.raw_dir, lay.validation_report, thresholds, lay.previous_raw_dir())
 
@@ -41,14 +37,14 @@ def run_validate(a: argparse.Namespace) -> dict[str, Any]:
 def run_preprocess(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.preprocess import preprocess
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     return preprocess(lay.raw_dir, lay.features_dir, lay.transform_dir, pca_k=a.pca_k, test_fraction=a.test_fraction)
 
 
 def run_train_spark(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.train_spark import train_spark
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     params = {"lr_reg": a.lr_reg, "gbt_max_iter": a.gbt_max_iter, "gbt_max_depth": a.gbt_max_depth}
     return train_spark(a.model, lay.features_dir, lay.candidate_dir(f"spark_{a.model}"), params)
 
@@ -56,7 +52,7 @@ def run_train_spark(a: argparse.Namespace) -> dict[str, Any]:
 def run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.evaluate import Thresholds, evaluate
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     thresholds = Thresholds(min_auc=a.min_auc, max_log_loss=a.max_log_loss, max_calibration_error=a.max_calibration_error)
     only = [c for c in a.candidates.split(",") if c] if a.candidates else None
     return evaluate(lay.candidates_root, lay.evaluation, thresholds, only)
@@ -65,7 +61,7 @@ def run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
 def run_register(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.registry import register
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     lineage = {"data_partition": str(lay.raw_dir), "dag_run_id": a.run_id, "params": json.loads(a.params_json)}
     return register(lay.evaluation, lay.registry_root, a.model_name, a.ds, lay.transform_dir, a.margin, lineage)
 
@@ -79,13 +75,13 @@ def run_rollback(a: argparse.Namespace) -> dict[str, Any]:
 def run_report(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.report import report
 
-    return report(_layout(a), a.model_name)
+    return report(Layout.at(a.data_root, a.ds), a.model_name)
 
 
 def run_online_features(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.online_features import latest_features
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     return latest_features(lay.raw_dir, lay.run_dir / "online_features.parquet")
 
 

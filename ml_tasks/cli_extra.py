@@ -14,9 +14,6 @@ from ml_tasks.layout import Layout
 log = logging.getLogger("ml_tasks")
 
 
-def _layout(a: argparse.Namespace) -> Layout:
-    return Layout(Path(a.data_root).resolve(), a.ds)
-
 
 def _mlp_config(a: argparse.Namespace):
     from ml_tasks.train_mxnet import MLPConfig
@@ -28,7 +25,7 @@ def _mlp_config(a: argparse.Namespace):
 def run_train_mxnet(a: argparse.Namespace) -> dict[str, Any] | None:
     from ml_tasks.train_mxnet import train_mxnet
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     result = train_mxnet(lay.features_dir, lay.candidate_dir(a.candidate), lay.run_dir / "checkpoints" / a.candidate,
                          lay.transform_dir, _mlp_config(a), kvstore=a.kvstore, candidate=a.candidate)
     if result["rank"] != 0:
@@ -48,7 +45,7 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.atomic import read_json
     from ml_tasks.mxnet_cluster import run_cluster
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     ckpt = lay.run_dir / "checkpoints" / a.candidate
     run_cluster(worker_command(a), a.servers, a.workers, log=lambda line: print(line, file=sys.stderr, flush=True),
                 timeout=a.timeout, pid_file=ckpt / "pids.json")
@@ -60,7 +57,7 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
 def run_train_singa(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.train_singa import train_singa
 
-    lay = _layout(a)
+    lay = Layout.at(a.data_root, a.ds)
     return train_singa(lay.features_dir, lay.candidate_dir(a.candidate), lay.transform_dir, _mlp_config(a))
 
 

@@ -45,11 +45,15 @@ def cache_name(name: str, version: str) -> str:
     return f"{name}{SEPARATOR}{version}"
 
 
+def source_files(path: Path) -> list[Path]:
+    """The Parquet files of a source given as one file or a folder."""
+    return sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+
+
 def source_version(path: Path) -> str:
     """A version id for the source: its name stem plus a content hash, so new data -> new cache."""
     h = hashlib.sha256()
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    for f in files:
+    for f in source_files(path):
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
@@ -71,7 +75,7 @@ def _encode(row: dict[str, Any]) -> str:
 
 def iter_source(path: Path, key: str, batch_size: int) -> Iterator[dict[str, str]]:
     """``{key: json}`` batches from a Parquet file or folder; a missing key column is named."""
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    files = source_files(path)
     if not files or not all(f.exists() for f in files):
         raise KilnError(f"warm source {path} has no Parquet files")
     for f in files:
@@ -84,8 +88,7 @@ def iter_source(path: Path, key: str, batch_size: int) -> Iterator[dict[str, str
 
 
 def count_source(path: Path) -> int:
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in source_files(path))
 
 
 def _create_cache(client, full_name: str, options: WarmOptions):

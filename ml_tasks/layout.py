@@ -42,6 +42,11 @@ class Layout:
     def __post_init__(self) -> None:
         check_ds(self.ds)
 
+    @classmethod
+    def at(cls, data_root: str | Path, ds: str) -> Layout:
+        """The layout of partition ``ds`` under ``data_root`` (made absolute)."""
+        return cls(Path(data_root).resolve(), ds)
+
     @property
     def raw_dir(self) -> Path:
         return self.data_root / "raw" / f"ds={self.ds}"

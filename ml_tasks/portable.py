@@ -7,12 +7,9 @@ JSON, and the stages themselves check that this numpy path reproduces Spark's ou
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ml_tasks.atomic import read_json
 
 TRANSFORM_FILE = "portable_transform.json"
 MODEL_FILE = "portable_model.json"
@@ -63,7 +60,3 @@ def predict_proba(features: np.ndarray, model: Mapping[str, Any]) -> np.ndarray:
         margin = sum(w * _tree_predict(t, features) for w, t in zip(model["weights"], model["trees"], strict=True))
         return 1.0 / (1.0 + np.exp(-2.0 * margin))  # Spark's LogLoss.computeProbability
     raise ValueError(f"unknown portable model kind {model['kind']!r}")
-
-
-def load_spec(path: Path) -> dict[str, Any]:
-    return read_json(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -48,6 +47,3 @@ class IgniteNode:
 
     def connection_uri(self) -> str:
         return f"ignite://127.0.0.1:{self.port}"
-
-    def describe(self) -> str:
-        return json.dumps({"port": self.port, "state": str(self.state_dir)})
