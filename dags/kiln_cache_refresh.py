@@ -2,9 +2,11 @@
 ### kiln_cache_refresh
 
 Re-warms the online feature cache in Apache Ignite whenever `kiln_training` updates the
-`kiln_champion_model` asset (a promotion), from the newest raw partition's latest row per entity.
-Warming loads a new versioned cache and switches the `kiln_features` alias only after verifying it,
-so readers never see a partial load. Needs an Ignite node (`make ignite-up`, connection `ignite_default`).
+`kiln_champion_model` asset (the champion changed), with **the champion's own features** (registered
+with the model), never a newer or older day's. Warming loads a new versioned cache and switches the
+`kiln_features` alias only after verifying it, under a lease on the alias, so it never races the
+training DAG's own warm and readers never see a partial load. Needs an Ignite node (`make ignite-up`,
+connection `ignite_default`). Trigger it by hand to repair the cache after an Ignite restart.
 """
 
 from __future__ import annotations
@@ -12,13 +14,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import Asset, Param, dag, task
 from kiln.operators.ignite import IgniteCacheWarmOperator
-from kiln.operators.stage import KilnStageOperator
 
-
-def latest(key: str) -> str:
-    return "{{ ti.xcom_pull(task_ids='find_latest_partition', key='" + key + "') }}"
+from ml_tasks.params import RUN_PARAMS, TASK_TIMEOUT
 
 
 @dag(
@@ -29,34 +28,28 @@ def latest(key: str) -> str:
     catchup=False,
     max_active_runs=1,
     tags=["kiln", "ignite", "serving"],
-    default_args={"owner": "kiln", "retries": 2, "retry_delay": timedelta(seconds=20)},
+    default_args={"owner": "kiln", "retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": TASK_TIMEOUT},
+    params={"model_name": Param(RUN_PARAMS["model_name"]["default"], type="string", pattern=RUN_PARAMS["model_name"]["pattern"],
+                                description=RUN_PARAMS["model_name"]["description"])},
 )
 def kiln_cache_refresh():
-    @task(multiple_outputs=True)
-    def find_latest_partition() -> dict:
-        """The newest raw partition under the data root; its features are what serving should see."""
-        from pathlib import Path
-
+    @task
+    def find_champion(params=None) -> dict:
+        """The registry's champion and the features it was registered with: what serving must see."""
         from kiln.settings import data_root
 
-        from ml_tasks.layout import Layout, latest_partition
+        from ml_tasks.layout import registry_root
+        from ml_tasks.registry import champion_features
 
-        root = Path(data_root())
-        return Layout(root.resolve(), latest_partition(root)).as_dict()
+        return champion_features(registry_root(data_root()), params["model_name"])
 
-    online_features = KilnStageOperator(
-        task_id="online_features",
-        stage="online-features",
-        arguments=["--data-root", latest("data_root"), "--ds", latest("ds")],
-        result_path=latest("run_dir") + "/_results/cache_refresh_online_features.json",
-    )
-    warm = IgniteCacheWarmOperator(
+    champion = find_champion()
+    IgniteCacheWarmOperator(
         task_id="warm_feature_cache",
-        source=latest("run_dir") + "/online_features.parquet",
+        source=champion["source"],
         cache_name="kiln_features",
-        version_prefix=latest("ds") + "-",
+        version_prefix="{{ ti.xcom_pull(task_ids='find_champion')['version'] }}-",
     )
-    find_latest_partition() >> online_features >> warm
 
 
 kiln_cache_refresh()

@@ -4,13 +4,15 @@
 Daily training pipeline for the card-transactions model:
 **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib LR and GBT, MXNet MLP in one process
 and on a dist_sync parameter-server cluster, Apache Singa in its container) -> evaluate -> register -> warm the Ignite feature cache**
-(when the model was promoted and `warm_cache` is on).
+(with the champion's features, when the champion changed and `warm_cache` is on).
 
 * Trigger it from the form: every field is typed, bounded and described; a bad value is refused
   before the run starts. `partition_date` picks the day to build (default: the logical date).
 * Backfill history with `airflow backfill create --dag-id kiln_training --from-date ... --to-date ...`:
   one model version per day; rerunning a day replaces only that day's outputs.
-* Outputs live under `$KILN_DATA_ROOT` (default `data/`): `raw/ds=.../`, `runs/ds=.../`, `registry/`.
+* Outputs live under `$KILN_DATA_ROOT` (default `data/`): `raw/ds=.../`, `runs/ds=.../run=.../` (this run's
+  intermediates, so concurrent runs of one day never mix), `registry/`.
+* Every stage is killed with its process group after `stage_timeout_minutes`.
 * Heavy steps run as local subprocesses or Kubernetes pods (`KILN_EXECUTION`); Spark steps go
   through the `spark_default` connection.
 """
@@ -28,7 +30,7 @@ from kiln.operators.ignite import IgniteCacheWarmOperator
 from kiln.operators.mxnet import MXNetDistributedOperator
 from kiln.operators.stage import KilnStageOperator
 
-from ml_tasks.params import RUN_PARAMS
+from ml_tasks.params import RUN_PARAMS, TASK_TIMEOUT
 
 SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
@@ -40,7 +42,8 @@ def plan_value(key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='plan', key='" + key + "') }}"
 
 
-PARTITION = ["--data-root", plan_value("data_root"), "--ds", plan_value("ds")]
+PARTITION = ["--data-root", plan_value("data_root"), "--ds", plan_value("ds"), "--run-id", "{{ run_id }}"]
+STAGE_TIMEOUT = "{{ params.stage_timeout_minutes }}"
 
 
 def result_path(task_id: str) -> str:
@@ -49,7 +52,8 @@ def result_path(task_id: str) -> str:
 
 def stage(task_id: str, stage_name: str, args: list[str], **kwargs) -> KilnStageOperator:
     return KilnStageOperator(
-        task_id=task_id, stage=stage_name, arguments=[*PARTITION, *args], result_path=result_path(task_id), **kwargs
+        task_id=task_id, stage=stage_name, arguments=[*PARTITION, *args], result_path=result_path(task_id),
+        timeout_minutes=STAGE_TIMEOUT, **kwargs
     )
 
 
@@ -73,7 +77,8 @@ def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
     catchup=False,
     max_active_runs=1,
     tags=["kiln", "ml", "training"],
-    default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15)},
+    # execution_timeout is the backstop for every task (Spark and Python ones too); stages get the form's tighter one.
+    default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15), "execution_timeout": TASK_TIMEOUT},
     params={
         name: Param(spec["default"], description=spec["description"], **{k: v for k, v in spec.items() if k not in ("default", "description")})
         for name, spec in RUN_PARAMS.items()
@@ -88,7 +93,7 @@ def kiln_training():
 
         from ml_tasks.planning import plan_run
 
-        return plan_run(dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None))
+        return plan_run(dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None), dag_run.run_id)
 
     ingest = stage("ingest", "ingest", ["--source", "{{ params.source }}", "--rows", "{{ params.rows }}",
                                         "--input-path", "{{ params.input_path or '' }}"])
@@ -106,9 +111,10 @@ def kiln_training():
         task_id="train_mxnet_dist",
         worker_args=[*PARTITION, "--candidate", "mxnet_dist", *mlp_args],
         result_path=result_path("train_mxnet_dist"),
-        checkpoint_dir=plan_value("run_dir") + "/checkpoints/mxnet_dist",
+        checkpoint_dir=plan_value("checkpoints_root") + "/mxnet_dist",
         num_servers="{{ params.mxnet_servers }}",
         num_workers="{{ params.mxnet_workers }}",
+        cluster_timeout="{{ params.stage_timeout_minutes * 60 }}",
     )
     train_singa = stage("train_singa", "train-singa", ["--candidate", "singa_mlp", *mlp_args], pod_resources="medium",
                         image=SINGA_IMAGE)
@@ -116,28 +122,28 @@ def kiln_training():
                                               "--max-calibration-error", "{{ params.max_calibration_error }}",
                                               "--candidates", "{{ params.candidates | join(',') }}"],
                      trigger_rule="none_failed_min_one_success")
+    online_features = stage("online_features", "online-features", [])
     register = stage("register", "register", ["--model-name", "{{ params.model_name }}", "--margin", "{{ params.promote_margin }}",
-                                              "--run-id", "{{ run_id }}", "--params-json", "{{ params | tojson }}"],
-)
+                                              "--params-json", "{{ params | tojson }}"])
 
     @task.short_circuit(ignore_downstream_trigger_rules=True)
-    def promoted(params=None, ti=None) -> bool:
-        """Warm the online cache only for a promoted model, and only when the form asks for it."""
+    def champion_changed(params=None, ti=None) -> bool:
+        """Warm only when the champion changed (a backfill of an older day rarely changes it), and only if asked."""
         decision = ti.xcom_pull(task_ids="register")
         if not params["warm_cache"]:
             print("warm_cache is off for this run; the online cache is left as it is")
             return False
-        if not decision["promoted"]:
-            print(f"model version {decision['version']} was not promoted ({'; '.join(decision['reasons'])}); cache left as it is")
+        if not decision["champion_changed"] or decision["champion"] is None:
+            print(f"champion unchanged ({decision['champion']}); version {decision['version']} promoted="
+                  f"{decision['promoted']} {'; '.join(decision['reasons'])}; the online cache is left as it is")
             return False
         return True
 
-    online_features = stage("online_features", "online-features", [])
     warm_cache = IgniteCacheWarmOperator(
         task_id="warm_feature_cache",
-        source=plan_value("run_dir") + "/online_features.parquet",
+        source=register.output["champion_features"],  # the champion's own features, never this run's date
         cache_name=FEATURE_CACHE,
-        version_prefix=plan_value("ds") + "-",
+        version_prefix="{{ ti.xcom_pull(task_ids='register')['champion'] }}-",
         batch_size=1000,
         retain=2,
     )
@@ -156,13 +162,14 @@ def kiln_training():
         from airflow.sdk.exceptions import AirflowSkipException
 
         decision = ti.xcom_pull(task_ids="register")
-        if decision["champion"] == decision["previous_champion"]:
-            raise AirflowSkipException(f"champion unchanged ({decision['champion']})")
+        if not decision["champion_changed"] or decision["champion"] is None:
+            raise AirflowSkipException(f"champion unchanged or none ({decision['champion']})")
         return decision["champion"]
 
     register >> announce_champion()
-    register >> promoted() >> online_features >> warm_cache
-    plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values()) >> evaluate >> register
+    register >> champion_changed() >> warm_cache
+    plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values()) >> evaluate
+    evaluate >> online_features >> register
 
 
 kiln_training()

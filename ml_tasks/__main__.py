@@ -16,20 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.atomic import write_json
+from ml_tasks.cli_types import DS, MODEL_NAME
 from ml_tasks.errors import SKIP_EXIT_CODE, KilnError, StageSkipped
-from ml_tasks.layout import Layout, default_data_root
+from ml_tasks.layout import Layout, default_data_root, registry_root
+
+
+def layout(a: argparse.Namespace) -> Layout:
+    return Layout.at(a.data_root, a.ds, a.run_id)
 
 
 def run_ingest(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.ingest import ingest
 
-    return ingest(a.ds, Layout.at(a.data_root, a.ds).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None)
+    return ingest(a.ds, layout(a).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None)
 
 
 def run_validate(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.validate import Thresholds, validate
 
-    lay = Layout.at(a.data_root, a.ds)
+    lay = layout(a)
     thresholds = Thresholds(min_rows=a.min_rows, max_null_ratio=a.max_null_ratio, max_psi=a.max_psi)
     return validate(lay.raw_dir, lay.validation_report, thresholds, lay.previous_raw_dir())
 
@@ -37,14 +42,14 @@ def run_validate(a: argparse.Namespace) -> dict[str, Any]:
 def run_preprocess(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.preprocess import preprocess
 
-    lay = Layout.at(a.data_root, a.ds)
+    lay = layout(a)
     return preprocess(lay.raw_dir, lay.features_dir, lay.transform_dir, pca_k=a.pca_k, test_fraction=a.test_fraction)
 
 
 def run_train_spark(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.train_spark import train_spark
 
-    lay = Layout.at(a.data_root, a.ds)
+    lay = layout(a)
     params = {"lr_reg": a.lr_reg, "gbt_max_iter": a.gbt_max_iter, "gbt_max_depth": a.gbt_max_depth}
     return train_spark(a.model, lay.features_dir, lay.candidate_dir(f"spark_{a.model}"), params)
 
@@ -52,7 +57,7 @@ def run_train_spark(a: argparse.Namespace) -> dict[str, Any]:
 def run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.evaluate import Thresholds, evaluate
 
-    lay = Layout.at(a.data_root, a.ds)
+    lay = layout(a)
     thresholds = Thresholds(min_auc=a.min_auc, max_log_loss=a.max_log_loss, max_calibration_error=a.max_calibration_error)
     only = [c for c in a.candidates.split(",") if c] if a.candidates else None
     return evaluate(lay.candidates_root, lay.evaluation, thresholds, only)
@@ -61,28 +66,30 @@ def run_evaluate(a: argparse.Namespace) -> dict[str, Any]:
 def run_register(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.registry import register
 
-    lay = Layout.at(a.data_root, a.ds)
+    lay = layout(a)
     lineage = {"data_partition": str(lay.raw_dir), "dag_run_id": a.run_id, "params": json.loads(a.params_json)}
-    return register(lay.evaluation, lay.registry_root, a.model_name, a.ds, lay.transform_dir, a.margin, lineage)
+    online = lay.online_features if lay.online_features.exists() else None
+    return register(lay.evaluation, lay.registry_root, a.model_name, a.ds, lay.transform_dir, a.margin, lineage,
+                    online_features=online, test_features_dir=lay.features_dir / "test")
 
 
 def run_rollback(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.registry import rollback
 
-    return rollback(Path(a.data_root).resolve() / "registry", a.model_name)
+    return rollback(registry_root(a.data_root), a.model_name)
 
 
 def run_report(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.report import report
 
-    return report(Layout.at(a.data_root, a.ds), a.model_name)
+    return report(layout(a), a.model_name)
 
 
 def run_online_features(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.online_features import latest_features
 
-    lay = Layout.at(a.data_root, a.ds)
-    return latest_features(lay.raw_dir, lay.run_dir / "online_features.parquet")
+    lay = layout(a)
+    return latest_features(lay.raw_dir, lay.online_features)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         p.add_argument("--data-root", default=str(default_data_root()), help="root of raw/, runs/, registry/")
         if partition:
-            p.add_argument("--ds", required=True, help="partition date YYYY-MM-DD")
+            p.add_argument("--ds", required=True, type=DS, help="partition date YYYY-MM-DD")
+            p.add_argument("--run-id", default="manual", help="the run whose intermediates these are (Airflow's run_id)")
         p.add_argument("--result-file", help="also write the JSON result here (atomically)")
         return p
 
@@ -121,15 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-calibration-error", type=float, default=0.1)
     p.add_argument("--candidates", default="", help="comma-separated candidate names to compare (default: all found)")
     p = stage("register", run_register, "version the best candidate, decide promotion")
-    p.add_argument("--model-name", default="transactions")
+    p.add_argument("--model-name", default="transactions", type=MODEL_NAME)
     p.add_argument("--margin", type=float, default=0.0)
-    p.add_argument("--run-id", default="manual")
     p.add_argument("--params-json", default="{}")
-    p = stage("rollback", run_rollback, "retire the champion; the previous one serves", partition=False)
-    p.add_argument("--model-name", default="transactions")
+    p = stage("rollback", run_rollback, "retire the champion; the registry re-decides without it", partition=False)
+    p.add_argument("--model-name", default="transactions", type=MODEL_NAME)
     stage("online-features", run_online_features, "latest row per entity, the table the Ignite cache serves")
     p = stage("report", run_report, "print a partition's evaluation and the registry state")
-    p.add_argument("--model-name", default="transactions")
+    p.add_argument("--model-name", default="transactions", type=MODEL_NAME)
 
     from ml_tasks import cli_extra
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.cli_types import CANDIDATE
 from ml_tasks.layout import Layout
 
 log = logging.getLogger("ml_tasks")
@@ -25,8 +26,8 @@ def _mlp_config(a: argparse.Namespace):
 def run_train_mxnet(a: argparse.Namespace) -> dict[str, Any] | None:
     from ml_tasks.train_mxnet import train_mxnet
 
-    lay = Layout.at(a.data_root, a.ds)
-    result = train_mxnet(lay.features_dir, lay.candidate_dir(a.candidate), lay.run_dir / "checkpoints" / a.candidate,
+    lay = Layout.at(a.data_root, a.ds, a.run_id)
+    result = train_mxnet(lay.features_dir, lay.candidate_dir(a.candidate), lay.checkpoint_dir(a.candidate),
                          lay.transform_dir, _mlp_config(a), kvstore=a.kvstore, candidate=a.candidate)
     if result["rank"] != 0:
         a.result_file = None  # only rank 0 reports for the whole run
@@ -35,7 +36,7 @@ def run_train_mxnet(a: argparse.Namespace) -> dict[str, Any] | None:
 
 def worker_command(a: argparse.Namespace) -> list[str]:
     """The ``train-mxnet`` command line every worker of a distributed run executes."""
-    return [sys.executable, "-m", "ml_tasks", "train-mxnet", "--data-root", str(a.data_root), "--ds", a.ds,
+    return [sys.executable, "-m", "ml_tasks", "train-mxnet", "--data-root", str(a.data_root), "--ds", a.ds, "--run-id", a.run_id,
             "--candidate", a.candidate, "--kvstore", "dist_sync", "--epochs", str(a.epochs), "--hidden", str(a.hidden),
             "--layers", str(a.layers), "--dropout", str(a.dropout), "--learning-rate", str(a.learning_rate),
             "--batch-size", str(a.batch_size), "--seed", str(a.seed)]
@@ -45,8 +46,8 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.atomic import read_json
     from ml_tasks.mxnet_cluster import run_cluster
 
-    lay = Layout.at(a.data_root, a.ds)
-    ckpt = lay.run_dir / "checkpoints" / a.candidate
+    lay = Layout.at(a.data_root, a.ds, a.run_id)
+    ckpt = lay.checkpoint_dir(a.candidate)
     run_cluster(worker_command(a), a.servers, a.workers, log=lambda line: print(line, file=sys.stderr, flush=True),
                 timeout=a.timeout, pid_file=ckpt / "pids.json")
     digests = {r: read_json(ckpt / f"final-rank-{r}.json")["digest"] for r in range(a.workers)}
@@ -57,7 +58,7 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
 def run_train_singa(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.train_singa import train_singa
 
-    lay = Layout.at(a.data_root, a.ds)
+    lay = Layout.at(a.data_root, a.ds, a.run_id)
     return train_singa(lay.features_dir, lay.candidate_dir(a.candidate), lay.transform_dir, _mlp_config(a))
 
 
@@ -72,7 +73,7 @@ def run_serve(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _mlp_args(p: argparse.ArgumentParser, candidate: str) -> None:
-    p.add_argument("--candidate", default=candidate)
+    p.add_argument("--candidate", default=candidate, type=CANDIDATE)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)

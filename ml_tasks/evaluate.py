@@ -45,8 +45,11 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
     if len(labels) == 0:
         raise KilnError("no held-out rows to evaluate")
-    if np.isnan(scores).any():
-        raise KilnError(f"{int(np.isnan(scores).sum())} held-out scores are NaN")
+    bad = int((~np.isfinite(scores)).sum())
+    if bad:  # a broken candidate: it fails its verdict (see failed_thresholds), the others are still compared
+        nan = float("nan")
+        return {"auc": nan, "log_loss": nan, "accuracy": nan, "brier": nan, "calibration_error": nan,
+                "rows": int(len(labels)), "non_finite_scores": bad}
     clipped = np.clip(scores, 1e-7, 1 - 1e-7)
     single_class = len(np.unique(labels)) < 2
     return {
@@ -60,12 +63,18 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
 
 
 def failed_thresholds(metrics: dict[str, float], thresholds: Thresholds) -> list[str]:
-    reasons = []
+    """Why a candidate is not blessed (empty: blessed). Comparisons are written so that NaN fails them."""
+    if metrics.get("non_finite_scores"):
+        return [f"{metrics['non_finite_scores']} of {metrics['rows']} held-out scores are NaN or infinite"]
+    reasons = [f"{name} is not finite" for name in ("auc", "log_loss", "calibration_error")
+               if not np.isfinite(metrics[name])]
+    if reasons:
+        return reasons
     if not metrics["auc"] >= thresholds.min_auc:
         reasons.append(f"auc {metrics['auc']:.4f} < min_auc {thresholds.min_auc}")
-    if metrics["log_loss"] > thresholds.max_log_loss:
+    if not metrics["log_loss"] <= thresholds.max_log_loss:
         reasons.append(f"log_loss {metrics['log_loss']:.4f} > max_log_loss {thresholds.max_log_loss}")
-    if metrics["calibration_error"] > thresholds.max_calibration_error:
+    if not metrics["calibration_error"] <= thresholds.max_calibration_error:
         reasons.append(
             f"calibration_error {metrics['calibration_error']:.4f} > {thresholds.max_calibration_error}"
         )
@@ -97,8 +106,9 @@ def evaluate(
         write_json(cand_dir / METRICS_FILE, metrics)
         table.append({"candidate": info["candidate"], "framework": info["framework"], "dir": str(cand_dir),
                       "metrics": metrics, "passes": not reasons, "reasons": reasons})
-    # Best by AUC, ties broken by log loss then name so the choice is deterministic.
-    ranked = sorted(table, key=lambda r: (-np.nan_to_num(r["metrics"]["auc"], nan=-1.0), r["metrics"]["log_loss"], r["candidate"]))
+    # Best by AUC, ties broken by log loss then name so the choice is deterministic; NaN ranks last.
+    ranked = sorted(table, key=lambda r: (-np.nan_to_num(r["metrics"]["auc"], nan=-1.0),
+                                          np.nan_to_num(r["metrics"]["log_loss"], nan=np.inf), r["candidate"]))
     best = ranked[0]
     verdict = {
         "candidates": ranked,

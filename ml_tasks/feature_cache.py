@@ -6,15 +6,24 @@ only after its count and a sample of values are verified does one ``put`` to the
 ``<name> -> <version>``, so a reader resolving the alias sees the old version or the new one, never
 a partial one. Older versions beyond ``retain`` are then dropped; the alias target never is.
 Values are JSON strings of the entity's row (feature values as written by ingest).
+
+One warmer per alias at a time: a warm holds a lease on the alias (a key in ``kiln_cache_locks`` taken
+with ``put_if_absent``, renewed while loading, expiring if its holder dies), so two warmers (a DAG's
+warm and the asset-triggered refresh, two runs, two hosts) never load or drop behind each other's back.
+No path destroys the alias target: an incomplete live version is topped up in place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +38,7 @@ from ml_tasks.errors import KilnError
 
 log = logging.getLogger(__name__)
 ALIAS_CACHE = "kiln_cache_aliases"
+LOCK_CACHE = "kiln_cache_locks"
 SEPARATOR = "__"
 
 
@@ -39,6 +49,8 @@ class WarmOptions:
     backups: int = 0
     expiry_seconds: float | None = None
     verify_sample: int = 100
+    lease_seconds: float = 30.0  # a dead warmer's lease expires after this; a live one renews it
+    lease_wait_seconds: float = 1800.0  # how long a second warmer waits for the first to finish
 
 
 def cache_name(name: str, version: str) -> str:
@@ -109,6 +121,76 @@ def _create_cache(client, full_name: str, options: WarmOptions):
     return client.get_or_create_cache(settings)
 
 
+class LeaseLost(KilnError):
+    """This warmer's lease on an alias expired and another warmer took it; this load must stop."""
+
+
+class AliasLease:
+    """An expiring, renewable lease on one alias, kept in Ignite so every warmer on every host sees it."""
+
+    def __init__(self, client, name: str, seconds: float):
+        self.cache = client.get_or_create_cache(LOCK_CACHE)
+        self.name = name
+        self.seconds = seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.value: str | None = None
+        self.renewed_at = 0.0
+
+    def _new_value(self) -> str:
+        return json.dumps({"owner": self.owner, "until": time.time() + self.seconds})
+
+    def try_acquire(self) -> bool:
+        value = self._new_value()
+        if self.cache.put_if_absent(self.name, value):
+            self.value, self.renewed_at = value, time.monotonic()
+            return True
+        held = self.cache.get(self.name)
+        if held is not None and json.loads(held)["until"] < time.time() and self.cache.replace_if_equals(self.name, held, value):
+            log.warning("took over the expired warm lease on %s from %s", self.name, json.loads(held)["owner"])
+            self.value, self.renewed_at = value, time.monotonic()
+            return True
+        return False
+
+    def holder(self) -> str:
+        held = self.cache.get(self.name)
+        return json.loads(held)["owner"] if held else "nobody"
+
+    def renew(self, force: bool = False) -> None:
+        """Extend the lease (at most every quarter lease); raise ``LeaseLost`` when another warmer holds it."""
+        if not force and time.monotonic() - self.renewed_at < self.seconds / 4:
+            return
+        value = self._new_value()
+        if not self.cache.replace_if_equals(self.name, self.value, value):
+            raise LeaseLost(f"lost the warm lease on alias {self.name!r} to {self.holder()}; this load stops, the alias is not touched")
+        self.value, self.renewed_at = value, time.monotonic()
+
+    def release(self) -> None:
+        if self.value is not None:
+            self.cache.remove_if_equals(self.name, self.value)
+            self.value = None
+
+
+@contextlib.contextmanager
+def alias_lease(client, name: str, options: WarmOptions, progress: Callable[[str], None] = log.info):
+    """Hold the alias's warm lease for the block; wait for another holder up to ``lease_wait_seconds``."""
+    lease = AliasLease(client, name, options.lease_seconds)
+    deadline = time.monotonic() + options.lease_wait_seconds
+    waited = False
+    while not lease.try_acquire():
+        if time.monotonic() > deadline:
+            raise KilnError(f"alias {name!r} is being warmed by {lease.holder()} for more than "
+                            f"{options.lease_wait_seconds:.0f}s; not warming beside it")
+        if not waited:
+            progress(f"alias {name} is being warmed by {lease.holder()}; waiting for it to finish")
+            waited = True
+        time.sleep(1.0)
+    try:
+        yield lease
+    finally:
+        with contextlib.suppress(Exception):  # the node may be gone; the lease then expires by itself
+            lease.release()
+
+
 def warm(
     client,
     name: str,
@@ -132,32 +214,55 @@ def warm(
     if expected == 0:
         raise KilnError(f"warm source {source} is empty; the alias stays where it is")
     target = cache_name(name, version)
-    if current_version(client, name) == version and client.get_cache(target).get_size() == expected:
-        progress(f"{target} is already current and complete ({expected} entries); nothing to do")
-        return {"name": name, "version": version, "entries": expected, "switched": False, "dropped": []}
     first = next(iter_source(source, key, 1), None)  # fail on a bad source before touching Ignite
     if first is None:
         raise KilnError(f"warm source {source} is empty")
-    if target in client.get_cache_names():
-        progress(f"dropping incomplete {target} left by an earlier try")
-        client.get_cache(target).destroy()
-    cache = _create_cache(client, target, options)
+    with alias_lease(client, name, options, progress) as lease:
+        live = current_version(client, name)  # read under the lease: another warmer may just have switched
+        if target in client.get_cache_names():
+            existing = client.get_cache(target)
+            if _complete(existing, source, key, expected, options.verify_sample):
+                if live == version:
+                    progress(f"{target} is already current and complete ({expected} entries); nothing to do")
+                    return {"name": name, "version": version, "entries": expected, "switched": False, "dropped": []}
+                progress(f"{target} is complete already (an earlier load); switching to it without reloading")
+                return _switch(client, name, version, target, expected, options, progress, entries_per_s=None)
+            if live != version:  # never the live version: an incomplete one is a dead warmer's leftover
+                progress(f"dropping incomplete {target} left by an earlier try")
+                existing.destroy()
+        cache = _create_cache(client, target, options)  # the live version, when incomplete, is topped up in place
 
-    loaded, started = 0, time.perf_counter()
-    for batch in iter_source(source, key, options.batch_size):
-        cache.put_all(batch)
-        loaded += len(batch)
-        if loaded % (options.batch_size * 50) < options.batch_size or loaded == expected:
-            rate = loaded / max(time.perf_counter() - started, 1e-9)
-            progress(f"warming {target}: {loaded}/{expected} ({100 * loaded / expected:.0f}%) {rate:,.0f} entries/s")
-    elapsed = time.perf_counter() - started
+        loaded, started = 0, time.perf_counter()
+        for batch in iter_source(source, key, options.batch_size):
+            lease.renew()
+            cache.put_all(batch)
+            loaded += len(batch)
+            if loaded % (options.batch_size * 50) < options.batch_size or loaded == expected:
+                rate = loaded / max(time.perf_counter() - started, 1e-9)
+                progress(f"warming {target}: {loaded}/{expected} ({100 * loaded / expected:.0f}%) {rate:,.0f} entries/s")
+        elapsed = time.perf_counter() - started
 
-    verify(cache, source, key, expected, options.verify_sample)
+        verify(cache, source, key, expected, options.verify_sample)
+        lease.renew(force=True)  # the switch happens only while this warmer still holds the lease
+        return _switch(client, name, version, target, loaded, options, progress,
+                       entries_per_s=round(loaded / max(elapsed, 1e-9)))
+
+
+def _complete(cache, source: Path, key: str, expected: int, sample: int) -> bool:
+    try:
+        verify(cache, source, key, expected, sample)
+    except KilnError:
+        return False
+    return True
+
+
+def _switch(client, name: str, version: str, target: str, entries: int, options: WarmOptions,
+            progress: Callable[[str], None], entries_per_s: int | None) -> dict[str, Any]:
     client.get_or_create_cache(ALIAS_CACHE).put(name, version)  # the switch: one atomic put
     dropped = drop_old_versions(client, name, options.retain)
     progress(f"alias {name} -> {version}; dropped {dropped or 'nothing'}")
-    return {"name": name, "version": version, "cache": target, "entries": loaded, "switched": True,
-            "dropped": dropped, "entries_per_s": round(loaded / max(elapsed, 1e-9))}
+    return {"name": name, "version": version, "cache": target, "entries": entries, "switched": True,
+            "dropped": dropped, "entries_per_s": entries_per_s}
 
 
 def verify(cache, source: Path, key: str, expected: int, sample: int) -> None:

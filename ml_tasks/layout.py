@@ -1,8 +1,15 @@
-"""Where each stage reads and writes: one folder per partition (``ds``), so a rerun replaces only its own."""
+"""Where each stage reads and writes, and the one place where names that become paths are checked.
+
+The raw partition ``raw/ds=<ds>`` is the shared data product; everything a run derives from it lives
+under ``runs/ds=<ds>/run=<run key>``, so two runs of the same day (a trigger racing a backfill) never
+read or replace each other's intermediates, while a rerun or retry of one run finds its own.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -15,37 +22,69 @@ def default_data_root() -> Path:
     return Path(os.environ.get("KILN_DATA_ROOT", PROJECT_ROOT / "data")).resolve()
 
 
+_DS = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Model, candidate and cache names become folder and cache names: no separators, dots or case games.
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+_RUN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
 def check_ds(ds: str) -> str:
-    """Return ``ds`` if it is an ISO date (YYYY-MM-DD), else raise naming the value."""
+    """Return ``ds`` if it is an ISO date written YYYY-MM-DD (``20260301`` would sort wrongly), else raise."""
     try:
+        if not isinstance(ds, str) or not _DS.fullmatch(ds):
+            raise ValueError
         date.fromisoformat(ds)
-    except (TypeError, ValueError):
+    except ValueError:
         raise ValueError(f"partition date {ds!r} is not an ISO date YYYY-MM-DD") from None
     return ds
 
 
+def check_name(kind: str, value: str) -> str:
+    """Return ``value`` if it is a safe name (lower-case letter, then letters, digits, ``_``), else raise naming ``kind``."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ValueError(f"{kind} {value!r} is not a valid name: use a lower-case letter, then lower-case letters, "
+                         "digits or '_' (at most 63 characters)")
+    return value
+
+
+def run_key(run_id: str) -> str:
+    """A folder name for an Airflow run id: the id itself when safe, else a readable slug plus its hash."""
+    if not run_id:
+        raise ValueError("run id must not be empty")
+    slug = _RUN_UNSAFE.sub("_", run_id).strip("._-")[:80]
+    if slug == run_id:
+        return slug
+    return f"{slug or 'run'}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
 def latest_partition(data_root: Path) -> str:
     """The newest ``ds`` with a raw partition under ``data_root``; a clear error when there is none."""
-    found = sorted(p.name.removeprefix("ds=") for p in (data_root / "raw").glob("ds=*") if not p.name.startswith("."))
+    found = sorted(p.name.removeprefix("ds=") for p in (data_root / "raw").glob("ds=*") if _DS.fullmatch(p.name[3:]))
     if not found:
         raise FileNotFoundError(f"no raw partitions under {data_root / 'raw'}; run kiln_training first")
     return found[-1]
 
 
+def registry_root(data_root: str | Path) -> Path:
+    return Path(data_root).resolve() / "registry"
+
+
 @dataclass(frozen=True)
 class Layout:
-    """Paths for one partition under a data root."""
+    """Paths for one run of one partition under a data root."""
 
     data_root: Path
     ds: str
+    run_id: str = "manual"
 
     def __post_init__(self) -> None:
         check_ds(self.ds)
+        run_key(self.run_id)
 
     @classmethod
-    def at(cls, data_root: str | Path, ds: str) -> Layout:
-        """The layout of partition ``ds`` under ``data_root`` (made absolute)."""
-        return cls(Path(data_root).resolve(), ds)
+    def at(cls, data_root: str | Path, ds: str, run_id: str = "manual") -> Layout:
+        """The layout of partition ``ds`` (run ``run_id``) under ``data_root`` (made absolute)."""
+        return cls(Path(data_root).resolve(), ds, run_id)
 
     @property
     def raw_dir(self) -> Path:
@@ -53,7 +92,23 @@ class Layout:
 
     @property
     def run_dir(self) -> Path:
-        return self.data_root / "runs" / f"ds={self.ds}"
+        return self.data_root / "runs" / f"ds={self.ds}" / f"run={run_key(self.run_id)}"
+
+    @property
+    def results_dir(self) -> Path:
+        """The stages' JSON result manifests (what Airflow turns into XCom)."""
+        return self.run_dir / "_results"
+
+    @property
+    def online_features(self) -> Path:
+        return self.run_dir / "online_features.parquet"
+
+    @property
+    def checkpoints_root(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def checkpoint_dir(self, candidate: str) -> Path:
+        return self.checkpoints_root / check_name("candidate", candidate)
 
     @property
     def validation_report(self) -> Path:
@@ -68,7 +123,7 @@ class Layout:
         return self.run_dir / "transform"
 
     def candidate_dir(self, name: str) -> Path:
-        return self.run_dir / "candidates" / name
+        return self.run_dir / "candidates" / check_name("candidate", name)
 
     @property
     def candidates_root(self) -> Path:
@@ -80,19 +135,26 @@ class Layout:
 
     @property
     def registry_root(self) -> Path:
-        return self.data_root / "registry"
+        return registry_root(self.data_root)
 
     def previous_raw_dir(self) -> Path:
         """The previous calendar day's raw partition (drift baseline), whether or not it exists."""
         prev = date.fromordinal(date.fromisoformat(self.ds).toordinal() - 1).isoformat()
         return self.data_root / "raw" / f"ds={prev}"
 
+    def model_root(self, model_name: str) -> Path:
+        return self.registry_root / check_name("model name", model_name)
+
     def as_dict(self) -> dict[str, str]:
         return {
             "ds": self.ds,
+            "run_id": self.run_id,
             "data_root": str(self.data_root),
             "raw_dir": str(self.raw_dir),
             "run_dir": str(self.run_dir),
+            "results_dir": str(self.results_dir),
+            "online_features": str(self.online_features),
+            "checkpoints_root": str(self.checkpoints_root),
             "features_dir": str(self.features_dir),
             "transform_dir": str(self.transform_dir),
             "registry_root": str(self.registry_root),

@@ -17,6 +17,7 @@ from ml_tasks.portable import MODEL_FILE, TRANSFORM_FILE, predict_proba, transfo
 @dataclass
 class ModelBundle:
     version: str
+    registration: str
     candidate: str
     framework: str
     transform: dict[str, Any]
@@ -36,7 +37,9 @@ class ModelBundle:
                                                  str(version_dir / "model" / "model-0000.params"))
         else:
             raise KilnError(f"cannot serve framework {info['framework']!r} of {version_dir}")
-        return cls(version_dir.name, info["candidate"], info["framework"], transform, model)
+        lineage = read_json(version_dir / "lineage.json") if (version_dir / "lineage.json").exists() else {}
+        return cls(lineage.get("version", version_dir.name), lineage.get("registration", version_dir.name),
+                   info["candidate"], info["framework"], transform, model)
 
     def features(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         columns: dict[str, list[Any]] = {}
@@ -56,3 +59,32 @@ class ModelBundle:
 
     def score(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self.score_features(self.features(rows))
+
+
+SERVABILITY_SAMPLE = 1000
+SERVABILITY_TOLERANCE = 1e-4  # MXNet scores in float32 on both sides; Spark's exports are checked at 1e-6 when trained
+
+
+def check_servable(version_dir: Path, test_features_dir: Path, tolerance: float = SERVABILITY_TOLERANCE) -> dict[str, Any]:
+    """Load ``version_dir`` the way serving does and score held-out rows; raise unless it matches the offline scores.
+
+    Rows are matched by entity id among entities with one held-out row (file order differs between
+    frameworks), up to ``SERVABILITY_SAMPLE`` of them.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from ml_tasks.parity import check_parity
+
+    bundle = ModelBundle.load(version_dir)
+    offline = pd.read_parquet(version_dir / "model" / "predictions.parquet", columns=["entity_id", "score"])
+    offline = offline.drop_duplicates("entity_id", keep=False).set_index("entity_id")["score"]
+    test = pq.read_table(test_features_dir, columns=["entity_id", "features"]).to_pandas()
+    test = test.drop_duplicates("entity_id", keep=False)
+    test = test[test["entity_id"].isin(offline.index)].head(SERVABILITY_SAMPLE)
+    if test.empty:
+        raise KilnError(f"no held-out rows in {test_features_dir} to check {version_dir} against its offline scores")
+    online = bundle.score_features(np.stack(test["features"].to_numpy()).astype(float))
+    diff = check_parity(online, offline.loc[test["entity_id"]].to_numpy(), tolerance,
+                        f"serving scores of {bundle.framework} model {version_dir.name} vs its offline scores")
+    return {"servable": True, "rows_checked": len(test), "max_abs_diff": diff}

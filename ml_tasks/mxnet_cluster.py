@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml_tasks.atomic import write_json
+from ml_tasks.atomic import read_json, write_json
 from ml_tasks.errors import KilnError
+from ml_tasks.processes import die_with_parent, kill_recorded
 
 # Scheduler and servers are just MXNet imported with DMLC_ROLE set; numpy's aliases first (see import_mxnet).
 PS_ROLE_CMD = [sys.executable, "-c", "from ml_tasks.train_mxnet import import_mxnet; import_mxnet()"]
@@ -98,6 +99,9 @@ def run_cluster(
     """Run the cluster to completion or raise ``ClusterFailed`` naming the first role that failed."""
     if num_servers < 1 or num_workers < 1:
         raise KilnError(f"need at least one server and one worker, got {num_servers} and {num_workers}")
+    # a killed earlier try: its roles must not train on beside this one
+    if pid_file is not None and pid_file.exists() and (leftover := kill_recorded(read_json(pid_file), "ml_tasks")):
+        log(f"stopped roles left by an earlier try: {', '.join(leftover)}")
     base = {**os.environ, **dmlc_env(free_port(), num_servers, num_workers)}
     plan = [("scheduler", PS_ROLE_CMD, "scheduler")]
     plan += [(f"server-{i}", PS_ROLE_CMD, "server") for i in range(num_servers)]
@@ -114,7 +118,8 @@ def run_cluster(
     try:
         for name, cmd, dmlc_role in plan:
             proc = subprocess.Popen(cmd, env={**base, "DMLC_ROLE": dmlc_role}, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                    preexec_fn=die_with_parent)
             roles.append(Role(name, proc))
             threads.append(threading.Thread(target=pump, args=(roles[-1],), daemon=True))
             threads[-1].start()

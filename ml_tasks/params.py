@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from ml_tasks.errors import KilnError
+
+# Airflow's execution_timeout for every task: the backstop behind the form's stage_timeout_minutes.
+TASK_TIMEOUT = timedelta(hours=24)
 
 # One place for each parameter's default and bounds; the DAG's Params are generated from this.
 RUN_PARAMS: dict[str, dict[str, Any]] = {
@@ -58,10 +62,12 @@ RUN_PARAMS: dict[str, dict[str, Any]] = {
                               "description": "Evaluation: largest expected calibration error (10 bins) for a blessing."},
     "promote_margin": {"type": "number", "minimum": 0, "maximum": 0.5, "default": 0.0,
                        "description": "Registry: AUC the blessed model must gain over the previous champion to replace it."},
-    "model_name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{1,40}$", "default": "transactions",
+    "model_name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "default": "transactions",
                    "description": "Registry name of the model (lower-case letters, digits, underscores)."},
+    "stage_timeout_minutes": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 180,
+                              "description": "Minutes each stage may run before it is killed with its whole process group and fails (a hung stage then never blocks later days)."},
     "warm_cache": {"type": "boolean", "default": True,
-                   "description": "After promotion, load the latest features per entity into Ignite for online predictions."},
+                   "description": "When the champion changes, load its latest features per entity into Ignite for online predictions."},
 }
 
 

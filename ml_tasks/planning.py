@@ -18,8 +18,9 @@ def resolve_partition(partition_date: str | None, logical_date: datetime | None,
     return (moment.date() if moment else date.today()).isoformat()
 
 
-def plan_run(params: dict[str, Any], data_root: str, logical_date: datetime | None, run_after: datetime | None) -> dict[str, Any]:
+def plan_run(params: dict[str, Any], data_root: str, logical_date: datetime | None, run_after: datetime | None,
+             run_id: str = "manual") -> dict[str, Any]:
     merged = check_run_params(params)
     ds = resolve_partition(merged["partition_date"], logical_date, run_after)
-    layout = Layout(Path(data_root).resolve(), ds)
-    return {**layout.as_dict(), "results_dir": str(layout.run_dir / "_results"), "model_name": merged["model_name"]}
+    layout = Layout(Path(data_root).resolve(), ds, run_id)
+    return {**layout.as_dict(), "model_name": merged["model_name"]}

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ml_tasks import parity
 from ml_tasks.atomic import atomic_dir, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.portable import TRANSFORM_FILE, transform_matrix
@@ -86,13 +87,7 @@ def check_parity(frame, spec: dict[str, Any], schema: DatasetSchema) -> float:
     columns = {name: [r[name] if r[name] is not None else np.nan for r in rows] for name in schema.numeric}
     columns.update({name: [r[name] for r in rows] for name in schema.categorical})
     expected = np.array([r["f"] for r in rows])
-    got = transform_matrix(columns, spec)
-    if got.shape != expected.shape:
-        raise KilnError(f"portable transform shape {got.shape} != Spark's {expected.shape}")
-    diff = float(np.max(np.abs(got - expected)))
-    if diff > PARITY_TOLERANCE:
-        raise KilnError(f"portable transform differs from Spark's by {diff:g} (> {PARITY_TOLERANCE})")
-    return diff
+    return parity.check_parity(transform_matrix(columns, spec), expected, PARITY_TOLERANCE, "portable transform vs Spark's")
 
 
 def preprocess(

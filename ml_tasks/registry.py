@@ -1,11 +1,15 @@
-"""A file-based model registry: one version per partition, a champion chosen against a baseline, rollback.
+"""A file-based model registry: one version per partition, decisions that depend only on what is registered.
 
-Layout under ``<registry_root>/<model_name>/``: ``versions/<ds>/`` (artifacts, metrics, lineage) and
-``registry.json`` (every version's decision, the rolled-back list, the champion). The promotion rule
-is order-independent so backfills and reruns agree: version ``ds`` is promoted when it is blessed and
-beats the newest promoted version older than ``ds`` by ``margin`` in AUC (or there is none). The
-champion is the newest promoted version that was not rolled back. Rerunning a day rewrites that day's
-version and its decision only.
+Layout under ``<registry_root>/<model_name>/``: ``versions/<ds>/<registration>/`` (the model, its
+transform, online features, metrics, lineage: written once, never changed) and ``registry.json`` (for
+every version the registration that stands for it, its facts, the decision, and the champion).
+
+Decisions are re-derived from the whole set on every change (``decide``): walking the versions in date
+order, a version is promoted when it is blessed, servable and beats the last promoted older version by
+its margin on the primary metric. Rolled-back versions are out of the contest. The champion is the
+newest promoted version. So the champion is a function of the registered versions, whatever order
+backfills, reruns and retries registered them in. A rerun of a day writes a new registration folder and
+only the locked state write points at it: serving moves only with a decision, atomically.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import shutil
 import subprocess
+import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,28 +29,55 @@ from typing import Any
 
 from ml_tasks.atomic import atomic_dir, read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import PROJECT_ROOT
+from ml_tasks.layout import PROJECT_ROOT, check_ds, check_name
 
 log = logging.getLogger(__name__)
 STATE_FILE = "registry.json"
+PRIMARY_METRIC = "auc"  # higher is better
+ONLINE_FEATURES_FILE = "online_features.parquet"
+ORPHAN_AGE_S = 3600  # a registration folder no state names, older than this, was left by a killed register
+
+
+def model_root(registry_root: Path, model_name: str) -> Path:
+    return registry_root / check_name("model name", model_name)
 
 
 @contextlib.contextmanager
-def _locked(model_root: Path) -> Iterator[dict[str, Any]]:
-    """Hold the registry lock; yield the state; write it back atomically on success."""
-    model_root.mkdir(parents=True, exist_ok=True)
-    with open(model_root / ".lock", "w") as lock:
+def _locked(root: Path) -> Iterator[dict[str, Any]]:
+    """Hold the registry lock; yield the state; re-decide and write it back atomically on success."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        path = model_root / STATE_FILE
+        path = root / STATE_FILE
         state = read_json(path) if path.exists() else {"versions": {}, "rolled_back": [], "champion": None}
         yield state
-        state["champion"] = _champion(state)
+        decide(state)
         write_json(path, state)
 
 
-def _champion(state: dict[str, Any]) -> str | None:
-    promoted = [v for v, rec in state["versions"].items() if rec["promoted"] and v not in state["rolled_back"]]
-    return max(promoted) if promoted else None
+def _beats(score: float, baseline: float, margin: float) -> bool:
+    return math.isfinite(score) and score >= baseline + margin
+
+
+def decide(state: dict[str, Any]) -> dict[str, Any]:
+    """Re-derive every version's decision and the champion from the versions' facts (in place)."""
+    retired = set(state["rolled_back"])
+    baseline: str | None = None
+    for ds in sorted(state["versions"]):
+        rec = state["versions"][ds]
+        reasons = list(rec["bless_reasons"])
+        if ds in retired:
+            reasons.append("rolled back")
+        elif baseline is not None and not reasons:
+            base = state["versions"][baseline]["score"]
+            if not _beats(rec["score"], base, rec["margin"]):
+                reasons.append(f"{PRIMARY_METRIC} {rec['score']:.4f} does not beat baseline {baseline} "
+                               f"({base:.4f}) by margin {rec['margin']}")
+        rec.update(promoted=not reasons, reasons=reasons, baseline=baseline)
+        if not reasons:
+            baseline = ds
+    state["champion"] = baseline
+    return state
 
 
 def git_commit() -> str | None:
@@ -54,6 +88,10 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def _new_registration_id() -> str:
+    return datetime.now(UTC).strftime("r%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
 def register(
     evaluation_path: Path,
     registry_root: Path,
@@ -62,62 +100,111 @@ def register(
     transform_dir: Path,
     margin: float = 0.0,
     lineage: dict[str, Any] | None = None,
+    online_features: Path | None = None,
+    test_features_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Register the evaluation's best candidate as version ``ds`` and decide promotion."""
+    """Register the evaluation's best candidate as version ``ds`` and re-decide promotions.
+
+    The artifact goes into a fresh folder first; it is checked for servability (loaded as serving
+    loads it and scored against its offline scores, when ``test_features_dir`` is given); only then
+    does the locked state write make it the day's registration.
+    """
+    from ml_tasks.model_bundle import check_servable
+
+    check_ds(ds)
     verdict = read_json(evaluation_path)
     best = next(c for c in verdict["candidates"] if c["candidate"] == verdict["best"])
-    model_root = registry_root / model_name
-    with atomic_dir(model_root / "versions" / ds) as tmp:
+    root = model_root(registry_root, model_name)
+    registration = _new_registration_id()
+    artifact = root / "versions" / ds / registration
+    with atomic_dir(artifact) as tmp:
         shutil.copytree(best["dir"], tmp / "model", ignore=shutil.ignore_patterns(".*"))
         shutil.copytree(transform_dir, tmp / "transform", ignore=shutil.ignore_patterns(".*"))
+        if online_features is not None:
+            shutil.copy2(online_features, tmp / ONLINE_FEATURES_FILE)
         write_json(tmp / "metrics.json", best["metrics"])
         write_json(tmp / "lineage.json", {
-            "version": ds,
-            "candidate": best["candidate"],
-            "framework": best["framework"],
-            "evaluation": str(evaluation_path),
-            "git_commit": git_commit(),
-            "registered_at": datetime.now(UTC).isoformat(),
-            **(lineage or {}),
+            "version": ds, "registration": registration, "candidate": best["candidate"],
+            "framework": best["framework"], "evaluation": str(evaluation_path), "git_commit": git_commit(),
+            "registered_at": datetime.now(UTC).isoformat(), **(lineage or {}),
         })
-    with _locked(model_root) as state:
+    bless_reasons = list(best["reasons"])
+    servability: dict[str, Any] = {"servable": None}
+    if test_features_dir is not None:
+        try:
+            servability = check_servable(artifact, test_features_dir)
+        except (KilnError, OSError, ValueError) as exc:
+            servability = {"servable": False, "reason": str(exc)}
+            bless_reasons.append(f"not servable: {exc}")
+    score = float(best["metrics"][PRIMARY_METRIC])
+    with _locked(root) as state:
         previous_champion = state["champion"]
-        state["versions"].pop(ds, None)
-        older = [v for v, rec in state["versions"].items() if rec["promoted"] and v < ds and v not in state["rolled_back"]]
-        baseline = max(older) if older else None
-        auc = best["metrics"]["auc"]
-        reasons = list(best["reasons"])
-        if baseline is not None:
-            base_auc = state["versions"][baseline]["auc"]
-            if not auc >= base_auc + margin:
-                reasons.append(f"auc {auc:.4f} does not beat baseline {baseline} ({base_auc:.4f}) by margin {margin}")
+        replaced = state["versions"].get(ds, {}).get("registration")
+        if ds in state["rolled_back"]:
+            state["rolled_back"].remove(ds)  # a new registration of the day is a new model; its rollback was of the old one
         state["versions"][ds] = {
-            "candidate": best["candidate"], "auc": auc, "promoted": not reasons, "baseline": baseline,
-            "reasons": reasons, "path": str(model_root / "versions" / ds),
+            "candidate": best["candidate"], "framework": best["framework"], PRIMARY_METRIC: score, "score": score,
+            "margin": margin, "bless_reasons": bless_reasons, "servability": servability,
+            "registration": registration, "path": str(artifact), "registered_at": datetime.now(UTC).isoformat(),
+            "run_id": (lineage or {}).get("dag_run_id"),
         }
-        if ds in state["rolled_back"] and not reasons:
-            state["rolled_back"].remove(ds)  # a fresh registration of the day supersedes its rollback
+    rec = state["versions"][ds]
+    if replaced and replaced != registration:
+        shutil.rmtree(root / "versions" / ds / replaced, ignore_errors=True)  # no state names it any more
+    _remove_orphans(root, state)
+    log.info("registered %s/%s (%s, %s): promoted=%s champion=%s", model_name, ds, best["candidate"], registration,
+             rec["promoted"], state["champion"])
+    return {"model_name": model_name, "version": ds, "registration": registration, "candidate": best["candidate"],
+            PRIMARY_METRIC: score, "promoted": rec["promoted"], "reasons": rec["reasons"],
+            "champion": state["champion"], "previous_champion": previous_champion,
+            "champion_changed": state["champion"] != previous_champion, "version_dir": str(artifact),
+            "champion_features": _features_of(state)}
+
+
+def _features_of(state: dict[str, Any]) -> str | None:
     champion = state["champion"]
-    log.info("registered %s/%s (%s): promoted=%s champion=%s", model_name, ds, best["candidate"], not reasons, champion)
-    return {"model_name": model_name, "version": ds, "candidate": best["candidate"], "auc": auc,
-            "promoted": not reasons, "reasons": reasons, "champion": champion, "previous_champion": previous_champion,
-            "version_dir": str(model_root / "versions" / ds)}
+    path = Path(state["versions"][champion]["path"]) / ONLINE_FEATURES_FILE if champion else None
+    return str(path) if path and path.exists() else None
+
+
+def _remove_orphans(root: Path, state: dict[str, Any]) -> None:
+    """Remove registration folders that no state names and that are old enough to have no live writer."""
+    named = {rec["path"] for rec in state["versions"].values()}
+    now = time.time()
+    for folder in root.glob("versions/*/r*"):
+        if str(folder) not in named and now - folder.stat().st_mtime > ORPHAN_AGE_S:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def rollback(registry_root: Path, model_name: str) -> dict[str, Any]:
-    """Retire the current champion; the previous promoted version becomes champion."""
-    with _locked(registry_root / model_name) as state:
-        current = _champion(state)
+    """Retire the current champion: it leaves the contest and the registry re-decides without it."""
+    with _locked(model_root(registry_root, model_name)) as state:
+        current = state["champion"]
         if current is None:
             raise KilnError(f"model {model_name!r} has no champion to roll back")
         state["rolled_back"].append(current)
     return {"rolled_back": current, "champion": state["champion"]}
 
 
+def read_state(registry_root: Path, model_name: str) -> dict[str, Any]:
+    path = model_root(registry_root, model_name) / STATE_FILE
+    return read_json(path) if path.exists() else {"versions": {}, "rolled_back": [], "champion": None}
+
+
 def champion_dir(registry_root: Path, model_name: str) -> Path:
-    """The champion's version folder, or a clear error when there is none."""
-    path = registry_root / model_name / STATE_FILE
-    champion = read_json(path)["champion"] if path.exists() else None
-    if champion is None:
+    """The champion's registration folder, or a clear error when there is none."""
+    state = read_state(registry_root, model_name)
+    if state["champion"] is None:
         raise KilnError(f"model {model_name!r} has no champion in {registry_root}")
-    return registry_root / model_name / "versions" / champion
+    return Path(state["versions"][state["champion"]]["path"])
+
+
+def champion_features(registry_root: Path, model_name: str) -> dict[str, str]:
+    """The champion's online features (what the online cache must hold) and its version."""
+    state = read_state(registry_root, model_name)
+    if state["champion"] is None:
+        raise KilnError(f"model {model_name!r} has no champion in {registry_root}; nothing to warm")
+    source = _features_of(state)
+    if source is None:
+        raise KilnError(f"champion {model_name}/{state['champion']} was registered without online features")
+    return {"version": state["champion"], "source": source}

@@ -3,16 +3,24 @@
 ``GET /predict/{entity_id}`` and ``POST /predict`` (``{"entity_ids": [...]}``) resolve the feature
 alias once per request, apply the saved transform and the registry's champion, and cache each
 prediction in Ignite (cache ``kiln_predictions``, expiry ``KILN_PREDICTION_TTL`` seconds) under the
-model and feature versions, so a new champion or a re-warm never serves a stale score.
-``/healthz`` says whether the model and the cache are reachable. The champion is reloaded when the
-registry changes. Settings come from the environment (see ``Settings``).
+model registration and feature version, so a new champion or a re-warm never serves a stale score.
+
+Faults: the only answers are 200, 404 (unknown entity), 422 (malformed request) and 503 (no champion
+yet, Ignite down or restarted, cache not warmed). Handlers are plain functions that FastAPI runs in
+its thread pool, each thread with its own Ignite client (pyignite's is not thread-safe); an Ignite
+error drops that client, and the next request reconnects and re-creates the caches it needs, so the
+service recovers by itself once a node and a warm are back. The champion is reloaded by a background
+thread when the registry changes; a reload never blocks a request, and a failed one keeps the old model.
+``/healthz`` is 200 only when a champion is loaded and the aliased feature cache answers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,12 +31,24 @@ from pydantic import BaseModel, Field
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError
 from ml_tasks.feature_cache import ALIAS_CACHE, cache_name
-from ml_tasks.layout import default_data_root
+from ml_tasks.layout import default_data_root, registry_root
 from ml_tasks.model_bundle import ModelBundle
-from ml_tasks.registry import STATE_FILE, champion_dir
+from ml_tasks.registry import STATE_FILE, champion_dir, model_root
 
 log = logging.getLogger(__name__)
 PREDICTION_CACHE = "kiln_predictions"
+
+
+class Unavailable(KilnError):
+    """The service cannot answer now (no champion, Ignite unreachable, cache not warmed): HTTP 503."""
+
+
+def ignite_errors() -> tuple[type[BaseException], ...]:
+    """What pyignite raises when a node is down, restarting or lost a cache (all mean: try again later)."""
+    from pyignite import exceptions as ex
+
+    return (OSError, ConnectionError, ex.ReconnectError, ex.CacheError, ex.ParseError, ex.ClusterError,
+            ex.SocketError, ex.HandshakeError)
 
 
 @dataclass
@@ -39,6 +59,8 @@ class Settings:
     ignite_host: str = field(default_factory=lambda: os.environ.get("KILN_IGNITE_HOST", "127.0.0.1"))
     ignite_port: int = field(default_factory=lambda: int(os.environ.get("KILN_IGNITE_PORT", "10800")))
     prediction_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_PREDICTION_TTL", "300")))
+    reload_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RELOAD_INTERVAL", "2")))
+    ignite_timeout: float = 2.0
 
 
 class BatchRequest(BaseModel):
@@ -48,108 +70,191 @@ class BatchRequest(BaseModel):
 
 
 class Predictor:
-    """Holds the Ignite client and the champion; one per process (the event loop serialises its use)."""
+    """The champion (swapped whole by a reloader thread) and one Ignite client per request thread."""
 
     def __init__(self, settings: Settings):
-        from pyignite import Client
-        from pyignite.datatypes import ExpiryPolicy
-        from pyignite.datatypes.prop_codes import PROP_EXPIRY_POLICY, PROP_NAME
-
         self.settings = settings
-        # Partition awareness would re-fetch and parse the cache's whole partition map in pure Python
-        # whenever the topology version moves (any cache created or dropped): ~60 ms per request here.
-        self.client = Client(timeout=5.0, partition_aware=False)
-        self.client.connect(settings.ignite_host, settings.ignite_port)
-        self.aliases = self.client.get_or_create_cache(ALIAS_CACHE)
-        self.predictions = self.client.get_or_create_cache(
-            {PROP_NAME: PREDICTION_CACHE, PROP_EXPIRY_POLICY: ExpiryPolicy(create=timedelta(seconds=settings.prediction_ttl))})
-        self._registry_state = settings.data_root / "registry" / settings.model_name / STATE_FILE
-        self._stamp: float | None = None
         self.bundle: ModelBundle | None = None
+        self.model_error: str | None = "not loaded yet"
+        self._state_path = model_root(registry_root(settings.data_root), settings.model_name) / STATE_FILE
+        self._loaded_stamp: tuple[float, int] | None = None
+        self._local = threading.local()
+        self._clients: set[Any] = set()
+        self._clients_lock = threading.Lock()
+        self._score_lock = threading.Lock()  # MXNet's imperative API is not safe to call from many threads
+        self._stop = threading.Event()
+        self._reloader = threading.Thread(target=self._reload_loop, name="kiln-model-reloader", daemon=True)
+
+    def start(self) -> None:
         self.refresh_model()
+        self._reloader.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._clients_lock:
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+
+    # --- the model: loaded off the request path -------------------------------------------------
+    def _reload_loop(self) -> None:
+        while not self._stop.wait(self.settings.reload_interval):
+            self.refresh_model()
 
     def refresh_model(self) -> None:
-        stamp = self._registry_state.stat().st_mtime if self._registry_state.exists() else None
-        if stamp != self._stamp or self.bundle is None:
-            self.bundle = ModelBundle.load(champion_dir(self.settings.data_root / "registry", self.settings.model_name))
-            self._stamp = stamp
-            log.info("serving %s/%s (%s)", self.settings.model_name, self.bundle.version, self.bundle.candidate)
+        """Load the champion when the registry changed; keep the current one if loading fails."""
+        try:
+            st = self._state_path.stat()
+            stamp = (st.st_mtime, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._loaded_stamp and self.bundle is not None:
+            return
+        try:
+            bundle = ModelBundle.load(champion_dir(registry_root(self.settings.data_root), self.settings.model_name))
+        except (KilnError, OSError, ValueError, KeyError) as exc:
+            self.model_error = str(exc)
+            log.warning("champion not (re)loaded, still serving %s: %s",
+                        self.bundle.registration if self.bundle else "nothing", exc)
+            return
+        self.bundle, self._loaded_stamp, self.model_error = bundle, stamp, None  # one reference swap
+        log.info("serving %s/%s (%s, %s)", self.settings.model_name, bundle.version, bundle.candidate, bundle.registration)
+
+    # --- Ignite: one client per thread, dropped on error -----------------------------------------
+    def _ignite(self) -> tuple[Any, Any, Any]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            from pyignite import Client
+            from pyignite.datatypes import ExpiryPolicy
+            from pyignite.datatypes.prop_codes import PROP_EXPIRY_POLICY, PROP_NAME
+
+            # Partition awareness would re-fetch the partition map in pure Python whenever the topology
+            # moves (any cache created or dropped): ~60 ms per request here.
+            client = Client(timeout=self.settings.ignite_timeout, partition_aware=False)
+            client.connect(self.settings.ignite_host, self.settings.ignite_port)
+            predictions = client.get_or_create_cache(  # re-created here after a node restart lost it
+                {PROP_NAME: PREDICTION_CACHE,
+                 PROP_EXPIRY_POLICY: ExpiryPolicy(create=timedelta(seconds=self.settings.prediction_ttl))})
+            conn = (client, client.get_or_create_cache(ALIAS_CACHE), predictions)
+            self._local.conn = conn
+            with self._clients_lock:
+                self._clients.add(client)
+        return conn
+
+    def _drop_ignite(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._clients_lock:
+                self._clients.discard(conn[0])
+            with contextlib.suppress(Exception):  # closing a dead socket may fail any way; it is discarded regardless
+                conn[0].close()
+
+    def _with_ignite(self, work):
+        try:
+            return work(*self._ignite())
+        except ignite_errors() as exc:
+            self._drop_ignite()
+            raise Unavailable(f"Ignite unavailable: {type(exc).__name__}: {exc}") from exc
+
+    def _champion(self) -> ModelBundle:
+        bundle = self.bundle
+        if bundle is None:
+            raise Unavailable(f"no champion model to serve: {self.model_error}")
+        return bundle
 
     def predict(self, entity_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
-        self.refresh_model()
-        assert self.bundle is not None
-        feature_version = self.aliases.get(self.settings.feature_cache)
-        if feature_version is None:
-            raise KilnError(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
-        prefix = f"{self.bundle.version}|{feature_version}|"
-        cached = self.predictions.get_all([prefix + e for e in entity_ids])
-        out: dict[str, dict[str, Any]] = {}
-        for e in entity_ids:
-            hit = cached.get(prefix + e)
-            if hit is not None:
-                out[e] = {"entity_id": e, "score": float(hit), "cached": True}
-        missing = [e for e in entity_ids if e not in out]
-        unknown: list[str] = []
-        if missing:
-            raw = self.client.get_cache(cache_name(self.settings.feature_cache, feature_version)).get_all(missing)
-            rows = {k: json.loads(v) for k, v in raw.items()}
-            unknown = [e for e in missing if e not in rows]
-            known = [e for e in missing if e in rows]
-            if known:
-                scores = self.bundle.score([rows[e] for e in known])
-                self.predictions.put_all({prefix + e: repr(float(s)) for e, s in zip(known, scores, strict=True)})
-                out.update({e: {"entity_id": e, "score": float(s), "cached": False} for e, s in zip(known, scores, strict=True)})
-        meta = {"model_version": self.bundle.version, "model": self.bundle.candidate, "feature_version": feature_version}
-        return [{**out[e], **meta} for e in entity_ids if e in out], unknown
+        bundle = self._champion()
+
+        def work(client, aliases, predictions):
+            feature_version = aliases.get(self.settings.feature_cache)
+            if feature_version is None:
+                raise Unavailable(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
+            prefix = f"{bundle.registration}|{feature_version}|"
+            cached = predictions.get_all([prefix + e for e in entity_ids])
+            out: dict[str, dict[str, Any]] = {}
+            for e in entity_ids:
+                hit = cached.get(prefix + e)
+                if hit is not None:
+                    out[e] = {"entity_id": e, "score": float(hit), "cached": True}
+            missing = [e for e in entity_ids if e not in out]
+            unknown: list[str] = []
+            if missing:
+                raw = client.get_cache(cache_name(self.settings.feature_cache, feature_version)).get_all(missing)
+                rows = {k: json.loads(v) for k, v in raw.items()}
+                unknown = [e for e in missing if e not in rows]
+                known = [e for e in missing if e in rows]
+                if known:
+                    with self._score_lock:
+                        scores = bundle.score([rows[e] for e in known])
+                    predictions.put_all({prefix + e: repr(float(s)) for e, s in zip(known, scores, strict=True)})
+                    out.update({e: {"entity_id": e, "score": float(s), "cached": False} for e, s in zip(known, scores, strict=True)})
+            meta = {"model_version": bundle.version, "model": bundle.candidate, "feature_version": feature_version}
+            return [{**out[e], **meta} for e in entity_ids if e in out], unknown
+
+        return self._with_ignite(work)
+
+    def health(self) -> dict[str, Any]:
+        bundle = self._champion()
+
+        def work(client, aliases, predictions):
+            version = aliases.get(self.settings.feature_cache)
+            if version is None:
+                raise Unavailable(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
+            entries = client.get_cache(cache_name(self.settings.feature_cache, version)).get_size()
+            predictions.get_size()
+            return {"status": "ok", "model_version": bundle.version, "registration": bundle.registration,
+                    "feature_version": version, "feature_entries": entries}
+
+        return self._with_ignite(work)
 
 
 def create_app(settings: Settings | None = None):
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, HTTPException
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse
 
     settings = settings or Settings()
-    state: dict[str, Predictor] = {}
+    predictor = Predictor(settings)
 
     @asynccontextmanager
     async def lifespan(app):
-        state["predictor"] = Predictor(settings)
+        predictor.start()
         yield
-        state["predictor"].client.close()
+        predictor.close()
 
     app = FastAPI(title="Kiln online predictions", lifespan=lifespan)
+    app.state.predictor = predictor
 
-    def guarded(entity_ids: list[str]):
-        try:
-            return state["predictor"].predict(entity_ids)
-        except KilnError as exc:
-            raise HTTPException(status_code=503, detail=str(exc)) from exc
-        except (OSError, ConnectionError) as exc:
-            raise HTTPException(status_code=503, detail=f"Ignite unreachable: {exc}") from exc
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "1"})
 
-    # async handlers: each Ignite call is sub-millisecond on loopback, and the single event loop
-    # keeps the (not thread-safe) pyignite client to one caller at a time.
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Logged with its traceback; the client is told to retry rather than handed a 500 mid-incident.
+        log.exception("unexpected error serving %s", request.url.path)
+        return JSONResponse(status_code=503, content={"detail": f"temporarily unavailable: {type(exc).__name__}"},
+                            headers={"Retry-After": "1"})
+
+    # Plain (sync) handlers: FastAPI runs them in its thread pool, so a slow Ignite call or a model
+    # load never stalls the event loop and the other requests.
     @app.get("/predict/{entity_id}")
-    async def predict_one(entity_id: str) -> dict[str, Any]:
-        found, _ = guarded([entity_id])
+    def predict_one(entity_id: str) -> dict[str, Any]:
+        found, _ = predictor.predict([entity_id])
         if not found:
             raise HTTPException(status_code=404, detail=f"unknown entity {entity_id!r} in the feature cache")
         return found[0]
 
     @app.post("/predict")
-    async def predict_batch(request: BatchRequest) -> dict[str, Any]:
-        found, unknown = guarded(request.entity_ids)
+    def predict_batch(request: BatchRequest) -> dict[str, Any]:
+        found, unknown = predictor.predict(request.entity_ids)
         return {"predictions": found, "unknown": unknown}
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        predictor = state.get("predictor")
-        try:
-            version = predictor.aliases.get(settings.feature_cache) if predictor else None
-        except (OSError, ConnectionError) as exc:
-            raise HTTPException(status_code=503, detail=f"Ignite unreachable: {exc}") from exc
-        return {"status": "ok", "model_version": predictor.bundle.version if predictor and predictor.bundle else None,
-                "feature_version": version}
+    def healthz() -> dict[str, Any]:
+        return predictor.health()
 
     return app
 

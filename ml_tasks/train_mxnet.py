@@ -154,13 +154,16 @@ def _epoch_dir(checkpoint_dir: Path, epoch: int, rank: int) -> Path:
 
 
 def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_workers: int) -> int:
-    """The newest epoch every rank checkpointed for this model and data (0: start afresh).
+    """The newest epoch, at most ``cfg.epochs``, every rank checkpointed for this model and data (0: start afresh).
 
     Ranks must resume together: ``dist_sync`` hangs if one makes more steps than another, and a
-    killed worker may be an epoch behind the rest.
+    killed worker may be an epoch behind the rest. A rerun asking for fewer epochs than were
+    checkpointed must not pick up later epochs' weights.
     """
     wanted = {"config": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "data": fingerprint}
     for epoch_dir in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
+        if int(epoch_dir.name.split("-")[1]) > cfg.epochs:
+            continue
         metas = [epoch_dir / f"rank-{r}" / "done.json" for r in range(num_workers)]
         if all(m.exists() and {k: v for k, v in read_json(m).items() if k != "epoch"} == wanted for m in metas):
             return int(epoch_dir.name.split("-")[1])

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from ml_tasks.atomic import atomic_dir, write_json
 from ml_tasks.errors import KilnError
+from ml_tasks.parity import check_parity
 from ml_tasks.portable import MODEL_FILE, predict_proba
 
 log = logging.getLogger(__name__)
@@ -89,9 +90,8 @@ def train_spark(kind: str, features_dir: Path, candidate_dir: Path, params: dict
         portable = export_model(model, kind, tmp / "spark_model")
         sample = rows.head(500)
         if len(sample):
-            diff = float(np.max(np.abs(predict_proba(np.stack(sample["f"].to_numpy()), portable) - sample["score"].to_numpy())))
-            if diff > PARITY_TOLERANCE:
-                raise KilnError(f"portable {kind} model differs from Spark by {diff:g}")
+            check_parity(predict_proba(np.stack(sample["f"].to_numpy()), portable), sample["score"].to_numpy(),
+                         PARITY_TOLERANCE, f"portable {kind} model vs Spark")
         write_json(tmp / MODEL_FILE, portable)
         rows.drop(columns=["f"]).to_parquet(tmp / PREDICTIONS_FILE, index=False)
         result = {"candidate": f"spark_{kind}", "framework": "spark_mllib", "kind": kind,

@@ -1,8 +1,15 @@
-"""Evaluation and the registry on real candidate folders (predictions Parquet, as trainers write them)."""
+"""Evaluation and the registry on real candidate folders (servable portable models, as Spark trainers write them)."""
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
+import os
+import signal as signals
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,29 +20,51 @@ from ml_tasks.atomic import write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.evaluate import Thresholds, compute_metrics, evaluate
 from ml_tasks.layout import Layout
-from ml_tasks.registry import champion_dir, register, rollback
+from ml_tasks.portable import MODEL_FILE, TRANSFORM_FILE, predict_proba
+from ml_tasks.registry import champion_dir, read_state, register, rollback
+
+ROWS = 2_000
+LOOSE = Thresholds(min_auc=0.55, max_log_loss=5, max_calibration_error=1)
 
 
-def make_candidate(lay: Layout, name: str, signal: float, seed: int = 0) -> Path:
-    """A candidate whose scores separate the classes with the given strength."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 2, 2_000)
-    scores = 1 / (1 + np.exp(-(signal * (labels - 0.5) * 2 + rng.normal(0, 1, 2_000) - 0.0)))
+def held_out(lay: Layout, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The day's held-out features (written as preprocess writes them) and labels."""
+    rng = np.random.default_rng([seed, int(lay.ds.replace("-", ""))])
+    x = rng.normal(size=(ROWS, 3))
+    labels = (x @ np.array([1.0, -1.0, 0.5]) + rng.normal(0, 1, ROWS) > 0).astype(int)
+    test_dir = lay.features_dir / "test"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"entity_id": [f"e{i}" for i in range(ROWS)], "label": labels, "features": list(x)}).to_parquet(test_dir / "part-0.parquet")
+    lay.transform_dir.mkdir(parents=True, exist_ok=True)
+    write_json(lay.transform_dir / TRANSFORM_FILE, {"numeric": [], "categorical": []})
+    return x, labels
+
+
+def make_candidate(lay: Layout, name: str, signal: float, framework: str = "spark_mllib", nan: bool = False) -> Path:
+    """A logistic model mixing ``signal`` parts of the true rule with one part of an unrelated direction
+    (more signal, higher AUC); its predictions are what it scores, so serving can reproduce them."""
+    x, labels = held_out(lay)
+    weights = signal * np.array([1.0, -1.0, 0.5]) + np.array([1.0, 1.0, 0.0])
+    model = {"kind": "logistic_regression", "coefficients": weights.tolist(), "intercept": 0.0}
+    scores = predict_proba(x, model)
+    if nan:
+        scores[:10] = np.nan
     cand = lay.candidate_dir(name)
     cand.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"entity_id": [f"e{i}" for i in range(2_000)], "label": labels, "score": scores}).to_parquet(cand / "predictions.parquet")
-    write_json(cand / "candidate.json", {"candidate": name, "framework": "test"})
-    (lay.transform_dir).mkdir(parents=True, exist_ok=True)
-    write_json(lay.transform_dir / "portable_transform.json", {})
+    pd.DataFrame({"entity_id": [f"e{i}" for i in range(ROWS)], "label": labels, "score": scores}).to_parquet(cand / "predictions.parquet")
+    write_json(cand / MODEL_FILE, model)
+    write_json(cand / "candidate.json", {"candidate": name, "framework": framework})
     return cand
 
 
-def run_day(data_root: Path, ds: str, signal: float, margin: float = 0.0, thresholds: Thresholds | None = None) -> dict:
+def run_day(data_root: Path, ds: str, signal: float, margin: float = 0.0, thresholds: Thresholds | None = None,
+            framework: str = "spark_mllib") -> dict:
     lay = Layout(data_root, ds)
-    make_candidate(lay, "weak", signal / 3, seed=1)
-    make_candidate(lay, "strong", signal, seed=2)
-    evaluate(lay.candidates_root, lay.evaluation, thresholds or Thresholds(min_auc=0.6, max_log_loss=5, max_calibration_error=1))
-    return register(lay.evaluation, lay.registry_root, "m", ds, lay.transform_dir, margin)
+    make_candidate(lay, "weak", signal / 4, framework=framework)
+    make_candidate(lay, "strong", signal, framework=framework)
+    evaluate(lay.candidates_root, lay.evaluation, thresholds or LOOSE)
+    return register(lay.evaluation, lay.registry_root, "m", ds, lay.transform_dir, margin,
+                    test_features_dir=lay.features_dir / "test")
 
 
 def test_metrics_are_right_for_perfect_and_random_scores():
@@ -43,8 +72,20 @@ def test_metrics_are_right_for_perfect_and_random_scores():
     perfect = compute_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]))
     assert perfect["auc"] == 1.0 and perfect["accuracy"] == 1.0
     assert compute_metrics(labels, np.array([0.5] * 4))["auc"] == 0.5
-    with pytest.raises(KilnError, match="2 held-out scores are NaN"):
-        compute_metrics(labels, np.array([0.1, np.nan, np.nan, 0.9]))
+    broken = compute_metrics(labels, np.array([0.1, np.nan, np.inf, 0.9]))
+    assert broken["non_finite_scores"] == 2 and np.isnan(broken["auc"])
+
+
+def test_a_nan_candidate_fails_with_its_reason_and_the_others_are_still_compared(data_root):
+    lay = Layout(data_root, "2026-01-01")
+    make_candidate(lay, "good", 1.0)
+    make_candidate(lay, "broken", 2.0, nan=True)
+    result = evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+    verdict = json.loads(lay.evaluation.read_text())
+    assert result["best"] == "good" and result["blessed"]
+    broken = next(c for c in verdict["candidates"] if c["candidate"] == "broken")
+    assert not broken["passes"] and broken["reasons"] == [f"10 of {ROWS} held-out scores are NaN or infinite"]
+    assert [c["candidate"] for c in verdict["candidates"]] == ["good", "broken"]  # NaN ranks last
 
 
 def test_best_candidate_wins_and_is_blessed(data_root):
@@ -53,6 +94,7 @@ def test_best_candidate_wins_and_is_blessed(data_root):
     assert verdict["best"] == "strong" and result["candidate"] == "strong"
     assert [c["candidate"] for c in verdict["candidates"]] == ["strong", "weak"]
     assert result["promoted"] and result["champion"] == "2026-01-01" and result["previous_champion"] is None
+    assert read_state(data_root / "registry", "m")["versions"]["2026-01-01"]["servability"]["rows_checked"] == 1000
     assert (champion_dir(data_root / "registry", "m") / "model" / "predictions.parquet").exists()
 
 
@@ -64,24 +106,115 @@ def test_unblessed_model_is_registered_but_not_promoted(data_root):
         champion_dir(data_root / "registry", "m")
 
 
-def test_promotion_needs_the_margin_and_rollback_is_one_step(data_root):
-    run_day(data_root, "2026-01-01", signal=1.0)
+def test_a_model_serving_cannot_load_is_never_promoted(data_root):
+    result = run_day(data_root, "2026-01-01", signal=1.5, framework="singa")
+    assert not result["promoted"] and result["champion"] is None
+    assert any("not servable: cannot serve framework 'singa'" in r for r in result["reasons"])
+
+
+def test_a_model_whose_served_scores_differ_from_its_offline_scores_is_not_promoted(data_root):
+    lay = Layout(data_root, "2026-01-01")
+    cand = make_candidate(lay, "drifted", 1.0)
+    model = json.loads((cand / MODEL_FILE).read_text())
+    write_json(cand / MODEL_FILE, {**model, "intercept": 0.01})  # the exported model is not the evaluated one
+    evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+    result = register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir, test_features_dir=lay.features_dir / "test")
+    assert not result["promoted"] and "vs its offline scores: differs by" in result["reasons"][0]
+
+
+def test_promotion_needs_the_margin_and_rollback_retires_the_champion(data_root):
+    run_day(data_root, "2026-01-01", signal=0.2)
     better = run_day(data_root, "2026-01-02", signal=2.0, margin=0.05)
     assert better["promoted"] and better["champion"] == "2026-01-02"
     same = run_day(data_root, "2026-01-03", signal=2.0, margin=0.05)
     assert not same["promoted"] and "by margin 0.05" in same["reasons"][0]
     assert same["champion"] == "2026-01-02"
-    assert rollback(data_root / "registry", "m") == {"rolled_back": "2026-01-02", "champion": "2026-01-01"}
+    # 01-02 leaves the contest: 01-03 now beats 01-01 by the margin, so the registry re-decides in its favour
+    assert rollback(data_root / "registry", "m") == {"rolled_back": "2026-01-02", "champion": "2026-01-03"}
+    assert rollback(data_root / "registry", "m") == {"rolled_back": "2026-01-03", "champion": "2026-01-01"}
 
 
-def test_rerun_of_a_middle_day_keeps_the_same_decision_and_champion(data_root):
-    for ds, signal in [("2026-01-01", 1.0), ("2026-01-02", 1.2), ("2026-01-03", 2.0)]:
+SIGNAL_BY_DAY = {"2026-03-01": 2.0, "2026-03-02": 0.3, "2026-03-03": 1.0, "2026-03-04": 0.6}  # higher: better AUC
+
+
+def decisions(state: dict) -> dict:
+    return {"champion": state["champion"],
+            "versions": {ds: (r["promoted"], r["baseline"], r["reasons"]) for ds, r in state["versions"].items()}}
+
+
+def test_decisions_and_champion_do_not_depend_on_registration_order(tmp_path):
+    """Property: every order of registering the same days gives the same decisions and champion."""
+    days = tmp_path / "days"
+    for ds, signal in SIGNAL_BY_DAY.items():
+        lay = Layout(days, ds)
+        make_candidate(lay, "only", signal)
+        evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+    seen = set()
+    for i, order in enumerate(itertools.permutations(SIGNAL_BY_DAY)):
+        registry = tmp_path / f"registry-{i}"
+        for ds in order:
+            lay = Layout(days, ds)
+            register(lay.evaluation, registry, "m", ds, lay.transform_dir, margin=0.0)
+        seen.add(json.dumps(decisions(read_state(registry, "m")), sort_keys=True))
+    assert len(seen) == 1, seen
+    final = json.loads(seen.pop())
+    assert final["champion"] == "2026-03-01"  # the best day; the later, worse days never displace it
+    assert final["versions"]["2026-03-02"][0] is False
+
+
+def test_the_issue_example_a_worse_later_day_never_becomes_champion_in_either_order(data_root, tmp_path):
+    for order in (["2026-03-01", "2026-03-02"], ["2026-03-02", "2026-03-01"]):
+        registry = tmp_path / "-".join(order)
+        for ds in order:
+            lay = Layout(data_root, ds)
+            make_candidate(lay, "only", {"2026-03-01": 2.0, "2026-03-02": 0.5}[ds])
+            evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+            register(lay.evaluation, registry, "m", ds, lay.transform_dir)
+        assert read_state(registry, "m")["champion"] == "2026-03-01", order
+
+
+def test_rerun_of_a_middle_day_with_worse_data_changes_the_decisions_after_it(data_root):
+    for ds, signal in [("2026-01-01", 1.0), ("2026-01-02", 3.0), ("2026-01-03", 2.0)]:
         run_day(data_root, ds, signal)
-    state_before = json.loads((data_root / "registry/m/registry.json").read_text())
-    run_day(data_root, "2026-01-02", 1.2)
-    state_after = json.loads((data_root / "registry/m/registry.json").read_text())
-    assert state_after == state_before
-    assert state_after["champion"] == "2026-01-03"
+    assert read_state(data_root / "registry", "m")["champion"] == "2026-01-02"
+    rerun = run_day(data_root, "2026-01-02", 0.5)  # its data was bad: now 01-03 beats the chain
+    state = read_state(data_root / "registry", "m")
+    assert not rerun["promoted"] and state["champion"] == "2026-01-03"
+    assert state["versions"]["2026-01-03"]["baseline"] == "2026-01-01"
+
+
+def test_rerun_of_the_champions_day_with_an_unblessed_model_never_serves_it(data_root):
+    first = run_day(data_root, "2026-01-01", signal=2.0)
+    served = champion_dir(data_root / "registry", "m")
+    rerun = run_day(data_root, "2026-01-01", signal=0.05, thresholds=Thresholds(min_auc=0.9))
+    assert not rerun["promoted"] and rerun["champion"] is None
+    assert not served.exists() and first["version_dir"] != rerun["version_dir"]
+    with pytest.raises(KilnError, match="has no champion"):
+        champion_dir(data_root / "registry", "m")
+
+
+def test_a_register_killed_before_its_decision_leaves_the_champion_and_its_files_untouched(data_root):
+    run_day(data_root, "2026-01-01", signal=2.0)
+    served = champion_dir(data_root / "registry", "m")
+    files_before = {p: p.read_bytes() for p in served.rglob("*") if p.is_file()}
+    lay = Layout(data_root, "2026-01-01")
+    make_candidate(lay, "strong", 0.05)  # the rerun's model: much worse
+    make_candidate(lay, "weak", 0.01)
+    evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+    model_root = data_root / "registry" / "m"
+    with open(model_root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the rerun writes its artifact, then waits here for the decision
+        proc = subprocess.Popen([sys.executable, "-m", "ml_tasks", "register", "--data-root", str(data_root),
+                                 "--ds", "2026-01-01", "--model-name", "m"], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while len(list(model_root.glob("versions/2026-01-01/r*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(model_root.glob("versions/2026-01-01/r*"))) == 2, "the rerun never wrote its artifact"
+        time.sleep(0.3)
+        os.kill(proc.pid, signals.SIGKILL)
+        proc.wait()
+    assert champion_dir(data_root / "registry", "m") == served
+    assert {p: p.read_bytes() for p in served.rglob("*") if p.is_file()} == files_before
 
 
 def test_evaluate_without_candidates_is_an_error(data_root):

@@ -9,6 +9,7 @@ the workers, and deletes everything. Rank 0's result manifest is the XCom in bot
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -94,7 +95,8 @@ class MXNetDistributedOperator(BaseOperator):
     :param checkpoint_dir: where the launcher records role pids (templated).
     """
 
-    template_fields: Sequence[str] = ("worker_args", "result_path", "checkpoint_dir", "num_servers", "num_workers")
+    template_fields: Sequence[str] = ("worker_args", "result_path", "checkpoint_dir", "num_servers", "num_workers",
+                                      "cluster_timeout")
     ui_color = "#e9c46a"
 
     def __init__(
@@ -105,7 +107,7 @@ class MXNetDistributedOperator(BaseOperator):
         checkpoint_dir: str,
         num_servers: int | str = 1,
         num_workers: int | str = 2,
-        cluster_timeout: float = 1800.0,
+        cluster_timeout: float | str = 1800.0,
         execution: str | None = None,
         image: str = DEFAULT_IMAGE,
         namespace: str = "kiln",
@@ -135,7 +137,7 @@ class MXNetDistributedOperator(BaseOperator):
             worker_cmd = [sys.executable, "-m", "ml_tasks", "train-mxnet", *map(str, self.worker_args),
                           "--kvstore", "dist_sync", "--result-file", self.result_path]
             run_cluster(worker_cmd, int(self.num_servers), int(self.num_workers), log=self.log.info,
-                        timeout=self.cluster_timeout, pid_file=Path(self.checkpoint_dir) / "pids.json",
+                        timeout=float(self.cluster_timeout), pid_file=Path(self.checkpoint_dir) / "pids.json",
                         on_start=self._roles.extend)
         return json.loads(Path(self.result_path).read_text())
 
@@ -144,10 +146,18 @@ class MXNetDistributedOperator(BaseOperator):
 
         stop_all(self._roles)
 
+    @staticmethod
+    def job_identity(dag_id: str, task_id: str, run_id: str, try_number: int) -> tuple[str, dict[str, str]]:
+        """The pods' name prefix, unique per try (a retry after a hard kill must not hit 409 AlreadyExists),
+        and the labels that find every try's objects of this task and run, for cleanup."""
+        run_hash = hashlib.sha256(f"{dag_id}/{task_id}/{run_id}".encode()).hexdigest()[:10]
+        labels = {"app.kubernetes.io/part-of": "kiln", "kiln.io/dag": dag_id[:63], "kiln.io/task": task_id.replace("_", "-")[:63],
+                  "kiln.io/mxnet-run": run_hash, "kiln.io/try": str(try_number)}
+        return f"kiln-mx-{run_hash}-t{try_number}", labels
+
     def manifests(self, context: Any) -> list[dict[str, Any]]:
         ti = context["ti"]
-        name = f"kiln-mx-{ti.run_id}".lower().replace("_", "-").replace(":", "-").replace("+", "-").replace(".", "-")[:40].rstrip("-")
-        labels = {"app.kubernetes.io/part-of": "kiln", "kiln.io/dag": ti.dag_id, "kiln.io/task": ti.task_id.replace("_", "-")}
+        name, labels = self.job_identity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number))
         return build_role_manifests(name=name, namespace=self.namespace, image=self.image,
                                     worker_args=[*map(str, self.worker_args), "--result-file", self.result_path],
                                     num_servers=int(self.num_servers), num_workers=int(self.num_workers), labels=labels)
@@ -159,6 +169,7 @@ class MXNetDistributedOperator(BaseOperator):
         manifests = self.manifests(context)
         pods = [m["metadata"]["name"] for m in manifests if m["kind"] == "Pod"]
         workers = [p for p in pods if "-worker-" in p]
+        self._delete_earlier_tries(core, manifests[0]["metadata"]["labels"]["kiln.io/mxnet-run"])
         try:
             for m in manifests:
                 create = core.create_namespaced_service if m["kind"] == "Service" else core.create_namespaced_pod
@@ -181,3 +192,12 @@ class MXNetDistributedOperator(BaseOperator):
                     delete(m["metadata"]["name"], self.namespace)
                 except Exception as exc:  # cleanup must try every object; report what could not go
                     self.log.warning("could not delete %s %s: %s", m["kind"], m["metadata"]["name"], exc)
+
+    def _delete_earlier_tries(self, core: Any, run_hash: str) -> None:
+        """An earlier try killed hard never ran its cleanup: remove its pods and Service before starting."""
+        selector = f"kiln.io/mxnet-run={run_hash}"
+        for pod in core.list_namespaced_pod(self.namespace, label_selector=selector).items:
+            self.log.info("deleting pod %s of an earlier try", pod.metadata.name)
+            core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+        for service in core.list_namespaced_service(self.namespace, label_selector=selector).items:
+            core.delete_namespaced_service(service.metadata.name, self.namespace)

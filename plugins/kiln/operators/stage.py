@@ -9,29 +9,24 @@ manifest (not the pod's XCom sidecar) becomes the task's XCom.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ml_tasks.errors import SKIP_EXIT_CODE  # the stage cannot run here and says why
+from ml_tasks.processes import die_with_parent
 
 BAD_INPUT_EXIT_CODE = 2  # a retry would fail the same way
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the task process dies, so a killed task leaves no stage running."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class KilnStageOperator(BaseOperator):
@@ -43,9 +38,10 @@ class KilnStageOperator(BaseOperator):
     :param pod_resources: pod resource preset in Kubernetes mode (small, medium, large, gpu).
     :param image: the pod's image in Kubernetes mode (default: the Kiln image).
     :param execution: ``local`` or ``kubernetes``; ``None`` resolves it at run time.
+    :param timeout_minutes: kill the stage's whole process group after this long (templated; a form field).
     """
 
-    template_fields: Sequence[str] = ("arguments", "result_path")
+    template_fields: Sequence[str] = ("arguments", "result_path", "timeout_minutes")
     ui_color = "#f4a261"
 
     def __init__(
@@ -57,9 +53,11 @@ class KilnStageOperator(BaseOperator):
         pod_resources: str = "small",
         image: str | None = None,
         execution: str | None = None,
+        timeout_minutes: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.timeout_minutes = timeout_minutes
         self.stage = stage
         self.arguments = arguments
         self.result_path = result_path
@@ -89,14 +87,28 @@ class KilnStageOperator(BaseOperator):
         self.log.info("running %s", " ".join(cmd))
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env=os.environ.copy(), preexec_fn=_die_with_parent,
+            env=os.environ.copy(), preexec_fn=die_with_parent,
         )
+        timeout = float(self.timeout_minutes) * 60 if self.timeout_minutes not in (None, "", "None") else None
+        watchdog = threading.Timer(timeout, self._kill_group) if timeout else None
+        if watchdog:
+            watchdog.start()
         last_lines: list[str] = []
         assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            self.log.info("[%s] %s", self.stage, line.rstrip())
-            last_lines = [*last_lines[-19:], line.rstrip()]
-        code = self._proc.wait()
+        try:
+            for line in self._proc.stdout:
+                self.log.info("[%s] %s", self.stage, line.rstrip())
+                last_lines = [*last_lines[-19:], line.rstrip()]
+            code = self._proc.wait()
+        except BaseException:  # Airflow's execution_timeout, a signal: the stage must not run on without us
+            self._kill_group()
+            raise
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        if watchdog and watchdog.finished.is_set() and code != 0:
+            raise AirflowException(f"stage {self.stage} ran longer than its timeout of {self.timeout_minutes} min; "
+                                   f"its process group {self._proc.pid} was killed")
         if code == 0:
             return
         reason = next((ln for ln in reversed(last_lines) if ln.startswith(("ERROR:", "SKIPPED:"))), last_lines[-1] if last_lines else "")
@@ -106,10 +118,18 @@ class KilnStageOperator(BaseOperator):
             raise AirflowFailException(f"stage {self.stage} rejected its input: {reason.removeprefix('ERROR: ')}")
         raise RuntimeError(f"stage {self.stage} exited with code {code}: {reason}")
 
-    def on_kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+    def _kill_group(self, grace: float = 10.0) -> None:
+        """SIGTERM the stage's process group, SIGKILL it after ``grace`` seconds (the stage runs in its own session)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+        try:
+            self._proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+
+    def on_kill(self) -> None:
+        self._kill_group()
