@@ -46,6 +46,14 @@ class AirflowServer:
     def down(self) -> None:
         self.script("down")
 
+    def ignite_client(self):
+        from pyignite import Client
+
+        host, port = self.ignite_uri.removeprefix("ignite://").split(":")
+        client = Client(timeout=10.0)
+        client.connect(host, int(port))
+        return client
+
     def leftovers(self) -> list[str]:
         """Ports still answering and processes still running after ``down``: there must be none."""
         import socket

@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -55,24 +57,37 @@ def test_the_daily_schedule_runs_the_latest_interval_with_default_params(airflow
     assert verdict["candidates"] == 4 and verdict["auc"] > 0.7
 
 
+def run_dir(root, ds: str, run_id: str):
+    from ml_tasks.layout import Layout
+
+    return Layout(root, ds, run_id).run_dir
+
+
 def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflow_server):
-    resp = trigger(airflow_server, {**CONF, "partition_date": "2026-03-01"})
+    # A model of its own: its first version is its champion whatever other tests registered, so the
+    # champion changes, the cache is warmed and the asset event fires.
+    started = time.time()
+    before = {r["dag_run_id"] for r in airflow_server.runs("kiln_cache_refresh")}
+    resp = trigger(airflow_server, {**CONF, "partition_date": "2026-03-01", "model_name": "rest_trigger"})
     assert resp.status_code == 200, resp.text
     run = airflow_server.wait_for_run("kiln_training", resp.json()["dag_run_id"])
     tis = airflow_server.task_instances("kiln_training", run["dag_run_id"])
     assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
     assert tis["train_spark_gbt"]["state"] == "skipped" and tis["train_mxnet"]["state"] == "success"
-    assert json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())["versions"]["2026-03-01"]
+    state = json.loads((airflow_server.data_root / "registry/rest_trigger/registry.json").read_text())
+    assert state["champion"] == "2026-03-01"
     assert tis["warm_feature_cache"]["state"] == "success"
-    evaluation = json.loads((airflow_server.data_root / "runs/ds=2026-03-01/evaluation.json").read_text())
+    evaluation = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"]) / "evaluation.json").read_text())
     assert {c["candidate"] for c in evaluation["candidates"]} == set(SUBSET)
-    # the promotion updated the kiln_champion_model asset: kiln_cache_refresh runs by itself
+    # the champion changed, so the kiln_champion_model asset was updated: a new kiln_cache_refresh run starts by itself
     deadline = time.monotonic() + 180
-    while not airflow_server.runs("kiln_cache_refresh") and time.monotonic() < deadline:
+    fresh: list[dict] = []
+    while not fresh and time.monotonic() < deadline:
+        fresh = [r for r in airflow_server.runs("kiln_cache_refresh") if r["dag_run_id"] not in before]
         time.sleep(3)
-    refresh = airflow_server.runs("kiln_cache_refresh")
-    assert refresh and refresh[0]["run_type"] == "asset_triggered"
-    assert airflow_server.wait_for_run("kiln_cache_refresh", refresh[0]["dag_run_id"], timeout=300)["state"] == "success"
+    assert fresh and fresh[0]["run_type"] == "asset_triggered"
+    assert datetime.fromisoformat(fresh[0]["run_after"]).timestamp() >= started
+    assert airflow_server.wait_for_run("kiln_cache_refresh", fresh[0]["dag_run_id"], timeout=300)["state"] == "success"
 
 
 def task_pid(ti_id: str) -> int | None:
@@ -81,7 +96,7 @@ def task_pid(ti_id: str) -> int | None:
     return pids[0] if pids else None
 
 
-def test_backfill_three_days_survives_a_killed_task(airflow_server):
+def test_backfill_three_days_survives_a_killed_task_and_a_cleared_day_reruns_alone(airflow_server):
     # Airflow 3 backfills carry their own run limit (default 10; the scheduler leaves backfill runs out of
     # the DAG's max_active_runs count), so the DAG's limit is passed on, as docs/operations.md says.
     out = airflow_server.script("cli", "backfill", "create", "--dag-id", "kiln_training", "--from-date", BACKFILL[0],
@@ -115,16 +130,20 @@ def test_backfill_three_days_survives_a_killed_task(airflow_server):
     assert retried["state"] == "success" and retried["try_number"] == 2
     state = json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())
     assert set(BACKFILL) <= set(state["versions"])
-    features = airflow_server.data_root / f"runs/ds={BACKFILL[0]}/features"
+    features = run_dir(airflow_server.data_root, BACKFILL[0], killed) / "features"
     assert (features / "train" / "_SUCCESS").exists() and (features / "test" / "_SUCCESS").exists()
     assert not list(airflow_server.data_root.rglob(".*.tmp-*")), "half-written output left behind"
+    assert not list(airflow_server.data_root.rglob(".*.old-*")), "replaced output left behind"
+
+    clear_the_middle_day_and_check_only_its_outputs_change(airflow_server, {r["logical_date"][:10]: r for r in runs}[BACKFILL[1]])
+    alias_serves_the_champions_features(airflow_server)
 
 
-def test_clearing_the_middle_day_reruns_only_its_outputs(airflow_server):
-    middle = next(r for r in airflow_server.runs("kiln_training") if r["logical_date"].startswith(BACKFILL[1]))
+def clear_the_middle_day_and_check_only_its_outputs_change(airflow_server, middle: dict) -> None:
     root = airflow_server.data_root
     before = snapshot(root)
-    evaluation_before = (root / f"runs/ds={BACKFILL[1]}/evaluation.json").read_text()
+    middle_run = run_dir(root, BACKFILL[1], middle["dag_run_id"])
+    evaluation_before = (middle_run / "evaluation.json").read_text()
     with airflow_server.api() as api:
         resp = api.post("/dags/kiln_training/clearTaskInstances",
                         json={"dag_run_id": middle["dag_run_id"], "dry_run": False, "only_failed": False, "reset_dag_runs": True})
@@ -136,4 +155,16 @@ def test_clearing_the_middle_day_reruns_only_its_outputs(airflow_server):
            "registry/transactions/registry.json", "registry/transactions/.lock")
     changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
     assert changed and not sorted(p for p in changed if not p.startswith(own))
-    assert (root / f"runs/ds={BACKFILL[1]}/evaluation.json").read_text() == evaluation_before
+    assert (middle_run / "evaluation.json").read_text() == evaluation_before
+
+
+def alias_serves_the_champions_features(airflow_server) -> None:
+    """Whatever the backfill decided, the live feature alias holds the champion's own features."""
+    from ml_tasks.feature_cache import current_version, source_version
+    from ml_tasks.registry import champion_features
+
+    for refresh in airflow_server.runs("kiln_cache_refresh"):
+        airflow_server.wait_for_run("kiln_cache_refresh", refresh["dag_run_id"], timeout=300)
+    champion = champion_features(airflow_server.data_root / "registry", "transactions")
+    client = airflow_server.ignite_client()
+    assert current_version(client, "kiln_features") == f"{champion['version']}-{source_version(Path(champion['source']))}"

@@ -7,6 +7,7 @@ Consecutive days, backfills, reruns and the full candidate set run on a running 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,10 @@ def test_the_whole_dag_registers_a_champion_that_learned(one_day):
     state = json.loads((registry / "registry.json").read_text())
     assert state["champion"] == DS
     assert state["versions"][DS]["auc"] > AUC_FLOOR
-    version = registry / "versions" / DS
+    version = Path(state["versions"][DS]["path"])
+    assert version.parent == registry / "versions" / DS
+    assert state["versions"][DS]["servability"]["servable"] is True  # loaded and scored as serving does, before promotion
+    assert (version / "online_features.parquet").exists()  # the features the cache must hold while it is champion
     lineage = json.loads((version / "lineage.json").read_text())
     assert lineage["data_partition"].endswith(f"raw/ds={DS}")
     assert lineage["dag_run_id"].startswith("manual__") and lineage["params"]["rows"] == 6000
@@ -47,12 +51,18 @@ def test_the_whole_dag_registers_a_champion_that_learned(one_day):
 
 def test_chosen_candidates_compete_and_singa_is_skipped_with_its_reason(one_day):
     data_root, log = one_day
-    evaluation = json.loads((data_root / "runs" / f"ds={DS}" / "evaluation.json").read_text())
+    (run_dir,) = (data_root / "runs" / f"ds={DS}").glob("run=*")  # this run's own folder
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert {c["candidate"] for c in evaluation["candidates"]} == {"mxnet_mlp"}
     assert all(c["metrics"]["auc"] > AUC_FLOOR for c in evaluation["candidates"])
     assert "Apache Singa is not installed in this environment" in log
-    assert not (data_root / "runs" / f"ds={DS}" / "candidates" / "singa_mlp").exists()
+    assert not (run_dir / "candidates" / "singa_mlp").exists()
 
 
-def test_the_promoted_model_warmed_the_online_cache(one_day, ignite_node):
-    assert current_version(ignite_node.client(), "kiln_features").startswith(f"{DS}-")
+def test_the_new_champion_warmed_the_online_cache_with_its_own_features(one_day, ignite_node):
+    from ml_tasks.feature_cache import source_version
+
+    data_root, _ = one_day
+    state = json.loads((data_root / "registry" / "transactions" / "registry.json").read_text())
+    champion_features = Path(state["versions"][DS]["path"]) / "online_features.parquet"
+    assert current_version(ignite_node.client(), "kiln_features") == f"{DS}-{source_version(champion_features)}"

@@ -51,3 +51,10 @@ def test_worker_shards_are_disjoint_and_equal_in_steps(small_features):
 def test_too_little_data_for_the_batch_is_named(small_features, tmp_path):
     with pytest.raises(KilnError, match="too few for batch_size 65536 x 1 workers"):
         run(small_features, tmp_path, "x", MLPConfig(batch_size=65536))
+
+
+def test_a_rerun_with_fewer_epochs_is_a_model_of_that_many_epochs(small_features, tmp_path):
+    two = run(small_features, tmp_path, "two", MLPConfig(epochs=2, batch_size=128))["params_digest"]
+    run(small_features, tmp_path, "lowered", MLPConfig(epochs=4, batch_size=128))
+    lowered = run(small_features, tmp_path, "lowered", MLPConfig(epochs=2, batch_size=128))
+    assert lowered["params_digest"] == two  # never the epoch-4 weights under a 2-epoch label

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from ml_tasks.errors import KilnError
-from ml_tasks.feature_cache import ALIAS_CACHE, cache_name, current_version, get_many, versions, warm
+from ml_tasks.feature_cache import ALIAS_CACHE, WarmOptions, cache_name, current_version, get_many, versions, warm
 
 pytestmark = pytest.mark.ignite
 
@@ -76,9 +76,11 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
     client = ignite_node.client()
     old = warm(client, "t_crash", source(tmp_path, 2_000, "old"), version_prefix="2026-01-01-")["version"]
     big = source(tmp_path, 150_000, "new")
-    probe = [f"e{i:07d}" for i in range(0, 2_000, 97)]
-    seen: list[tuple[str | None, int, set[str]]] = []
+    old_keys = {f"e{i:07d}" for i in range(2_000)}
+    probe = [f"e{i:07d}" for i in range(0, 150_000, 97)]  # across the whole new load, not its first batches
+    seen: list[tuple[str | None, set[str], set[str]]] = []
     stop = threading.Event()
+    short_lease = WarmOptions(lease_seconds=5)  # the killed warm's lease outlives it: keep the retry's wait short
 
     def reader() -> None:
         c = None
@@ -86,7 +88,7 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
             try:
                 c = c or ignite_node.client()
                 version, rows = get_many(c, "t_crash", probe)
-                seen.append((version, len(rows), {r["tag"] for r in rows.values()}))
+                seen.append((version, set(rows), {r["tag"] for r in rows.values()}))
             except Exception:  # the node is down for a moment: readers reconnect, as a service would
                 c = None
                 time.sleep(0.2)
@@ -99,7 +101,8 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
 
     def warming() -> None:
         try:
-            warm(ignite_node.client(), "t_crash", big, version_prefix="2026-01-02-", progress=progress.append)
+            warm(ignite_node.client(), "t_crash", big, version_prefix="2026-01-02-", progress=progress.append,
+                 options=short_lease)
         except BaseException as exc:
             errors.append(exc)
 
@@ -117,7 +120,7 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
     ignite_node.start()  # persistence: the old version and the alias survive the crash
     client = ignite_node.client()
     assert current_version(client, "t_crash") == old
-    retried = warm(client, "t_crash", big, version_prefix="2026-01-02-")
+    retried = warm(client, "t_crash", big, version_prefix="2026-01-02-", options=short_lease)
     assert retried["switched"] and retried["entries"] == 150_000
     time.sleep(0.3)
     stop.set()
@@ -127,7 +130,66 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
     assert old in versions(client, "t_crash")  # retained, still readable
     reads = [s for s in seen if s[0] is not None]
     assert reads and reads[0][0] == old and reads[-1][0] == retried["version"]
-    for version, count, tags in reads:  # every read: one whole version, never a partial or mixed one
-        assert count == len(probe), (version, count)
+    for version, keys, tags in reads:  # every read: one whole version, never a partial or mixed one
+        assert keys == (set(probe) & old_keys if version == old else set(probe)), (version, len(keys))
         assert tags == ({"old"} if version == old else {"new"})
     assert client.get_or_create_cache(ALIAS_CACHE).get("t_crash") == retried["version"]
+
+
+def test_two_warmers_of_one_alias_take_turns_and_neither_destroys_the_others_load(ignite_node, tmp_path):
+    """The in-DAG warm and the asset-triggered refresh load the same champion's features at once."""
+    big = source(tmp_path, 120_000, "same")
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+    progress: dict[str, list[str]] = {"first": [], "second": []}
+
+    def warming(who: str) -> None:
+        try:
+            results[who] = warm(ignite_node.client(), "t_race", big, version_prefix="2026-01-05-",
+                                progress=progress[who].append)
+        except BaseException as exc:
+            errors.append(exc)
+
+    first = threading.Thread(target=warming, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 60
+    while not any("warming" in p for p in progress["first"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = threading.Thread(target=warming, args=("second",))
+    second.start()
+    first.join(timeout=300)
+    second.join(timeout=300)
+    assert errors == []
+    assert results["first"]["switched"] and results["first"]["entries"] == 120_000
+    assert any("is being warmed by" in p for p in progress["second"]), progress["second"]
+    assert results["second"]["switched"] is False  # it found the other's complete load and left it alone
+    assert current_version(ignite_node.client(), "t_race") == results["first"]["version"]
+
+
+def test_an_incomplete_live_version_is_topped_up_in_place_never_destroyed(ignite_node, tmp_path):
+    client = ignite_node.client()
+    src = source(tmp_path, 3_000, "live")
+    live = warm(client, "t_topup", src, version_prefix="2026-01-06-")["version"]
+    cache = client.get_cache(cache_name("t_topup", live))
+    cache.remove_keys([f"e{i:07d}" for i in range(0, 3_000, 10)])  # entries lost (eviction, a node's partition)
+    reads, failures = [], []
+    stop = threading.Event()
+
+    def reader() -> None:  # a destroyed live cache answers "cache does not exist" for as long as the reload takes
+        c = ignite_node.client()
+        live_cache = c.get_cache(cache_name("t_topup", live))
+        while not stop.is_set():
+            try:
+                reads.append(live_cache.get("e0000001"))
+            except Exception as exc:
+                failures.append(exc)
+
+    reading = threading.Thread(target=reader)
+    reading.start()
+    time.sleep(0.2)
+    again = warm(client, "t_topup", src, version_prefix="2026-01-06-")
+    stop.set()
+    reading.join(timeout=10)
+    assert again["version"] == live and current_version(client, "t_topup") == live
+    assert cache.get_size() == 3_000 and cache.get("e0000010") is not None
+    assert failures == [] and len(reads) > 100 and all(r is not None for r in reads)

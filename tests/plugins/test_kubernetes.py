@@ -161,3 +161,15 @@ def test_project_image_installs_the_pinned_requirements():
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             assert "==" in line, f"unpinned requirement: {line}"
+
+
+def test_mxnet_pod_names_are_unique_per_try_and_labelled_for_cleanup_of_earlier_tries():
+    from kiln.operators.mxnet import MXNetDistributedOperator
+
+    run = "manual__2026-11-24T00:00:00+00:00"
+    first, labels1 = MXNetDistributedOperator.job_identity("kiln_training", "train_mxnet_dist", run, 1)
+    retry, labels2 = MXNetDistributedOperator.job_identity("kiln_training", "train_mxnet_dist", run, 2)
+    other, labels3 = MXNetDistributedOperator.job_identity("kiln_training", "train_mxnet_dist", run + "x", 1)
+    assert len({first, retry, other}) == 3  # a retry after a hard kill never collides (409 AlreadyExists)
+    assert labels1["kiln.io/mxnet-run"] == labels2["kiln.io/mxnet-run"] != labels3["kiln.io/mxnet-run"]
+    assert len(first) + len("-scheduler") <= 63 and re.fullmatch(r"[a-z0-9-]+", first)

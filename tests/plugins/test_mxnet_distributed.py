@@ -29,11 +29,12 @@ def operator(small_features, tmp_path: Path, epochs: int, batch_size: int = 128)
 
 
 def alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for a parent (or init) to reap it."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return state != "Z"
 
 
 def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_path):
@@ -89,3 +90,27 @@ def test_killed_worker_fails_the_task_naming_it_and_the_retry_resumes(small_feat
     resumed = [line for line in logs if "resuming after epoch" in line]
     assert len(resumed) == 2, logs[-20:]
     assert result["rank"] == 0 and result["test_auc"] > 0.7
+
+
+def test_sigkill_of_the_launcher_leaves_no_role_running(small_features, tmp_path):
+    """The task process dies hard (OOM killer, kill -9): scheduler, server and workers must die with it."""
+    import subprocess
+    import sys
+
+    lay = small_features["layout"]
+    candidate = f"orphan_{tmp_path.name}"[:60]
+    launcher = subprocess.Popen([sys.executable, "-m", "ml_tasks", "train-mxnet-dist", "--data-root", str(lay.data_root),
+                                 "--ds", lay.ds, "--candidate", candidate, "--epochs", "40", "--batch-size", "32"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pid_file = lay.checkpoint_dir(candidate) / "pids.json"
+    deadline = time.monotonic() + 120
+    while not list(lay.checkpoint_dir(candidate).glob("epoch-0001/rank-*/done.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    pids = json.loads(pid_file.read_text())
+    assert all(alive(p) for p in pids.values()), "the cluster should be training"
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [name for name, pid in pids.items() if alive(pid)] == []

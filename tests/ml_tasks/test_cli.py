@@ -1,0 +1,37 @@
+"""The stage CLI refuses names that would become paths outside their place, before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ml_tasks.layout import Layout, check_ds, run_key
+
+
+def cli(*args: str, data_root) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ml_tasks", *args], capture_output=True, text=True, timeout=120,
+                          env={"KILN_DATA_ROOT": str(data_root), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["register", "--ds", "2026-03-01", "--model-name", "../x"], "model name '../x' is not a valid name"),
+    (["rollback", "--model-name", "Transactions"], "model name 'Transactions' is not a valid name"),
+    (["train-mxnet", "--ds", "2026-03-01", "--candidate", "../x"], "candidate '../x' is not a valid name"),
+    (["train-singa", "--ds", "2026-03-01", "--candidate", "a/b"], "candidate 'a/b' is not a valid name"),
+    (["ingest", "--ds", "20260301"], "partition date '20260301' is not an ISO date YYYY-MM-DD"),
+    (["validate", "--ds", "2026-02-30"], "partition date '2026-02-30' is not an ISO date"),
+])
+def test_a_name_that_would_escape_its_folder_is_refused_naming_it(args, message, data_root):
+    out = cli(*args, data_root=data_root)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert list(data_root.iterdir()) == []  # nothing was written
+
+
+def test_run_ids_become_safe_distinct_folder_names(data_root):
+    ids = ["manual__2026-03-01T00:00:00+00:00", "manual__2026-03-01T00_00_00_00_00", "../../etc", "scheduled__x"]
+    keys = [run_key(i) for i in ids]
+    assert len(set(keys)) == len(ids) and all("/" not in k and not k.startswith(".") for k in keys)
+    assert Layout(data_root, "2026-03-01", "../../etc").run_dir.parent == data_root / "runs" / "ds=2026-03-01"
+    assert check_ds("2026-03-01") == "2026-03-01"
