@@ -38,10 +38,10 @@ up() {
     > "$run/ignite.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
   for _ in $(seq 1 120); do
-    if port_open; then
-      if [ "${KILN_IGNITE_PERSISTENCE:-false}" = "true" ]; then
-        "$root/.venv/bin/python" -c "from pyignite import Client; c=Client(); c.connect('127.0.0.1', $port); c.get_cluster().set_state(1)"
-      fi
+    # The thin-client port opens before the node serves requests: up means a real request answered
+    # (a persistent node starts inactive and is activated first).
+    activate=$([ "${KILN_IGNITE_PERSISTENCE:-false}" = "true" ] && echo "c.get_cluster().set_state(1);" || true)
+    if port_open && "$root/.venv/bin/python" -c "from pyignite import Client; c=Client(timeout=5); c.connect('127.0.0.1', $port); $activate c.get_cache_names()" 2>/dev/null; then
       echo "ignite: up on 127.0.0.1:$port (pid $(cat "$pidfile"), log $run/ignite.log)"; return 0
     fi
     if ! running; then echo "ignite: the node exited; last log lines:" >&2; tail -20 "$run/ignite.log" >&2; exit 1; fi

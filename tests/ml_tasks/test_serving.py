@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
 import threading
 import time
@@ -106,3 +109,75 @@ def test_mxnet_bundle_scores_equal_its_offline_scores(small_features, tmp_path):
     preds = pd.read_parquet(cand / "predictions.parquet").set_index("entity_id")
     rows = once[once.entity_id.isin(preds.index)].head(50)
     np.testing.assert_allclose(bundle.score(rows.to_dict("records")), preds.loc[rows.entity_id].score.to_numpy(), atol=1e-6)
+
+
+def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewarm(served, tmp_path_factory):
+    """kill -9 the node under a stream of requests, restart it empty, re-warm: only 200/404/503, then 200 again."""
+    import uvicorn
+
+    from ml_tasks.serving import Settings, create_app
+    from tests.ignite_node import IgniteNode
+
+    node = IgniteNode(tmp_path_factory.mktemp("ignite-faults"), port=10950, discovery_port=47650, communication_port=47250)
+    node.start()
+    lay = served["layout"]
+    features = lay.run_dir / "online_features.parquet"
+    port = free_port()
+    try:
+        warm(node.client(), "svc_features", features, version_prefix=lay.ds + "-")
+        settings = Settings(data_root=lay.data_root, model_name="svc", feature_cache="svc_features",
+                            ignite_port=node.port, prediction_ttl=60, ignite_timeout=1.0)
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        entities = single_row_test_entities(lay, 20)
+        codes: list[tuple[str, int]] = []
+        phase = ["before"]
+        stop = threading.Event()
+
+        def stream() -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                i = 0
+                while not stop.is_set():
+                    codes.append((phase[0], http.get(f"/predict/{entities[i % len(entities)]}").status_code))
+                    i += 1
+                    time.sleep(0.005)
+
+        streaming = [threading.Thread(target=stream) for _ in range(3)]  # concurrent clients
+        for t in streaming:
+            t.start()
+        time.sleep(1.0)
+        phase[0] = "down"
+        os.kill(node.pid, signal.SIGKILL)
+        time.sleep(2.0)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert http.get("/healthz").status_code == 503  # down: never green
+            node.stop()
+            shutil.rmtree(node.state_dir / "work")  # restarted empty, as an in-memory node restarts
+            node.start()  # every cache, the alias and the prediction cache are gone
+            phase[0] = "restarted"
+            time.sleep(1.0)
+            assert http.get("/healthz").status_code == 503  # up but not warmed: still not green
+            phase[0] = "rewarmed"
+            warm(node.client(), "svc_features", features, version_prefix=lay.ds + "-")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not [c for p, c in codes[-20:] if p == "rewarmed" and c == 200]:
+                time.sleep(0.2)
+            time.sleep(1.0)
+            health = http.get("/healthz")
+        stop.set()
+        for t in streaming:
+            t.join(timeout=15)
+        server.should_exit = True
+        thread.join(timeout=10)
+    finally:
+        node.stop()
+    counts = {p: sorted({c for q, c in codes if q == p}) for p in ("before", "down", "restarted", "rewarmed")}
+    assert {c for _, c in codes} <= {200, 404, 503}, counts
+    assert counts["before"] == [200] and 503 in counts["down"] and counts["restarted"] == [503], counts
+    tail = [c for p, c in codes if p == "rewarmed"][-30:]
+    assert tail and set(tail) == {200}, counts  # recovered without restarting the service
+    assert health.status_code == 200 and health.json()["feature_version"].startswith(lay.ds)

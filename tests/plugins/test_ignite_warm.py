@@ -12,7 +12,15 @@ import pandas as pd
 import pytest
 
 from ml_tasks.errors import KilnError
-from ml_tasks.feature_cache import ALIAS_CACHE, WarmOptions, cache_name, current_version, get_many, versions, warm
+from ml_tasks.feature_cache import (
+    ALIAS_CACHE,
+    WarmOptions,
+    cache_name,
+    current_version,
+    get_many,
+    versions,
+    warm,
+)
 
 pytestmark = pytest.mark.ignite
 
