@@ -33,7 +33,7 @@ from ml_tasks.params import RUN_PARAMS, TASK_TIMEOUT
                                 description=RUN_PARAMS["model_name"]["description"])},
 )
 def kiln_cache_refresh():
-    @task
+    @task(multiple_outputs=True)
     def find_champion(params=None) -> dict:
         """The registry's champion and the features it was registered with: what serving must see."""
         from kiln.settings import data_root

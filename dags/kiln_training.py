@@ -141,7 +141,7 @@ def kiln_training():
 
     warm_cache = IgniteCacheWarmOperator(
         task_id="warm_feature_cache",
-        source=register.output["champion_features"],  # the champion's own features, never this run's date
+        source="{{ ti.xcom_pull(task_ids='register')['champion_features'] }}",  # the champion's own, never this run's date
         cache_name=FEATURE_CACHE,
         version_prefix="{{ ti.xcom_pull(task_ids='register')['champion'] }}-",
         batch_size=1000,

@@ -9,23 +9,34 @@ from ml_tasks.atomic import read_json
 from ml_tasks.errors import KilnError
 from ml_tasks.evaluate import format_table
 from ml_tasks.layout import Layout
-from ml_tasks.registry import STATE_FILE
+from ml_tasks.registry import STATE_FILE, model_root, read_state
+
+
+def _evaluation_of(layout: Layout, registered: dict[str, Any]) -> Path:
+    """The evaluation behind the day's registration, else the newest run of the day that has one."""
+    if registered:
+        lineage = read_json(Path(registered["path"]) / "lineage.json")
+        return Path(lineage["evaluation"])
+    runs = sorted(layout.run_dir.parent.glob("run=*/evaluation.json"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise KilnError(f"no evaluation for {layout.ds} under {layout.run_dir.parent}; has the pipeline run?")
+    return runs[-1]
 
 
 def report(layout: Layout, model_name: str) -> dict[str, Any]:
-    if not layout.evaluation.exists():
-        raise KilnError(f"no evaluation for {layout.ds} at {layout.evaluation}; has the pipeline run?")
-    verdict = read_json(layout.evaluation)
-    state_path: Path = layout.registry_root / model_name / STATE_FILE
-    state = read_json(state_path) if state_path.exists() else {"versions": {}, "champion": None}
-    version = state["versions"].get(layout.ds, {})
+    state = read_state(layout.registry_root, model_name)
+    registered = state["versions"].get(layout.ds, {})
+    evaluation = _evaluation_of(layout, registered)
+    verdict = read_json(evaluation)
+    version_dir = Path(registered["path"]) if registered else None
     print(f"\nKiln run for partition {layout.ds}")
     print(format_table(verdict["candidates"]))
     print(f"\nbest candidate : {verdict['best']} (blessed: {verdict['blessed']})")
-    print(f"this version   : {model_name}/{layout.ds} promoted={version.get('promoted')} {'; '.join(version.get('reasons', []))}")
+    print(f"this version   : {model_name}/{layout.ds} promoted={registered.get('promoted')} {'; '.join(registered.get('reasons', []))}")
     print(f"champion       : {model_name}/{state['champion']}")
-    print(f"model          : {layout.registry_root / model_name / 'versions' / layout.ds / 'model'}")
-    print(f"metrics        : {layout.evaluation}")
-    print(f"lineage        : {layout.registry_root / model_name / 'versions' / layout.ds / 'lineage.json'}")
-    print(f"registry state : {state_path}\n")
+    if version_dir is not None:
+        print(f"model          : {version_dir / 'model'}")
+        print(f"lineage        : {version_dir / 'lineage.json'}")
+    print(f"metrics        : {evaluation}")
+    print(f"registry state : {model_root(layout.registry_root, model_name) / STATE_FILE}\n")
     return {"ds": layout.ds, "best": verdict["best"], "champion": state["champion"]}

@@ -13,11 +13,14 @@ pg_port="${KILN_PG_PORT:-5433}"
 log_port="${KILN_LOG_SERVER_PORT:-8793}"
 pg_bin="$(dirname "$(readlink -f "$(command -v initdb || echo /usr/lib/postgresql/15/bin/initdb)")")"
 pgdata="$state/postgres"
+pgsock="$state/pg-socket"  # PostgreSQL's Unix socket folder: the postgres user's alone (0700)
 run="$state/run"
 components=(api-server scheduler dag-processor triggerer)
 export PATH="$root/.venv/bin:$PATH"
 
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# The database superuser is the OS user the server runs as, so local (socket) logins use peer auth.
+pg_super() { if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_env() {
@@ -51,22 +54,23 @@ write_env() {
 }
 
 postgres_up() {
+  mkdir -p "$pgsock"
   if [ ! -f "$pgdata/PG_VERSION" ]; then
     mkdir -p "$pgdata"
     [ "$(id -u)" -eq 0 ] && chown -R postgres "$pgdata"
-    echo "$KILN_PG_PASSWORD" > "$state/.pgpass-init"; chmod 644 "$state/.pgpass-init"
-    as_pg "$pg_bin/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 > "$run/initdb.log"
-    rm -f "$state/.pgpass-init"
+    # No trust anywhere: the socket takes only its own OS user (peer), TCP needs the generated password.
+    as_pg "$pg_bin/initdb" -D "$pgdata" -U "$(pg_super)" --auth-local=peer --auth-host=scram-sha-256 > "$run/initdb.log"
   fi
-  [ "$(id -u)" -eq 0 ] && chown -R postgres "$pgdata" "$run" 2>/dev/null || true
-  chmod 755 "$run"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres "$pgdata" "$pgsock" 2>/dev/null || true
+  chmod 700 "$pgsock"
   if ! as_pg "$pg_bin/pg_ctl" -D "$pgdata" status > /dev/null 2>&1; then
-    as_pg "$pg_bin/pg_ctl" -D "$pgdata" -l "$run/postgres.log" -w -o "-p $pg_port -k $run -c listen_addresses=127.0.0.1" start > /dev/null
+    as_pg "$pg_bin/pg_ctl" -D "$pgdata" -l "$pgsock/postgres.log" -w -o "-p $pg_port -k $pgsock -c listen_addresses=127.0.0.1" start > /dev/null
   fi
-  as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='airflow'" | grep -q 1 || \
-    as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -qc "CREATE ROLE airflow LOGIN PASSWORD '$KILN_PG_PASSWORD'"
-  as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" | grep -q 1 || \
-    as_pg "$pg_bin/psql" -h "$run" -p "$pg_port" -U postgres -d postgres -qc "CREATE DATABASE airflow OWNER airflow"
+  psql_super() { as_pg "$pg_bin/psql" -h "$pgsock" -p "$pg_port" -U "$(pg_super)" -d postgres "$@"; }
+  psql_super -tAc "SELECT 1 FROM pg_roles WHERE rolname='airflow'" | grep -q 1 || \
+    psql_super -qc "CREATE ROLE airflow LOGIN PASSWORD '$KILN_PG_PASSWORD'"
+  psql_super -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" | grep -q 1 || \
+    psql_super -qc "CREATE DATABASE airflow OWNER airflow"
 }
 
 up() {
@@ -83,8 +87,8 @@ up() {
   done
   for _ in $(seq 1 120); do
     if curl -fs "http://127.0.0.1:$port/api/v2/monitor/health" > /dev/null 2>&1; then
-      password=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['admin'])" "$state/admin-password.json" 2>/dev/null || echo "see $state/admin-password.json")
-      echo "airflow: up at http://127.0.0.1:$port  (log in as admin / $password)"
+      chmod 600 "$state/admin-password.json" 2>/dev/null || true
+      echo "airflow: up at http://127.0.0.1:$port  (log in as admin; the password is in $state/admin-password.json)"
       echo "airflow: metadata DB PostgreSQL on 127.0.0.1:$pg_port, logs in $run/"
       echo "airflow: CLI against this instance: scripts/airflow.sh cli dags list"
       return 0
@@ -121,6 +125,7 @@ case "${1:-}" in
   status) write_env; for c in "${components[@]}"; do
             if [ -f "$run/$c.pid" ] && kill -0 "$(cat "$run/$c.pid")" 2>/dev/null; then echo "$c: running"; else echo "$c: stopped"; fi; done ;;
   cli) shift; write_env; exec airflow "$@" ;;
-  env) write_env; env | grep -E '^(AIRFLOW|KILN|PYSPARK|SPARK_LOCAL)' | grep -v -E 'PASSWORD|SECRET' ;;
+  # Names of secrets are left out, and any value that embeds one (the DB URL holds the password) is masked.
+  env) write_env; env | grep -E '^(AIRFLOW|KILN|PYSPARK|SPARK_LOCAL)' | grep -v -E 'PASSWORD|SECRET' | sed "s/$KILN_PG_PASSWORD/***/g" ;;
   *) echo "usage: $0 up|down|status|cli ARGS...|env" >&2; exit 2 ;;
 esac

@@ -18,10 +18,14 @@ fi
 python -m ml_tasks --log-level WARNING report --ds "$ds" | sed '$d'
 
 if [ "$ignite" = 1 ]; then
-  entity=$(python -c "import pandas as pd, sys; print(pd.read_parquet(sys.argv[1], columns=['entity_id']).entity_id.iloc[0])" \
-           "$KILN_DATA_ROOT/runs/ds=$ds/online_features.parquet" 2>/dev/null || true)
+  entity=$(python -c "
+import pandas as pd, sys
+from ml_tasks.layout import registry_root
+from ml_tasks.registry import champion_features
+print(pd.read_parquet(champion_features(registry_root(sys.argv[1]), 'transactions')['source'], columns=['entity_id']).entity_id.iloc[0])
+" "$KILN_DATA_ROOT" 2>/dev/null || true)
   if [ -z "$entity" ]; then
-    echo "online cache   : not warmed (the model was not promoted; see the report above)"
+    echo "online cache   : not warmed (there is no champion; see the report above)"
     exit 0
   fi
   port=$(python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")

@@ -76,6 +76,14 @@ def test_ports_match_the_configs_they_come_from(project):
     assert "/api/v2/monitor/health" in " ".join(project["services"]["airflow-api-server"]["healthcheck"]["test"])
 
 
+def test_unauthenticated_ports_are_published_on_loopback_only(project):
+    authenticated = {"airflow-api-server"}  # Airflow's auth manager guards it; nothing else authenticates
+    for name, svc in project["services"].items():
+        for port in svc.get("ports", []):
+            if name not in authenticated:
+                assert port.get("host_ip") == "127.0.0.1", (name, port)
+
+
 def test_ignite_mounts_the_repos_own_xml(project):
     ignite = project["services"]["ignite"]
     config = next(v for v in ignite["volumes"] if v["target"] == "/etc/kiln/kiln-ignite.xml")

@@ -16,3 +16,20 @@ def setting(variable: str, env: str, default: str) -> str:
 
 def data_root() -> str:
     return setting("kiln_data_root", "KILN_DATA_ROOT", str(PROJECT_ROOT / "data"))
+
+
+# The connections Kiln's stages and hooks use. A stage subprocess inherits the task's environment, so
+# whatever it prints could carry their secrets: they are registered with Airflow's masker first.
+KILN_CONNECTIONS = ("ignite_default", "spark_default", "kubernetes_default")
+
+
+def mask_kiln_connections() -> None:
+    """Fetch each defined Kiln connection once: the Task SDK masks its password and extras on retrieval."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    for conn_id in KILN_CONNECTIONS:
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            continue

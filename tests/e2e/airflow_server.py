@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+# A Kiln connection with a password, unused in local execution: the masking test looks for it in task logs.
+MASK_PROBE_PASSWORD = "kiln-Pa55-probe-7c1e"  # noqa: S105 (a probe value, not a secret)
 
 
 @dataclass
@@ -29,7 +31,8 @@ class AirflowServer:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KILN_AIRFLOW_STATE": str(self.state), "KILN_AIRFLOW_PORT": str(self.port),
                 "KILN_PG_PORT": str(self.pg_port), "KILN_LOG_SERVER_PORT": str(self.log_port),
-                "KILN_DATA_ROOT": str(self.data_root), "AIRFLOW_CONN_IGNITE_DEFAULT": self.ignite_uri}
+                "KILN_DATA_ROOT": str(self.data_root), "AIRFLOW_CONN_IGNITE_DEFAULT": self.ignite_uri,
+                "AIRFLOW_CONN_KUBERNETES_DEFAULT": f"kubernetes://kiln:{MASK_PROBE_PASSWORD}@localhost"}
 
     @property
     def url(self) -> str:
@@ -39,9 +42,12 @@ class AirflowServer:
         return subprocess.run([str(ROOT / "scripts" / "airflow.sh"), *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout)
 
+    up_output: str = ""
+
     def up(self) -> None:
         out = self.script("up")
         assert out.returncode == 0, out.stdout + out.stderr
+        self.up_output = out.stdout + out.stderr
 
     def down(self) -> None:
         self.script("down")
@@ -100,6 +106,13 @@ class AirflowServer:
                     return run
                 time.sleep(3)
         raise AssertionError(f"run {run_id} of {dag_id} did not finish within {timeout}s")
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        with self.api() as api:
+            resp = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                           params={"full_content": True}, headers={"Accept": "application/json"})
+        assert resp.status_code == 200, resp.text
+        return resp.text
 
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         with self.api() as api:

@@ -25,14 +25,18 @@ def trigger(server, conf: dict) -> dict:
         return api.post("/dags/kiln_training/dagRuns", json={"logical_date": None, "conf": conf})
 
 
+def manual_runs(server) -> list[dict]:
+    return [r for r in server.runs("kiln_training") if r["run_type"] == "manual"]  # the scheduler adds its own meanwhile
+
+
 def test_a_bad_param_is_refused_before_any_task_runs(airflow_server):
-    before = len(airflow_server.runs("kiln_training"))
+    before = len(manual_runs(airflow_server))
     resp = trigger(airflow_server, {**CONF, "rows": 5})
     assert resp.status_code == 400
     assert "Invalid input for param rows: 5 is less than the minimum of 1000" in resp.json()["detail"]
     resp = trigger(airflow_server, {**CONF, "candidates": ["xgboost"]})
     assert resp.status_code == 400 and "param candidates" in resp.json()["detail"]
-    assert len(airflow_server.runs("kiln_training")) == before
+    assert len(manual_runs(airflow_server)) == before
 
 
 def test_the_daily_schedule_runs_the_latest_interval_with_default_params(airflow_server):
@@ -168,3 +172,34 @@ def alias_serves_the_champions_features(airflow_server) -> None:
     champion = champion_features(airflow_server.data_root / "registry", "transactions")
     client = airflow_server.ignite_client()
     assert current_version(client, "kiln_features") == f"{champion['version']}-{source_version(Path(champion['source']))}"
+
+
+def test_a_stage_printing_a_connection_password_is_masked_in_its_task_log(airflow_server):
+    """Stages inherit Kiln's connections; whatever a stage prints must not carry their secrets into task logs."""
+    from tests.e2e.airflow_server import MASK_PROBE_PASSWORD
+
+    # A path that happens to hold the password stands for a trainer printing a DSN: ingest fails echoing it.
+    resp = trigger(airflow_server, {**CONF, "partition_date": "2026-04-01", "source": "file",
+                                    "input_path": f"/nowhere/{MASK_PROBE_PASSWORD}.csv"})
+    assert resp.status_code == 200, resp.text
+    run = airflow_server.wait_for_run("kiln_training", resp.json()["dag_run_id"])
+    assert run["state"] == "failed"
+    log = airflow_server.task_log("kiln_training", run["dag_run_id"], "ingest")
+    assert "does not exist" in log, log[-2000:]  # the stage did print the path
+    assert MASK_PROBE_PASSWORD not in log
+    assert "/nowhere/***.csv" in log
+
+
+def test_server_secrets_are_private_and_never_printed(airflow_server):
+    state = airflow_server.state
+    secrets = dict(line.split("=", 1) for line in (state / "secrets.env").read_text().split())
+    for private in (state / "secrets.env", state / "admin-password.json"):
+        assert private.stat().st_mode & 0o077 == 0, f"{private} is readable by others"
+    assert not list(state.rglob(".pgpass*")), "a password file left behind"
+    printed = airflow_server.up_output + airflow_server.script("env").stdout + airflow_server.script("status").stdout
+    for value in [*secrets.values(), airflow_server.password]:
+        assert value not in printed
+    hba = (state / "postgres" / "pg_hba.conf").read_text()
+    rules = [line.split() for line in hba.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert rules and all(rule[-1] in ("peer", "scram-sha-256") for rule in rules), rules
+    assert (state / "pg-socket").stat().st_mode & 0o077 == 0  # the server's socket folder is the postgres user's alone

@@ -127,7 +127,9 @@ class MXNetDistributedOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from kiln.execution import resolve_execution
+        from kiln.settings import mask_kiln_connections
 
+        mask_kiln_connections()  # the roles inherit the task's environment and their output is logged
         Path(self.result_path).unlink(missing_ok=True)
         if resolve_execution(self.execution) == "kubernetes":
             self._run_on_kubernetes(context)

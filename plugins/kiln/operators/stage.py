@@ -72,7 +72,9 @@ class KilnStageOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from kiln.execution import resolve_execution
+        from kiln.settings import mask_kiln_connections
 
+        mask_kiln_connections()  # before the stage, which inherits them, can print anything
         Path(self.result_path).unlink(missing_ok=True)  # never return a previous try's manifest
         if resolve_execution(self.execution) == "kubernetes":
             from kiln.operators.pod import KilnPodOperator
