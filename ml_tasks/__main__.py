@@ -28,7 +28,17 @@ def layout(a: argparse.Namespace) -> Layout:
 def run_ingest(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.ingest import ingest
 
-    return ingest(a.ds, layout(a).raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None)
+    lay = layout(a)
+    return ingest(a.ds, lay.raw_dir, source=a.source, rows=a.rows, input_path=a.input_path or None,
+                  snapshot_dir=lay.input_dir)
+
+
+def run_input(lay: Layout) -> Path:
+    """The run's snapshot of its raw partition; a clear error when this run never ingested."""
+    if not lay.input_dir.exists():
+        raise KilnError(f"run {lay.run_id!r} of {lay.ds} has no ingested input at {lay.input_dir}; "
+                        "run the ingest stage with the same --run-id first")
+    return lay.input_dir
 
 
 def run_validate(a: argparse.Namespace) -> dict[str, Any]:
@@ -36,14 +46,14 @@ def run_validate(a: argparse.Namespace) -> dict[str, Any]:
 
     lay = layout(a)
     thresholds = Thresholds(min_rows=a.min_rows, max_null_ratio=a.max_null_ratio, max_psi=a.max_psi)
-    return validate(lay.raw_dir, lay.validation_report, thresholds, lay.previous_raw_dir())
+    return validate(run_input(lay), lay.validation_report, thresholds, lay.previous_raw_dir(), partition=f"ds={lay.ds}")
 
 
 def run_preprocess(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.preprocess import preprocess
 
     lay = layout(a)
-    return preprocess(lay.raw_dir, lay.features_dir, lay.transform_dir, pca_k=a.pca_k, test_fraction=a.test_fraction)
+    return preprocess(run_input(lay), lay.features_dir, lay.transform_dir, pca_k=a.pca_k, test_fraction=a.test_fraction)
 
 
 def run_train_spark(a: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +99,7 @@ def run_online_features(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.online_features import latest_features
 
     lay = layout(a)
-    return latest_features(lay.raw_dir, lay.online_features)
+    return latest_features(run_input(lay), lay.online_features)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ml_tasks.atomic import atomic_dir
+from ml_tasks.atomic import atomic_dir, link_snapshot, read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.schema import TRANSACTIONS, DatasetSchema
 
@@ -33,6 +33,8 @@ CHANNEL_WEIGHTS = np.array([0.1, 0.35, 0.55])
 CHANNEL_RISK = np.array([0.4, 0.8, -0.5])
 CHUNK_ROWS = 500_000
 PART_FILE = "part-00000.parquet"
+REQUEST_FILE = "_ingest.json"  # what the partition was ingested from ('_' keeps Arrow and Spark from reading it)
+GENERATOR_VERSION = 1  # bump when generate_chunk changes what it writes for a date
 
 
 def _day_index(ds: str) -> int:
@@ -164,22 +166,60 @@ def write_breast_cancer(out_dir: Path) -> int:
     return table.num_rows
 
 
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if f.is_file():
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def ingest_request(ds: str, source: str, rows: int, input_path: str | None) -> dict[str, object]:
+    """What determines the partition's content: the same request always writes the same rows."""
+    if source == "synthetic":
+        return {"ds": ds, "source": source, "rows": rows, "generator": GENERATOR_VERSION}
+    if source == "file":
+        path = Path(input_path)  # type: ignore[arg-type]
+        if not path.exists():
+            raise KilnError(f"input_path {str(path)!r} does not exist")
+        return {"ds": ds, "source": source, "input_path": str(path.resolve()), "sha256": _file_digest(path)}
+    return {"ds": ds, "source": source}
+
+
 def ingest(
-    ds: str, raw_dir: Path, source: str = "synthetic", rows: int = 20_000, input_path: str | None = None
+    ds: str, raw_dir: Path, source: str = "synthetic", rows: int = 20_000, input_path: str | None = None,
+    snapshot_dir: Path | None = None,
 ) -> dict[str, object]:
-    """Write the raw partition for ``ds`` atomically into ``raw_dir``; return a small summary."""
+    """Write the raw partition for ``ds`` atomically into ``raw_dir``; return a small summary.
+
+    The same request again leaves the partition as it is (another run of the day may be reading it);
+    ``snapshot_dir`` receives this run's own hard-linked view of the partition it ingested.
+    """
     if source not in SOURCES:
         raise KilnError(f"source {source!r} is not one of {', '.join(SOURCES)}")
     if source == "file" and not input_path:
         raise KilnError("source 'file' needs input_path (a CSV or Parquet path)")
     if source == "synthetic" and rows < 1:
         raise KilnError(f"rows must be positive, got {rows}")
-    with atomic_dir(raw_dir) as tmp:
-        if source == "synthetic":
-            count = write_synthetic(ds, tmp, rows)
-        elif source == "file":
-            count = write_user_file(Path(input_path), tmp)  # type: ignore[arg-type]
-        else:
-            count = write_breast_cancer(tmp)
-    log.info("ingested %d rows from %s into %s", count, source, raw_dir)
-    return {"ds": ds, "raw_dir": str(raw_dir), "rows": count, "source": source}
+    request = ingest_request(ds, source, rows, input_path)
+    reused = (raw_dir / REQUEST_FILE).exists() and read_json(raw_dir / REQUEST_FILE) == request
+    if not reused:
+        with atomic_dir(raw_dir) as tmp:
+            if source == "synthetic":
+                write_synthetic(ds, tmp, rows)
+            elif source == "file":
+                write_user_file(Path(input_path), tmp)  # type: ignore[arg-type]
+            else:
+                write_breast_cancer(tmp)
+            write_json(tmp / REQUEST_FILE, request)
+    if snapshot_dir is not None:
+        link_snapshot(raw_dir, snapshot_dir)
+    read_from = snapshot_dir or raw_dir
+    count = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(read_from.glob("*.parquet")))
+    log.info("%s %d rows from %s in %s", "kept the identical" if reused else "ingested", count, source, raw_dir)
+    return {"ds": ds, "raw_dir": str(raw_dir), "rows": count, "source": source, "rewritten": not reused}

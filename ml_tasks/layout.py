@@ -95,6 +95,12 @@ class Layout:
         return self.data_root / "runs" / f"ds={self.ds}" / f"run={run_key(self.run_id)}"
 
     @property
+    def input_dir(self) -> Path:
+        """This run's snapshot of the raw partition (hard links): what its stages read, whatever
+        another run of the same day publishes meanwhile."""
+        return self.run_dir / "input"
+
+    @property
     def results_dir(self) -> Path:
         """The stages' JSON result manifests (what Airflow turns into XCom)."""
         return self.run_dir / "_results"
@@ -151,6 +157,7 @@ class Layout:
             "run_id": self.run_id,
             "data_root": str(self.data_root),
             "raw_dir": str(self.raw_dir),
+            "input_dir": str(self.input_dir),
             "run_dir": str(self.run_dir),
             "results_dir": str(self.results_dir),
             "online_features": str(self.online_features),

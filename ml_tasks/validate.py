@@ -142,7 +142,8 @@ def check_partition(
     return failures, stats
 
 
-def validate(raw_dir: Path, report_path: Path, thresholds: Thresholds, previous_dir: Path | None = None) -> dict[str, object]:
+def validate(raw_dir: Path, report_path: Path, thresholds: Thresholds, previous_dir: Path | None = None,
+             partition: str | None = None) -> dict[str, object]:
     """Validate ``raw_dir``; write the report; raise ``ValidationFailed`` naming each broken rule."""
     table, schema = read_partition(raw_dir)
     previous = None
@@ -158,5 +159,5 @@ def validate(raw_dir: Path, report_path: Path, thresholds: Thresholds, previous_
     }
     write_json(report_path, report)
     if failures:
-        raise ValidationFailed(raw_dir.name, failures)
+        raise ValidationFailed(partition or raw_dir.name, failures)
     return {"passed": True, "rows": table.num_rows, "report": str(report_path), "positive_rate": stats.get("positive_rate")}

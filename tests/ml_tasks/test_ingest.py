@@ -63,3 +63,24 @@ def test_packaged_breast_cancer_data(data_root):
     lay = Layout(data_root, "2026-05-01")
     assert ingest(lay.ds, lay.raw_dir, source="sklearn_breast_cancer")["rows"] == 569
     assert DatasetSchema.load(lay.raw_dir).name == "sklearn_breast_cancer"
+
+
+def test_the_same_request_leaves_the_partition_untouched(data_root):
+    lay = Layout(data_root, "2026-05-01")
+    first = ingest(lay.ds, lay.raw_dir, rows=2_000)
+    part = next(lay.raw_dir.glob("*.parquet")).stat()
+    again = ingest(lay.ds, lay.raw_dir, rows=2_000)
+    after = next(lay.raw_dir.glob("*.parquet")).stat()
+    assert first["rewritten"] and not again["rewritten"]
+    assert (part.st_ino, part.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)  # a concurrent reader is undisturbed
+
+
+def test_a_run_reads_its_own_snapshot_while_another_run_of_the_day_replaces_the_partition(data_root):
+    a = Layout(data_root, "2026-05-01", "manual__a")
+    b = Layout(data_root, "2026-05-01", "backfill__b")
+    ingest(a.ds, a.raw_dir, rows=2_000, snapshot_dir=a.input_dir)
+    reading = pq.ParquetFile(next(a.input_dir.glob("*.parquet")))  # run a is mid-read
+    ingest(b.ds, b.raw_dir, rows=1_500, snapshot_dir=b.input_dir)  # run b, other params, publishes its partition
+    assert pq.read_table(a.raw_dir).num_rows == 1_500 and pq.read_table(b.input_dir).num_rows == 1_500
+    assert reading.read().num_rows == 2_000 and pq.read_table(a.input_dir).num_rows == 2_000  # a stays whole
+    assert DatasetSchema.load(a.input_dir) == TRANSACTIONS

@@ -92,7 +92,13 @@ class KilnStageOperator(BaseOperator):
             env=os.environ.copy(), preexec_fn=die_with_parent,
         )
         timeout = float(self.timeout_minutes) * 60 if self.timeout_minutes not in (None, "", "None") else None
-        watchdog = threading.Timer(timeout, self._kill_group) if timeout else None
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            self._kill_group()
+
+        watchdog = threading.Timer(timeout, on_timeout) if timeout else None
         if watchdog:
             watchdog.start()
         last_lines: list[str] = []
@@ -108,7 +114,7 @@ class KilnStageOperator(BaseOperator):
         finally:
             if watchdog:
                 watchdog.cancel()
-        if watchdog and watchdog.finished.is_set() and code != 0:
+        if timed_out.is_set():
             raise AirflowException(f"stage {self.stage} ran longer than its timeout of {self.timeout_minutes} min; "
                                    f"its process group {self._proc.pid} was killed")
         if code == 0:
