@@ -147,7 +147,8 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
                 with httpx.Client(base_url=url, timeout=10) as http:
                     i = 0
                     while not stop.is_set():
-                        codes.append((phase[0], http.get(f"/predict/{entities[i % len(entities)]}").status_code))
+                        code = http.get(f"/predict/{entities[i % len(entities)]}").status_code
+                        codes.append((phase[0], code))  # labelled when answered: the phase it was answered in
                         i += 1
                         time.sleep(0.005)
 
