@@ -50,6 +50,7 @@ def rendered_pod(dag, task_id: str) -> dict:
     stage.arguments = [a.replace("{{ ti.xcom_pull(task_ids='plan', key='data_root') }}", "/data")
                        .replace("{{ ti.xcom_pull(task_ids='plan', key='ds') }}", "2026-11-24") for a in map(str, stage.arguments)]
     stage.result_path = f"/data/runs/ds=2026-11-24/_results/{task_id}.json"
+    stage.timeout_minutes = "30"  # what the form's stage_timeout_minutes renders to
     pod_op = KilnPodOperator.for_stage(stage, context={})
     pod = pod_op.build_pod_request_obj({"ti": TI(task_id), "run_id": TI.run_id, "dag": FakeDag()}, dry_run=True)
     return ApiClient().sanitize_for_serialization(pod)
@@ -75,6 +76,7 @@ def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 50000
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
+    assert spec["activeDeadlineSeconds"] == 1800  # the stage timeout, enforced by the kubelet
     assert {"name": "KILN_DATA_ROOT", "value": "/data"} in container["env"]
     assert container["envFrom"] == [{"secretRef": {"name": "kiln-connections", "optional": True}}]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data", "/tmp"}

@@ -176,7 +176,7 @@ class MXNetDistributedOperator(BaseOperator):
             for m in manifests:
                 create = core.create_namespaced_service if m["kind"] == "Service" else core.create_namespaced_pod
                 create(namespace=self.namespace, body=m)
-            deadline = time.monotonic() + self.cluster_timeout
+            deadline = time.monotonic() + float(self.cluster_timeout)
             while time.monotonic() < deadline:
                 phases = {p: core.read_namespaced_pod(p, self.namespace).status.phase for p in pods}
                 failed = [p for p, ph in phases.items() if ph == "Failed"]
@@ -186,7 +186,7 @@ class MXNetDistributedOperator(BaseOperator):
                 if all(phases[w] == "Succeeded" for w in workers):
                     return
                 time.sleep(5)
-            raise RuntimeError(f"MXNet pods timed out after {self.cluster_timeout:.0f}s")
+            raise RuntimeError(f"MXNet pods timed out after {float(self.cluster_timeout):.0f}s")
         finally:
             for m in manifests:
                 delete = core.delete_namespaced_service if m["kind"] == "Service" else core.delete_namespaced_pod

@@ -91,6 +91,8 @@ class KilnPodOperator(KubernetesPodOperator):
         return cls(task_id=stage_op.task_id, stage=stage_op.stage,
                    stage_arguments=[*map(str, stage_op.arguments), "--result-file", stage_op.result_path],
                    preset=stage_op.pod_resources, deferrable=_deferrable(),
+                   # the stage's timeout, enforced by the kubelet: it kills the pod, whatever happens to the task
+                   active_deadline_seconds=int(float(stage_op.timeout_minutes) * 60) if stage_op.timeout_minutes else None,
                    **({"image": stage_op.image} if stage_op.image else {}))
 
 
