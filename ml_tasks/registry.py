@@ -50,9 +50,20 @@ def _locked(root: Path) -> Iterator[dict[str, Any]]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = root / STATE_FILE
         state = read_json(path) if path.exists() else {"versions": {}, "rolled_back": [], "champion": None}
+        _upgrade(state)
         yield state
         decide(state)
         write_json(path, state)
+
+
+def _upgrade(state: dict[str, Any]) -> None:
+    """Read a registry written before decisions were re-derived: its version folders hold the model directly."""
+    for ds, rec in state["versions"].items():
+        if "bless_reasons" not in rec:
+            rec["bless_reasons"] = [r for r in rec.get("reasons", []) if "does not beat baseline" not in r]
+            rec.setdefault("score", rec["auc"])
+            rec.setdefault("margin", 0.0)
+            rec.setdefault("registration", ds)
 
 
 def _beats(score: float, baseline: float, margin: float) -> bool:

@@ -221,3 +221,15 @@ def test_evaluate_without_candidates_is_an_error(data_root):
     lay = Layout(data_root, "2026-01-01")
     with pytest.raises(KilnError, match="no trained candidates under"):
         evaluate(lay.candidates_root, lay.evaluation, Thresholds())
+
+
+def test_a_registry_written_before_this_rule_is_read_and_re_decided(data_root):
+    """Registries from earlier Kiln versions (folders holding the model directly, no bless_reasons) keep working."""
+    old = data_root / "registry" / "m"
+    (old / "versions" / "2026-01-01" / "model").mkdir(parents=True)
+    write_json(old / "registry.json", {"versions": {"2026-01-01": {
+        "candidate": "strong", "auc": 0.9, "promoted": True, "baseline": None, "reasons": [],
+        "path": str(old / "versions" / "2026-01-01")}}, "rolled_back": [], "champion": "2026-01-01"})
+    result = run_day(data_root, "2026-01-02", signal=0.2)  # worse than the old champion
+    assert not result["promoted"] and result["champion"] == "2026-01-01"
+    assert champion_dir(data_root / "registry", "m") == old / "versions" / "2026-01-01"

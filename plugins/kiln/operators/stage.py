@@ -91,7 +91,7 @@ class KilnStageOperator(BaseOperator):
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
             env=os.environ.copy(), preexec_fn=die_with_parent,
         )
-        timeout = float(self.timeout_minutes) * 60 if self.timeout_minutes not in (None, "", "None") else None
+        timeout = float(self.timeout_minutes) * 60 if self.timeout_minutes else None
         timed_out = threading.Event()
 
         def on_timeout() -> None:
