@@ -57,14 +57,6 @@ def run_key(run_id: str) -> str:
     return f"{slug or 'run'}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
 
 
-def latest_partition(data_root: Path) -> str:
-    """The newest ``ds`` with a raw partition under ``data_root``; a clear error when there is none."""
-    found = sorted(p.name.removeprefix("ds=") for p in (data_root / "raw").glob("ds=*") if _DS.fullmatch(p.name[3:]))
-    if not found:
-        raise FileNotFoundError(f"no raw partitions under {data_root / 'raw'}; run kiln_training first")
-    return found[-1]
-
-
 def registry_root(data_root: str | Path) -> Path:
     return Path(data_root).resolve() / "registry"
 
