@@ -14,10 +14,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, dag, task
+from kiln.form import form_params
 from kiln.operators.ignite import IgniteCacheWarmOperator
 
-from ml_tasks.params import RUN_PARAMS, TASK_TIMEOUT
+from ml_tasks.params import TASK_TIMEOUT
 
 
 @dag(
@@ -29,8 +30,7 @@ from ml_tasks.params import RUN_PARAMS, TASK_TIMEOUT
     max_active_runs=1,
     tags=["kiln", "ignite", "serving"],
     default_args={"owner": "kiln", "retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": TASK_TIMEOUT},
-    params={"model_name": Param(RUN_PARAMS["model_name"]["default"], type="string", pattern=RUN_PARAMS["model_name"]["pattern"],
-                                description=RUN_PARAMS["model_name"]["description"])},
+    params=form_params("model_name"),
 )
 def kiln_cache_refresh():
     @task(multiple_outputs=True)

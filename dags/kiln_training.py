@@ -25,12 +25,13 @@ from pathlib import Path
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, dag, task
+from kiln.form import form_params
 from kiln.operators.ignite import IgniteCacheWarmOperator
 from kiln.operators.mxnet import MXNetDistributedOperator
 from kiln.operators.stage import KilnStageOperator
 
-from ml_tasks.params import RUN_PARAMS, TASK_TIMEOUT
+from ml_tasks.params import TASK_TIMEOUT
 
 SPARK_APP = str(Path(__file__).resolve().parents[1] / "scripts" / "spark_stage.py")
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
@@ -79,10 +80,7 @@ def spark_stage(task_id: str, args: list[str]) -> SparkSubmitOperator:
     tags=["kiln", "ml", "training"],
     # execution_timeout is the backstop for every task (Spark and Python ones too); stages get the form's tighter one.
     default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15), "execution_timeout": TASK_TIMEOUT},
-    params={
-        name: Param(spec["default"], description=spec["description"], **{k: v for k, v in spec.items() if k not in ("default", "description")})
-        for name, spec in RUN_PARAMS.items()
-    },
+    params=form_params(),
     render_template_as_native_obj=False,
 )
 def kiln_training():
@@ -133,7 +131,7 @@ def kiln_training():
         if not params["warm_cache"]:
             print("warm_cache is off for this run; the online cache is left as it is")
             return False
-        if not decision["champion_changed"] or decision["champion"] is None:
+        if not decision["champion_changed"]:
             print(f"champion unchanged ({decision['champion']}); version {decision['version']} promoted="
                   f"{decision['promoted']} {'; '.join(decision['reasons'])}; the online cache is left as it is")
             return False
@@ -162,7 +160,7 @@ def kiln_training():
         from airflow.sdk.exceptions import AirflowSkipException
 
         decision = ti.xcom_pull(task_ids="register")
-        if not decision["champion_changed"] or decision["champion"] is None:
+        if not decision["champion_changed"]:
             raise AirflowSkipException(f"champion unchanged or none ({decision['champion']})")
         return decision["champion"]
 

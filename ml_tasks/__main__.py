@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.atomic import write_json
-from ml_tasks.cli_types import DS, MODEL_NAME
+from ml_tasks.cli_types import DS, MODEL_NAME, layout
 from ml_tasks.errors import SKIP_EXIT_CODE, KilnError, StageSkipped
 from ml_tasks.layout import Layout, default_data_root, registry_root
-
-
-def layout(a: argparse.Namespace) -> Layout:
-    return Layout.at(a.data_root, a.ds, a.run_id)
 
 
 def run_ingest(a: argparse.Namespace) -> dict[str, Any]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,16 @@ def write_json(path: Path, payload: Any, mode: int | None = None) -> Path:
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+def content_digest(files: Iterable[Path]) -> str:
+    """SHA-256 over the files' bytes, in the order given, read in 1 MiB chunks (memory stays flat)."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def tmp_sibling(final: Path) -> Path:
@@ -95,8 +107,6 @@ def clear_stale_tmp(final: Path) -> list[Path]:
 
 
 def _younger_than(path: Path, seconds: float) -> bool:
-    import time
-
     try:
         return time.time() - path.stat().st_mtime < seconds
     except FileNotFoundError:

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.cli_types import CANDIDATE
-from ml_tasks.layout import Layout
+from ml_tasks.cli_types import CANDIDATE, layout
 
 log = logging.getLogger("ml_tasks")
 
@@ -26,7 +25,7 @@ def _mlp_config(a: argparse.Namespace):
 def run_train_mxnet(a: argparse.Namespace) -> dict[str, Any] | None:
     from ml_tasks.train_mxnet import train_mxnet
 
-    lay = Layout.at(a.data_root, a.ds, a.run_id)
+    lay = layout(a)
     result = train_mxnet(lay.features_dir, lay.candidate_dir(a.candidate), lay.checkpoint_dir(a.candidate),
                          lay.transform_dir, _mlp_config(a), kvstore=a.kvstore, candidate=a.candidate)
     if result["rank"] != 0:
@@ -46,7 +45,7 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.atomic import read_json
     from ml_tasks.mxnet_cluster import run_cluster
 
-    lay = Layout.at(a.data_root, a.ds, a.run_id)
+    lay = layout(a)
     ckpt = lay.checkpoint_dir(a.candidate)
     run_cluster(worker_command(a), a.servers, a.workers, log=lambda line: print(line, file=sys.stderr, flush=True),
                 timeout=a.timeout, pid_file=ckpt / "pids.json")
@@ -58,7 +57,7 @@ def run_train_mxnet_dist(a: argparse.Namespace) -> dict[str, Any]:
 def run_train_singa(a: argparse.Namespace) -> dict[str, Any]:
     from ml_tasks.train_singa import train_singa
 
-    lay = Layout.at(a.data_root, a.ds, a.run_id)
+    lay = layout(a)
     return train_singa(lay.features_dir, lay.candidate_dir(a.candidate), lay.transform_dir, _mlp_config(a))
 
 

@@ -16,7 +16,6 @@ No path destroys the alias target: an incomplete live version is topped up in pl
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -34,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml_tasks import ignite_fast  # noqa: F401  (pyignite string serialisation, see module)
+from ml_tasks.atomic import content_digest
 from ml_tasks.errors import KilnError
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,7 @@ def source_files(path: Path) -> list[Path]:
 
 def source_version(path: Path) -> str:
     """A version id for the source: its name stem plus a content hash, so new data -> new cache."""
-    h = hashlib.sha256()
-    for f in source_files(path):
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:12]
+    return content_digest(source_files(path))[:12]
 
 
 def current_version(client, name: str) -> str | None:

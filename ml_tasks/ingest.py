@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ml_tasks.atomic import atomic_dir, link_snapshot, read_json, write_json
+from ml_tasks.atomic import atomic_dir, content_digest, link_snapshot, read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.schema import TRANSACTIONS, DatasetSchema
 
@@ -166,19 +166,6 @@ def write_breast_cancer(out_dir: Path) -> int:
     return table.num_rows
 
 
-def _file_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if f.is_file():
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()
-
-
 def ingest_request(ds: str, source: str, rows: int, input_path: str | None) -> dict[str, object]:
     """What determines the partition's content: the same request always writes the same rows."""
     if source == "synthetic":
@@ -187,7 +174,7 @@ def ingest_request(ds: str, source: str, rows: int, input_path: str | None) -> d
         path = Path(input_path)  # type: ignore[arg-type]
         if not path.exists():
             raise KilnError(f"input_path {str(path)!r} does not exist")
-        return {"ds": ds, "source": source, "input_path": str(path.resolve()), "sha256": _file_digest(path)}
+        return {"ds": ds, "source": source, "input_path": str(path.resolve()), "sha256": content_digest(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])}
     return {"ds": ds, "source": source}
 
 

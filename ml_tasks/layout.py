@@ -140,9 +140,6 @@ class Layout:
         prev = date.fromordinal(date.fromisoformat(self.ds).toordinal() - 1).isoformat()
         return self.data_root / "raw" / f"ds={prev}"
 
-    def model_root(self, model_name: str) -> Path:
-        return self.registry_root / check_name("model name", model_name)
-
     def as_dict(self) -> dict[str, str]:
         return {
             "ds": self.ds,

@@ -61,7 +61,6 @@ def _upgrade(state: dict[str, Any]) -> None:
     for ds, rec in state["versions"].items():
         if "bless_reasons" not in rec:
             rec["bless_reasons"] = [r for r in rec.get("reasons", []) if "does not beat baseline" not in r]
-            rec.setdefault("score", rec["auc"])
             rec.setdefault("margin", 0.0)
             rec.setdefault("registration", ds)
 
@@ -80,9 +79,9 @@ def decide(state: dict[str, Any]) -> dict[str, Any]:
         if ds in retired:
             reasons.append("rolled back")
         elif baseline is not None and not reasons:
-            base = state["versions"][baseline]["score"]
-            if not _beats(rec["score"], base, rec["margin"]):
-                reasons.append(f"{PRIMARY_METRIC} {rec['score']:.4f} does not beat baseline {baseline} "
+            base = state["versions"][baseline][PRIMARY_METRIC]
+            if not _beats(rec[PRIMARY_METRIC], base, rec["margin"]):
+                reasons.append(f"{PRIMARY_METRIC} {rec[PRIMARY_METRIC]:.4f} does not beat baseline {baseline} "
                                f"({base:.4f}) by margin {rec['margin']}")
         rec.update(promoted=not reasons, reasons=reasons, baseline=baseline)
         if not reasons:
@@ -154,7 +153,7 @@ def register(
         if ds in state["rolled_back"]:
             state["rolled_back"].remove(ds)  # a new registration of the day is a new model; its rollback was of the old one
         state["versions"][ds] = {
-            "candidate": best["candidate"], "framework": best["framework"], PRIMARY_METRIC: score, "score": score,
+            "candidate": best["candidate"], "framework": best["framework"], PRIMARY_METRIC: score,
             "margin": margin, "bless_reasons": bless_reasons, "servability": servability,
             "registration": registration, "path": str(artifact), "registered_at": datetime.now(UTC).isoformat(),
             "run_id": (lineage or {}).get("dag_run_id"),
@@ -168,7 +167,8 @@ def register(
     return {"model_name": model_name, "version": ds, "registration": registration, "candidate": best["candidate"],
             PRIMARY_METRIC: score, "promoted": rec["promoted"], "reasons": rec["reasons"],
             "champion": state["champion"], "previous_champion": previous_champion,
-            "champion_changed": state["champion"] != previous_champion, "version_dir": str(artifact),
+            # a new champion to announce and warm (none, after a rollback of the last one, is nothing to serve)
+            "champion_changed": state["champion"] not in (None, previous_champion), "version_dir": str(artifact),
             "champion_features": _features_of(state)}
 
 

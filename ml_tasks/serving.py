@@ -163,13 +163,17 @@ class Predictor:
             raise Unavailable(f"no champion model to serve: {self.model_error}")
         return bundle
 
+    def _feature_version(self, aliases) -> str:
+        version = aliases.get(self.settings.feature_cache)
+        if version is None:
+            raise Unavailable(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
+        return version
+
     def predict(self, entity_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         bundle = self._champion()
 
         def work(client, aliases, predictions):
-            feature_version = aliases.get(self.settings.feature_cache)
-            if feature_version is None:
-                raise Unavailable(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
+            feature_version = self._feature_version(aliases)
             prefix = f"{bundle.registration}|{feature_version}|"
             cached = predictions.get_all([prefix + e for e in entity_ids])
             out: dict[str, dict[str, Any]] = {}
@@ -198,9 +202,7 @@ class Predictor:
         bundle = self._champion()
 
         def work(client, aliases, predictions):
-            version = aliases.get(self.settings.feature_cache)
-            if version is None:
-                raise Unavailable(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
+            version = self._feature_version(aliases)
             entries = client.get_cache(cache_name(self.settings.feature_cache, version)).get_size()
             predictions.get_size()
             return {"status": "ok", "model_version": bundle.version, "registration": bundle.registration,
