@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from ml_tasks.layout import Layout, check_ds, check_name
+from ml_tasks.layout import check_ds, check_name
 
 
 def _checked(check: Callable[..., str], *args: Any) -> Callable[[str], str]:
@@ -20,10 +20,4 @@ def _checked(check: Callable[..., str], *args: Any) -> Callable[[str], str]:
 
 
 DS = _checked(check_ds)
-MODEL_NAME = _checked(check_name, "model name")
-CANDIDATE = _checked(check_name, "candidate")
-
-
-def layout(args: argparse.Namespace) -> Layout:
-    """The Layout a stage's ``--data-root``, ``--ds`` and ``--run-id`` name."""
-    return Layout.at(args.data_root, args.ds, args.run_id)
+DATASET = _checked(check_name, "dataset name")

@@ -1,212 +1,162 @@
-"""Ingest: write one raw Parquet partition, from the synthetic generator, a user file, or a packaged data set.
+"""Ingest: write one dataset's raw Parquet partition for a day, from the source its spec declares.
 
-The synthetic generator models card transactions: recurring cards (entity ids) with stable account
-ages, categorical merchant and channel, numeric amount/distance/velocity, a fraud label drawn from a
-hidden logistic rule with an interaction term and label noise, and mild day-to-day drift. Every value
-is a function of (partition date, row index), so reruns and backfills reproduce a partition exactly.
+Rows stream from the source (``ml_tasks.sources``) in batches into one Parquet file, so memory stays
+bounded whatever the source's size. Only the spec's columns are kept. A column is converted to the
+type its role is stored as (``DatasetSchema.storage_type``) only where that cannot fail or lose
+anything (integers to float for numeric features, ids to text); anything else is written as it came,
+and validation, not ingest, names the column and the rule it breaks.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ml_tasks.atomic import atomic_dir, content_digest, link_snapshot, read_json, write_json
+from ml_tasks import sources
+from ml_tasks.atomic import atomic_dir, link_snapshot, read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.schema import TRANSACTIONS, DatasetSchema
+from ml_tasks.schema import DatasetSchema
+from ml_tasks.spec import DatasetSpec, FileSource, PostgresSource, SklearnSource, SyntheticSource
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("synthetic", "file", "sklearn_breast_cancer")
-CATEGORIES = np.array(
-    ["electronics", "gas", "grocery", "jewelry", "online_services", "restaurants", "travel", "other"]
-)
-CATEGORY_WEIGHTS = np.array([0.08, 0.12, 0.25, 0.03, 0.12, 0.2, 0.05, 0.15])
-CATEGORY_RISK = np.array([1.2, -0.2, -0.6, 1.6, 0.5, -0.3, 0.7, 0.0])
-CHANNELS = np.array(["atm", "online", "pos"])
-CHANNEL_WEIGHTS = np.array([0.1, 0.35, 0.55])
-CHANNEL_RISK = np.array([0.4, 0.8, -0.5])
-CHUNK_ROWS = 500_000
 PART_FILE = "part-00000.parquet"
 REQUEST_FILE = "_ingest.json"  # what the partition was ingested from ('_' keeps Arrow and Spark from reading it)
-GENERATOR_VERSION = 1  # bump when generate_chunk changes what it writes for a date
 
 
-def _day_index(ds: str) -> int:
-    return date.fromisoformat(ds).toordinal() - date(2024, 1, 1).toordinal()
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
 
 
-def generate_chunk(ds: str, start: int, rows: int, entity_pool: int, seed: int = 7) -> pa.Table:
-    """Rows ``start .. start+rows`` of the synthetic partition for ``ds`` (deterministic)."""
-    day = _day_index(ds)
-    rng = np.random.default_rng([seed, day + 100_000, start])
-    drift = 0.08 * np.sin(day / 20.0)  # mild, smooth day-to-day drift in spend and risk
-
-    card = rng.integers(0, entity_pool, rows)
-    entity_id = np.char.add("card_", np.char.zfill(card.astype(str), 8))
-    account_age = ((card * 2654435761) % 3650 + 1).astype(np.int32)  # stable per card
-    cat_idx = rng.choice(len(CATEGORIES), rows, p=CATEGORY_WEIGHTS)
-    chan_idx = rng.choice(len(CHANNELS), rows, p=CHANNEL_WEIGHTS)
-    amount = np.round(rng.lognormal(3.4 + drift + 0.6 * (CATEGORY_RISK[cat_idx] > 1), 1.0, rows), 2)
-    seconds = rng.integers(0, 86_400, rows)
-    hour = (seconds // 3600).astype(np.int32)
-    distance = np.round(rng.exponential(12.0, rows) * (1 + 3 * (chan_idx == 0)), 3)
-    tx_count = rng.poisson(2.0 + 1.5 * rng.random(rows), rows).astype(np.int32)
-    foreign = (rng.random(rows) < 0.06 + 0.04 * (chan_idx == 1)).astype(np.int32)
-
-    night = ((hour <= 4) | (hour >= 23)).astype(float)
-    z_amount = (np.log(amount + 1) - 3.6) / 1.0
-    logit = (
-        -3.1
-        + 0.9 * z_amount
-        + CATEGORY_RISK[cat_idx]
-        + CHANNEL_RISK[chan_idx]
-        + 0.9 * foreign
-        + 0.5 * np.log1p(distance) / 2
-        + 0.35 * np.minimum(tx_count, 8)
-        - 0.35 * np.log(account_age / 365 + 0.1)
-        + 1.2 * night * (z_amount > 0.8)  # interaction a linear model cannot see
-        + drift
-    )
-    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.int32)
-    flip = rng.random(rows) < 0.02  # label noise
-    label = np.where(flip, 1 - label, label).astype(np.int32)
-
-    # Missing values, as in real feeds: some amounts and distances are not reported.
-    amount = np.where(rng.random(rows) < 0.01, np.nan, amount)
-    distance = np.where(rng.random(rows) < 0.03, np.nan, distance)
-
-    day_start = datetime.fromisoformat(ds).replace(tzinfo=UTC)
-    ts = np.datetime64(day_start.replace(tzinfo=None), "us") + (seconds * 1_000_000).astype("timedelta64[us]")
-    columns = {
-        "entity_id": entity_id,
-        "event_ts": ts,
-        "amount": amount,
-        "hour_of_day": hour,
-        "distance_from_home_km": distance,
-        "tx_count_24h": tx_count,
-        "account_age_days": account_age,
-        "is_foreign": foreign,
-        "merchant_category": CATEGORIES[cat_idx],
-        "channel": CHANNELS[chan_idx],
-        "label": label,
-    }
-    return pa.table(columns, schema=TRANSACTIONS.arrow_schema())
+def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, pa.DataType]:
+    """Column -> type for the conversions that cannot fail; columns not named are written as they came."""
+    out: dict[str, pa.DataType] = {}
+    for name in schema.columns:
+        if name not in source.names:
+            continue
+        have, want = source.field(name).type, schema.storage_type(name)
+        if have == want:
+            continue
+        if pa.types.is_null(have):
+            out[name] = want
+        elif want == pa.string() and (_is_number(have) or pa.types.is_large_string(have) or pa.types.is_dictionary(have)):
+            out[name] = want
+        elif pa.types.is_floating(want) and _is_number(have):
+            out[name] = want
+        elif pa.types.is_integer(want) and (pa.types.is_integer(have) or pa.types.is_boolean(have)):
+            out[name] = pa.int64() if pa.types.is_integer(have) and have.bit_width > 32 else want
+        elif pa.types.is_timestamp(want) and (pa.types.is_timestamp(have) or pa.types.is_date(have)):
+            out[name] = want
+    return out
 
 
-def write_synthetic(ds: str, out_dir: Path, rows: int, seed: int = 7) -> int:
-    """Stream the synthetic partition to ``out_dir`` in chunks (memory stays bounded at 10 M rows)."""
-    entity_pool = max(1_000, rows // 4)
-    with pq.ParquetWriter(out_dir / PART_FILE, TRANSACTIONS.arrow_schema(), compression="zstd") as writer:
-        for start in range(0, rows, CHUNK_ROWS):
-            writer.write_table(generate_chunk(ds, start, min(CHUNK_ROWS, rows - start), entity_pool, seed))
-    TRANSACTIONS.save(out_dir)
+def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_file: Path) -> int:
+    """Write the spec's columns of ``batches`` to one Parquet file, converted by ``storage_conversions``."""
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    try:
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            table = table.select([c for c in schema.columns if c in table.column_names])
+            if writer is None:
+                conversions = storage_conversions(schema, table.schema)
+                target = pa.schema([pa.field(f.name, conversions.get(f.name, f.type)) for f in table.schema])
+                writer = pq.ParquetWriter(out_file, target, compression="zstd")
+            table = table.cast(target)
+            writer.write_table(table)
+            rows += table.num_rows
+        if writer is None:  # no batch at all: an empty partition with the contract's columns
+            pq.write_table(schema.arrow_schema().empty_table(), out_file)
+    finally:
+        if writer is not None:
+            writer.close()
     return rows
 
 
-def read_user_file(path: Path) -> pa.Table:
-    """Read a user's CSV or Parquet file (or folder of Parquet files) as Arrow."""
-    if not path.exists():
-        raise KilnError(f"input_path {str(path)!r} does not exist")
-    if path.suffix.lower() == ".csv":
-        import pyarrow.csv as pcsv
-
-        return pcsv.read_csv(path)
-    return pq.read_table(path)
-
-
-def write_user_file(path: Path, out_dir: Path) -> int:
-    """Copy a user file into the partition as-is; validation, not ingest, judges its schema.
-
-    Columns the contract knows are cast to the contract's type where that is lossless, so a CSV's
-    int64 ``label`` is accepted; anything else is kept as it came so validation can name it.
-    """
-    table = read_user_file(path)
-    contract = TRANSACTIONS.arrow_schema()
-    for i, name in enumerate(table.column_names):
-        if name in contract.names:
-            try:
-                table = table.set_column(i, name, table.column(name).cast(contract.field(name).type))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                log.warning("column %s: type %s kept (cannot cast safely)", name, table.column(name).type)
-    pq.write_table(table, out_dir / PART_FILE, compression="zstd")
-    TRANSACTIONS.save(out_dir)
-    return table.num_rows
+def _file_batches(spec: DatasetSpec, path: str, fmt: str | None, date_column: str | None, ds: str,
+                  write: Callable[[Iterator[pa.RecordBatch]], int]) -> int:
+    """Write a file source; a CSV value that is not a number in a numeric column turns that column to text and
+    the write starts over, so validation gets to name the column and the value."""
+    as_text: set[str] = set()
+    numeric = [*spec.features.numeric, *([] if spec.is_binary else [spec.label])]
+    wanted = [*spec.columns, *([date_column] if date_column and date_column not in spec.columns else [])]
+    while True:
+        try:
+            return write(sources.read_files(path, fmt, wanted, numeric, date_column, ds, frozenset(as_text)))
+        except pa.ArrowInvalid as exc:
+            column = sources.bad_csv_column(exc, path, fmt, ds)
+            if column is None or column in as_text:
+                raise KilnError(f"cannot read {path}: {exc}") from None
+            log.warning("column %s of %s has values that are not numbers; kept as text for validation", column, path)
+            as_text.add(column)
 
 
-def write_breast_cancer(out_dir: Path) -> int:
-    """scikit-learn's bundled Wisconsin breast-cancer data (569 rows, shipped in the wheel)."""
-    from sklearn.datasets import load_breast_cancer
+def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None) -> dict[str, Any] | None:
+    """What determines the partition's content; None when only reading the source can tell (a database)."""
+    request: dict[str, Any] = {"ds": ds, "source": spec.source.model_dump(mode="json"), "schema": spec.schema.columns,
+                               "task": spec.task}
+    if input_path or isinstance(spec.source, FileSource):
+        path = input_path or spec.source_path()
+        date_column = spec.source.date_column if isinstance(spec.source, FileSource) else None
+        return {**request, "input_path": path, "sha256": sources.file_digest(path, None if date_column else ds)}
+    if isinstance(spec.source, SyntheticSource):
+        from ml_tasks.synthetic import GENERATOR_VERSION
 
-    bunch = load_breast_cancer(as_frame=True)
-    frame = bunch.frame
-    names = [c.replace(" ", "_") for c in bunch.feature_names]
-    frame.columns = [*names, "target"]
-    table = pa.table(
-        {
-            "entity_id": [f"bc_{i:04d}" for i in range(len(frame))],
-            **{n: frame[n].astype("float64").to_numpy() for n in names},
-            "label": (frame["target"] == 0).astype("int32").to_numpy(),  # 1 = malignant
-        }
-    )
-    schema = DatasetSchema(
-        name="sklearn_breast_cancer",
-        key="entity_id",
-        label="label",
-        numeric=tuple(names),
-        types={"entity_id": "string", "label": "int32", **{n: "double" for n in names}},
-    )
-    pq.write_table(table, out_dir / PART_FILE)
-    schema.save(out_dir)
-    return table.num_rows
+        return {**request, "rows": rows, "generator": GENERATOR_VERSION}
+    if isinstance(spec.source, SklearnSource):
+        import sklearn
+
+        return {**request, "sklearn": sklearn.__version__}
+    return None
 
 
-def ingest_request(ds: str, source: str, rows: int, input_path: str | None) -> dict[str, object]:
-    """What determines the partition's content: the same request always writes the same rows."""
-    if source == "synthetic":
-        return {"ds": ds, "source": source, "rows": rows, "generator": GENERATOR_VERSION}
-    if source == "file":
-        path = Path(input_path)  # type: ignore[arg-type]
-        if not path.exists():
-            raise KilnError(f"input_path {str(path)!r} does not exist")
-        return {"ds": ds, "source": source, "input_path": str(path.resolve()), "sha256": content_digest(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])}
-    return {"ds": ds, "source": source}
+def write_partition(spec: DatasetSpec, ds: str, out_dir: Path, rows: int, input_path: str | None) -> int:
+    out_file = out_dir / PART_FILE
+
+    def write(batches: Iterator[pa.RecordBatch]) -> int:
+        return write_batches(batches, spec.schema, out_file)
+
+    source = spec.source
+    if input_path:  # the form's one-off override: a file, folder or glob with the spec's columns
+        count = _file_batches(spec, input_path, None, getattr(source, "date_column", None), ds, write)
+    elif isinstance(source, FileSource):
+        count = _file_batches(spec, spec.source_path(), source.format, source.date_column, ds, write)
+    elif isinstance(source, PostgresSource):
+        sql = sources.postgres_sql(source.table, source.query, list(spec.columns), source.date_column, ds)
+        count = write(sources.read_postgres(sources.connection_uri(source.conn_id), sql))
+    elif isinstance(source, SklearnSource):
+        count = write(iter(sources.read_sklearn(source.dataset).to_batches()))
+    else:
+        from ml_tasks.synthetic import transactions
+
+        count = write(transactions(ds, rows))
+    spec.schema.save(out_dir)
+    return count
 
 
-def ingest(
-    ds: str, raw_dir: Path, source: str = "synthetic", rows: int = 20_000, input_path: str | None = None,
-    snapshot_dir: Path | None = None,
-) -> dict[str, object]:
-    """Write the raw partition for ``ds`` atomically into ``raw_dir``; return a small summary.
+def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = 20_000, input_path: str | None = None,
+           snapshot_dir: Path | None = None) -> dict[str, object]:
+    """Write ``spec``'s raw partition for ``ds`` atomically into ``raw_dir``; return a small summary.
 
     The same request again leaves the partition as it is (another run of the day may be reading it);
     ``snapshot_dir`` receives this run's own hard-linked view of the partition it ingested.
     """
-    if source not in SOURCES:
-        raise KilnError(f"source {source!r} is not one of {', '.join(SOURCES)}")
-    if source == "file" and not input_path:
-        raise KilnError("source 'file' needs input_path (a CSV or Parquet path)")
-    if source == "synthetic" and rows < 1:
-        raise KilnError(f"rows must be positive, got {rows}")
-    request = ingest_request(ds, source, rows, input_path)
-    reused = (raw_dir / REQUEST_FILE).exists() and read_json(raw_dir / REQUEST_FILE) == request
+    request = ingest_request(spec, ds, rows, input_path)
+    reused = request is not None and (raw_dir / REQUEST_FILE).exists() and read_json(raw_dir / REQUEST_FILE) == request
     if not reused:
         with atomic_dir(raw_dir) as tmp:
-            if source == "synthetic":
-                write_synthetic(ds, tmp, rows)
-            elif source == "file":
-                write_user_file(Path(input_path), tmp)  # type: ignore[arg-type]
-            else:
-                write_breast_cancer(tmp)
-            write_json(tmp / REQUEST_FILE, request)
+            write_partition(spec, ds, tmp, rows, input_path)
+            write_json(tmp / REQUEST_FILE, request or {"ds": ds, "source": spec.source.model_dump(mode="json"),
+                                                      "schema": spec.schema.columns, "task": spec.task})
     if snapshot_dir is not None:
         link_snapshot(raw_dir, snapshot_dir)
     read_from = snapshot_dir or raw_dir
     count = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(read_from.glob("*.parquet")))
-    log.info("%s %d rows from %s in %s", "kept the identical" if reused else "ingested", count, source, raw_dir)
-    return {"ds": ds, "raw_dir": str(raw_dir), "rows": count, "source": source, "rewritten": not reused}
+    log.info("%s %d rows of %s from %s in %s", "kept the identical" if reused else "ingested", count, spec.name,
+             spec.source.kind, raw_dir)
+    return {"dataset": spec.name, "ds": ds, "raw_dir": str(raw_dir), "rows": count, "source": spec.source.kind,
+            "rewritten": not reused}

@@ -1,8 +1,11 @@
 """Where each stage reads and writes, and the one place where names that become paths are checked.
 
-The raw partition ``raw/ds=<ds>`` is the shared data product; everything a run derives from it lives
-under ``runs/ds=<ds>/run=<run key>``, so two runs of the same day (a trigger racing a backfill) never
-read or replace each other's intermediates, while a rerun or retry of one run finds its own.
+Per dataset, the raw partition ``<dataset>/raw/ds=<ds>`` is the shared data product; everything a run
+derives from it lives under ``<dataset>/runs/ds=<ds>/run=<run key>``, so two runs of the same day (a
+trigger racing a backfill) never read or replace each other's intermediates, while a rerun or retry
+of one run finds its own. Models live in ``registry/<model name>``. The file names inside a
+candidate, a transform and a registered version are known only to ``CandidateFiles``,
+``TransformFiles`` and ``VersionFiles``.
 """
 
 from __future__ import annotations
@@ -62,29 +65,146 @@ def registry_root(data_root: str | Path) -> Path:
 
 
 @dataclass(frozen=True)
+class CandidateFiles:
+    """A trained candidate's folder (also ``model/`` inside a registered version)."""
+
+    dir: Path
+
+    @property
+    def info(self) -> Path:
+        return self.dir / "candidate.json"
+
+    @property
+    def predictions(self) -> Path:
+        """Held-out rows scored: key, label, prediction; what evaluation compares across frameworks."""
+        return self.dir / "predictions.parquet"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def portable_model(self) -> Path:
+        return self.dir / "portable_model.json"
+
+    @property
+    def spark_model(self) -> Path:
+        return self.dir / "spark_model"
+
+    @property
+    def mxnet_prefix(self) -> Path:
+        """``net.export`` writes ``<prefix>-symbol.json`` and ``<prefix>-0000.params``."""
+        return self.dir / "model"
+
+    @property
+    def mxnet_symbol(self) -> Path:
+        return self.dir / "model-symbol.json"
+
+    @property
+    def mxnet_params(self) -> Path:
+        return self.dir / "model-0000.params"
+
+    @property
+    def singa_states(self) -> Path:
+        return self.dir / "model.zip"
+
+
+@dataclass(frozen=True)
+class FeatureFiles:
+    """Preprocessed features: ``train`` and ``test`` Parquet folders (entity_id, label, features)."""
+
+    dir: Path
+
+    @property
+    def train(self) -> Path:
+        return self.dir / "train"
+
+    @property
+    def test(self) -> Path:
+        return self.dir / "test"
+
+
+@dataclass(frozen=True)
+class TransformFiles:
+    """The fitted feature transform: Spark's pipeline and its portable numpy export."""
+
+    dir: Path
+
+    @property
+    def portable(self) -> Path:
+        return self.dir / "portable_transform.json"
+
+    @property
+    def spark_pipeline(self) -> Path:
+        return self.dir / "spark_pipeline"
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """One registration of a model version: written once, never changed."""
+
+    dir: Path
+
+    @property
+    def model(self) -> CandidateFiles:
+        return CandidateFiles(self.dir / "model")
+
+    @property
+    def transform(self) -> TransformFiles:
+        return TransformFiles(self.dir / "transform")
+
+    @property
+    def online_features(self) -> Path:
+        return self.dir / "online_features.parquet"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def lineage(self) -> Path:
+        return self.dir / "lineage.json"
+
+
+def dataset_root(data_root: str | Path, dataset: str) -> Path:
+    return Path(data_root).resolve() / check_name("dataset name", dataset)
+
+
+@dataclass(frozen=True)
 class Layout:
-    """Paths for one run of one partition under a data root."""
+    """Paths for one run of one partition of one dataset under a data root."""
 
     data_root: Path
+    dataset: str
     ds: str
     run_id: str = "manual"
 
     def __post_init__(self) -> None:
+        check_name("dataset name", self.dataset)
         check_ds(self.ds)
         run_key(self.run_id)
 
     @classmethod
-    def at(cls, data_root: str | Path, ds: str, run_id: str = "manual") -> Layout:
-        """The layout of partition ``ds`` (run ``run_id``) under ``data_root`` (made absolute)."""
-        return cls(Path(data_root).resolve(), ds, run_id)
+    def at(cls, data_root: str | Path, dataset: str, ds: str, run_id: str = "manual") -> Layout:
+        """The layout of ``dataset``'s partition ``ds`` (run ``run_id``) under ``data_root`` (made absolute)."""
+        return cls(Path(data_root).resolve(), dataset, ds, run_id)
+
+    @property
+    def dataset_root(self) -> Path:
+        return self.data_root / self.dataset
 
     @property
     def raw_dir(self) -> Path:
-        return self.data_root / "raw" / f"ds={self.ds}"
+        return self.dataset_root / "raw" / f"ds={self.ds}"
 
     @property
     def run_dir(self) -> Path:
-        return self.data_root / "runs" / f"ds={self.ds}" / f"run={run_key(self.run_id)}"
+        return self.dataset_root / "runs" / f"ds={self.ds}" / f"run={run_key(self.run_id)}"
+
+    @property
+    def spec_snapshot(self) -> Path:
+        """The dataset spec as this run first read it: later stages use it, whatever edits happen meanwhile."""
+        return self.run_dir / "dataset.json"
 
     @property
     def input_dir(self) -> Path:
@@ -117,11 +237,22 @@ class Layout:
         return self.run_dir / "features"
 
     @property
+    def features(self) -> FeatureFiles:
+        return FeatureFiles(self.features_dir)
+
+    @property
     def transform_dir(self) -> Path:
         return self.run_dir / "transform"
 
+    @property
+    def transform(self) -> TransformFiles:
+        return TransformFiles(self.transform_dir)
+
     def candidate_dir(self, name: str) -> Path:
         return self.run_dir / "candidates" / check_name("candidate", name)
+
+    def candidate(self, name: str) -> CandidateFiles:
+        return CandidateFiles(self.candidate_dir(name))
 
     @property
     def candidates_root(self) -> Path:
@@ -138,10 +269,11 @@ class Layout:
     def previous_raw_dir(self) -> Path:
         """The previous calendar day's raw partition (drift baseline), whether or not it exists."""
         prev = date.fromordinal(date.fromisoformat(self.ds).toordinal() - 1).isoformat()
-        return self.data_root / "raw" / f"ds={prev}"
+        return self.dataset_root / "raw" / f"ds={prev}"
 
     def as_dict(self) -> dict[str, str]:
         return {
+            "dataset": self.dataset,
             "ds": self.ds,
             "run_id": self.run_id,
             "data_root": str(self.data_root),

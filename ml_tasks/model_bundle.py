@@ -11,7 +11,8 @@ import numpy as np
 
 from ml_tasks.atomic import read_json
 from ml_tasks.errors import KilnError
-from ml_tasks.portable import MODEL_FILE, TRANSFORM_FILE, predict_proba, transform_matrix
+from ml_tasks.layout import VersionFiles
+from ml_tasks.portable import predict_score, transform_matrix
 
 
 @dataclass
@@ -20,26 +21,29 @@ class ModelBundle:
     registration: str
     candidate: str
     framework: str
+    task: str
     transform: dict[str, Any]
     model: Any = field(repr=False)
+    output: dict[str, Any] = field(default_factory=lambda: {"kind": "sigmoid"})
 
     @classmethod
     def load(cls, version_dir: Path) -> ModelBundle:
-        info = read_json(version_dir / "model" / "candidate.json")
-        transform = read_json(version_dir / "transform" / TRANSFORM_FILE)
+        files = VersionFiles(version_dir)
+        info = read_json(files.model.info)
+        transform = read_json(files.transform.portable)
         if info["framework"] == "spark_mllib":
-            model: Any = read_json(version_dir / "model" / MODEL_FILE)
+            model: Any = read_json(files.model.portable_model)
         elif info["framework"] == "mxnet":
             from ml_tasks.train_mxnet import import_mxnet
 
             mx = import_mxnet()
-            model = mx.gluon.SymbolBlock.imports(str(version_dir / "model" / "model-symbol.json"), ["data"],
-                                                 str(version_dir / "model" / "model-0000.params"))
+            model = mx.gluon.SymbolBlock.imports(str(files.model.mxnet_symbol), ["data"], str(files.model.mxnet_params))
         else:
             raise KilnError(f"cannot serve framework {info['framework']!r} of {version_dir}")
-        lineage = read_json(version_dir / "lineage.json") if (version_dir / "lineage.json").exists() else {}
+        lineage = read_json(files.lineage) if files.lineage.exists() else {}
         return cls(lineage.get("version", version_dir.name), lineage.get("registration", version_dir.name),
-                   info["candidate"], info["framework"], transform, model)
+                   info["candidate"], info["framework"], info.get("task", "binary"), transform, model,
+                   info.get("output", {"kind": "sigmoid"}))
 
     def features(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         columns: dict[str, list[Any]] = {}
@@ -50,12 +54,13 @@ class ModelBundle:
         return transform_matrix(columns, self.transform)
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
+        """The probability of the positive class (binary) or the predicted value (regression)."""
         if self.framework == "spark_mllib":
-            return predict_proba(x, self.model)
-        from ml_tasks.train_mxnet import import_mxnet
+            return predict_score(x, self.model)
+        from ml_tasks.train_mxnet import apply_output, import_mxnet
 
         mx = import_mxnet()
-        return mx.nd.sigmoid(self.model(mx.nd.array(x.astype(np.float32)))).asnumpy().ravel().astype(np.float64)
+        return apply_output(self.model(mx.nd.array(x.astype(np.float32))).asnumpy(), self.output)
 
     def score(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self.score_features(self.features(rows))
@@ -77,7 +82,7 @@ def check_servable(version_dir: Path, test_features_dir: Path, tolerance: float 
     from ml_tasks.parity import check_parity
 
     bundle = ModelBundle.load(version_dir)
-    offline = pd.read_parquet(version_dir / "model" / "predictions.parquet", columns=["entity_id", "score"])
+    offline = pd.read_parquet(VersionFiles(version_dir).model.predictions, columns=["entity_id", "score"])
     offline = offline.drop_duplicates("entity_id", keep=False).set_index("entity_id")["score"]
     test = pq.read_table(test_features_dir, columns=["entity_id", "features"]).to_pandas()
     test = test.drop_duplicates("entity_id", keep=False)
@@ -85,6 +90,8 @@ def check_servable(version_dir: Path, test_features_dir: Path, tolerance: float 
     if test.empty:
         raise KilnError(f"no held-out rows in {test_features_dir} to check {version_dir} against its offline scores")
     online = bundle.score_features(np.stack(test["features"].to_numpy()).astype(float))
-    diff = check_parity(online, offline.loc[test["entity_id"]].to_numpy(), tolerance,
+    want = offline.loc[test["entity_id"]].to_numpy()
+    scale = max(1.0, float(np.nanmax(np.abs(want))))  # regression values: the tolerance is relative to their size
+    diff = check_parity(online, want, tolerance * scale,
                         f"serving scores of {bundle.framework} model {version_dir.name} vs its offline scores")
     return {"servable": True, "rows_checked": len(test), "max_abs_diff": diff}

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ml_tasks.layout import Layout, check_ds
-from ml_tasks.params import check_run_params
+from ml_tasks.run_settings import resolve
+from ml_tasks.spec import load_named
 
 
 def resolve_partition(partition_date: str | None, logical_date: datetime | None, run_after: datetime | None) -> str:
@@ -18,9 +19,12 @@ def resolve_partition(partition_date: str | None, logical_date: datetime | None,
     return (moment.date() if moment else date.today()).isoformat()
 
 
-def plan_run(params: dict[str, Any], data_root: str, logical_date: datetime | None, run_after: datetime | None,
-             run_id: str = "manual") -> dict[str, Any]:
-    merged = check_run_params(params)
-    ds = resolve_partition(merged["partition_date"], logical_date, run_after)
-    layout = Layout(Path(data_root).resolve(), ds, run_id)
-    return {**layout.as_dict(), "model_name": merged["model_name"]}
+def plan_run(dataset: str, params: dict[str, Any], data_root: str, logical_date: datetime | None,
+             run_after: datetime | None, run_id: str = "manual") -> dict[str, Any]:
+    """Check the run's params against the dataset's spec (naming a bad one) and resolve its partition and paths."""
+    spec = load_named(dataset)
+    settings = resolve(spec, params, where="param")
+    ds = resolve_partition(settings["partition_date"], logical_date, run_after)
+    layout = Layout(Path(data_root).resolve(), spec.name, ds, run_id)
+    return {**layout.as_dict(), "model_name": settings["model_name"], "key": spec.key,
+            "feature_cache": spec.feature_cache, "task": spec.task}

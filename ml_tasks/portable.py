@@ -11,10 +11,6 @@ from typing import Any
 
 import numpy as np
 
-TRANSFORM_FILE = "portable_transform.json"
-MODEL_FILE = "portable_model.json"
-
-
 def transform_matrix(columns: Mapping[str, Sequence[Any]], spec: Mapping[str, Any]) -> np.ndarray:
     """Apply the exported transform to column arrays: impute, scale, one-hot, then append PCA."""
     numeric = np.column_stack(
@@ -51,12 +47,14 @@ def _tree_predict(tree: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict_proba(features: np.ndarray, model: Mapping[str, Any]) -> np.ndarray:
-    """Positive-class probability for an exported Spark model (``logistic_regression`` or ``gbt``)."""
-    if model["kind"] == "logistic_regression":
+def predict_score(features: np.ndarray, model: Mapping[str, Any]) -> np.ndarray:
+    """An exported Spark model's output: the positive-class probability (``logistic_regression``, ``gbt``)
+    or the predicted value (``linear_regression``, ``gbt_regressor``)."""
+    kind = model["kind"]
+    if kind in ("logistic_regression", "linear_regression"):
         margin = features @ np.asarray(model["coefficients"]) + model["intercept"]
-        return 1.0 / (1.0 + np.exp(-margin))
-    if model["kind"] == "gbt":
+        return 1.0 / (1.0 + np.exp(-margin)) if kind == "logistic_regression" else margin
+    if kind in ("gbt", "gbt_regressor"):
         margin = sum(w * _tree_predict(t, features) for w, t in zip(model["weights"], model["trees"], strict=True))
-        return 1.0 / (1.0 + np.exp(-2.0 * margin))  # Spark's LogLoss.computeProbability
-    raise ValueError(f"unknown portable model kind {model['kind']!r}")
+        return 1.0 / (1.0 + np.exp(-2.0 * margin)) if kind == "gbt" else margin  # Spark's LogLoss.computeProbability
+    raise ValueError(f"unknown portable model kind {kind!r}")

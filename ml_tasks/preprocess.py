@@ -1,6 +1,7 @@
 """Preprocess on Spark: impute, encode, scale, PCA (on Spark's distributed RowMatrix), split by entity hash.
 
-Writes ``features/train`` and ``features/test`` as Parquet (entity_id, label, features: array<double>),
+Writes the train and test features as Parquet (entity_id, label, features: array<double>; the key
+column is renamed ``entity_id`` and the label ``label`` whatever the dataset calls them),
 the fitted Spark ``PipelineModel`` and its numpy export for serving. The transform is fitted on the
 training split only, so the held-out set never leaks into imputation or scaling statistics.
 """
@@ -16,7 +17,8 @@ import numpy as np
 from ml_tasks import parity
 from ml_tasks.atomic import atomic_dir, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.portable import TRANSFORM_FILE, transform_matrix
+from ml_tasks.layout import FeatureFiles, TransformFiles
+from ml_tasks.portable import transform_matrix
 from ml_tasks.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,9 @@ def check_parity(frame, spec: dict[str, Any], schema: DatasetSchema) -> float:
 
 
 def preprocess(
-    raw_dir: Path, features_dir: Path, transform_dir: Path, pca_k: int = 3, test_fraction: float = 0.2
+    raw_dir: Path, features: FeatureFiles, transform: TransformFiles, pca_k: int = 3, test_fraction: float = 0.2
 ) -> dict[str, Any]:
+    """Fit the transform on the training split of ``raw_dir``; write ``features`` and ``transform``."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
@@ -107,6 +110,8 @@ def preprocess(
     frame = spark.read.parquet(str(raw_dir)).select(*schema.columns)
     for name in schema.numeric:
         frame = frame.withColumn(name, F.col(name).cast("double"))
+    for name in (schema.key, *schema.categorical):
+        frame = frame.withColumn(name, F.col(name).cast("string"))
     bucket = F.pmod(F.xxhash64(F.concat(F.col(schema.key), F.lit(SPLIT_SALT))), F.lit(10_000))
     frame = frame.withColumn("is_test", bucket < F.lit(int(test_fraction * 10_000))).cache()
     train = frame.filter(~F.col("is_test"))
@@ -120,22 +125,22 @@ def preprocess(
 
     out = transformed.select(
         F.col(schema.key).alias("entity_id"),
-        F.col(schema.label).cast("int").alias("label"),
+        F.col(schema.label).cast("int" if schema.task == "binary" else "double").alias("label"),
         vector_to_array("features").alias("features"),
         "is_test",
     )
-    with atomic_dir(features_dir) as tmp:
+    with atomic_dir(features.dir) as tmp:
         # Two runs must never share a Spark output path (its _temporary/ collides): write into tmp.
-        out.filter(~F.col("is_test")).drop("is_test").write.parquet(str(tmp / "train"))
-        out.filter(F.col("is_test")).drop("is_test").write.parquet(str(tmp / "test"))
-    with atomic_dir(transform_dir) as tmp:
-        model.write().overwrite().save(str(tmp / "spark_pipeline"))
-        write_json(tmp / TRANSFORM_FILE, spec)
+        out.filter(~F.col("is_test")).drop("is_test").write.parquet(str(FeatureFiles(tmp).train))
+        out.filter(F.col("is_test")).drop("is_test").write.parquet(str(FeatureFiles(tmp).test))
+    with atomic_dir(transform.dir) as tmp:
+        model.write().overwrite().save(str(TransformFiles(tmp).spark_pipeline))
+        write_json(TransformFiles(tmp).portable, spec)
 
     counts = {row["is_test"]: row["count"] for row in out.groupBy("is_test").count().collect()}
     summary = {
-        "features_dir": str(features_dir),
-        "transform_dir": str(transform_dir),
+        "features_dir": str(features.dir),
+        "transform_dir": str(transform.dir),
         "train_rows": counts.get(False, 0),
         "test_rows": counts.get(True, 0),
         "feature_dim": len(transform_matrix({c: [np.nan] for c in schema.numeric}

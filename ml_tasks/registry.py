@@ -6,7 +6,7 @@ every version the registration that stands for it, its facts, the decision, and 
 
 Decisions are re-derived from the whole set on every change (``decide``): walking the versions in date
 order, a version is promoted when it is blessed, servable and beats the last promoted older version by
-its margin on the primary metric. Rolled-back versions are out of the contest. The champion is the
+its margin on the primary metric (in the metric's direction: higher AUC, lower RMSE). Rolled-back versions are out of the contest. The champion is the
 newest promoted version. So the champion is a function of the registered versions, whatever order
 backfills, reruns and retries registered them in. A rerun of a day writes a new registration folder and
 only the locked state write points at it: serving moves only with a decision, atomically.
@@ -29,12 +29,10 @@ from typing import Any
 
 from ml_tasks.atomic import atomic_dir, read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import PROJECT_ROOT, check_ds, check_name
+from ml_tasks.layout import PROJECT_ROOT, VersionFiles, check_ds, check_name
 
 log = logging.getLogger(__name__)
 STATE_FILE = "registry.json"
-PRIMARY_METRIC = "auc"  # higher is better
-ONLINE_FEATURES_FILE = "online_features.parquet"
 ORPHAN_AGE_S = 3600  # a registration folder no state names, older than this, was left by a killed register
 
 
@@ -49,15 +47,23 @@ def _locked(root: Path) -> Iterator[dict[str, Any]]:
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = root / STATE_FILE
-        state = read_json(path) if path.exists() else {"versions": {}, "rolled_back": [], "champion": None}
+        state = read_json(path) if path.exists() else _empty_state()
         _upgrade(state)
         yield state
         decide(state)
         write_json(path, state)
 
 
+def _empty_state() -> dict[str, Any]:
+    return {"versions": {}, "rolled_back": [], "champion": None, "primary_metric": None, "higher_is_better": None}
+
+
 def _upgrade(state: dict[str, Any]) -> None:
-    """Read a registry written before decisions were re-derived: its version folders hold the model directly."""
+    """Read a registry written before decisions were re-derived (version folders held the model directly)
+    or before models had a primary metric other than AUC."""
+    if state["versions"]:
+        state.setdefault("primary_metric", "auc")
+        state.setdefault("higher_is_better", True)
     for ds, rec in state["versions"].items():
         if "bless_reasons" not in rec:
             rec["bless_reasons"] = [r for r in rec.get("reasons", []) if "does not beat baseline" not in r]
@@ -65,13 +71,16 @@ def _upgrade(state: dict[str, Any]) -> None:
             rec.setdefault("registration", ds)
 
 
-def _beats(score: float, baseline: float, margin: float) -> bool:
-    return math.isfinite(score) and score >= baseline + margin
+def _beats(score: float, baseline: float, margin: float, higher_is_better: bool) -> bool:
+    if not math.isfinite(score):
+        return False
+    return score >= baseline + margin if higher_is_better else score <= baseline - margin
 
 
 def decide(state: dict[str, Any]) -> dict[str, Any]:
     """Re-derive every version's decision and the champion from the versions' facts (in place)."""
     retired = set(state["rolled_back"])
+    metric, higher = state.get("primary_metric"), state.get("higher_is_better")
     baseline: str | None = None
     for ds in sorted(state["versions"]):
         rec = state["versions"][ds]
@@ -79,10 +88,10 @@ def decide(state: dict[str, Any]) -> dict[str, Any]:
         if ds in retired:
             reasons.append("rolled back")
         elif baseline is not None and not reasons:
-            base = state["versions"][baseline][PRIMARY_METRIC]
-            if not _beats(rec[PRIMARY_METRIC], base, rec["margin"]):
-                reasons.append(f"{PRIMARY_METRIC} {rec[PRIMARY_METRIC]:.4f} does not beat baseline {baseline} "
-                               f"({base:.4f}) by margin {rec['margin']}")
+            base = state["versions"][baseline][metric]
+            if not _beats(rec[metric], base, rec["margin"], higher):
+                reasons.append(f"{metric} {rec[metric]:.4f} does not beat baseline {baseline} "
+                               f"({base:.4f}) by margin {rec['margin']} ({'higher' if higher else 'lower'} is better)")
         rec.update(promoted=not reasons, reasons=reasons, baseline=baseline)
         if not reasons:
             baseline = ds
@@ -123,17 +132,23 @@ def register(
 
     check_ds(ds)
     verdict = read_json(evaluation_path)
+    metric, higher = verdict.get("primary_metric", "auc"), verdict.get("higher_is_better", True)
     best = next(c for c in verdict["candidates"] if c["candidate"] == verdict["best"])
     root = model_root(registry_root, model_name)
+    current = read_state(registry_root, model_name).get("primary_metric")
+    if current not in (None, metric):
+        raise KilnError(f"model {model_name!r} is ranked on {current}, this evaluation on {metric}: "
+                        "register it under another model name")
     registration = _new_registration_id()
     artifact = root / "versions" / ds / registration
     with atomic_dir(artifact) as tmp:
-        shutil.copytree(best["dir"], tmp / "model", ignore=shutil.ignore_patterns(".*"))
-        shutil.copytree(transform_dir, tmp / "transform", ignore=shutil.ignore_patterns(".*"))
+        files = VersionFiles(tmp)
+        shutil.copytree(best["dir"], files.model.dir, ignore=shutil.ignore_patterns(".*"))
+        shutil.copytree(transform_dir, files.transform.dir, ignore=shutil.ignore_patterns(".*"))
         if online_features is not None:
-            shutil.copy2(online_features, tmp / ONLINE_FEATURES_FILE)
-        write_json(tmp / "metrics.json", best["metrics"])
-        write_json(tmp / "lineage.json", {
+            shutil.copy2(online_features, files.online_features)
+        write_json(files.metrics, best["metrics"])
+        write_json(files.lineage, {
             "version": ds, "registration": registration, "candidate": best["candidate"],
             "framework": best["framework"], "evaluation": str(evaluation_path), "git_commit": git_commit(),
             "registered_at": datetime.now(UTC).isoformat(), **(lineage or {}),
@@ -146,14 +161,15 @@ def register(
         except (KilnError, OSError, ValueError) as exc:
             servability = {"servable": False, "reason": str(exc)}
             bless_reasons.append(f"not servable: {exc}")
-    score = float(best["metrics"][PRIMARY_METRIC])
+    score = float(best["metrics"][metric])
     with _locked(root) as state:
+        state["primary_metric"], state["higher_is_better"] = metric, higher
         previous_champion = state["champion"]
         replaced = state["versions"].get(ds, {}).get("registration")
         if ds in state["rolled_back"]:
             state["rolled_back"].remove(ds)  # a new registration of the day is a new model; its rollback was of the old one
         state["versions"][ds] = {
-            "candidate": best["candidate"], "framework": best["framework"], PRIMARY_METRIC: score,
+            "candidate": best["candidate"], "framework": best["framework"], metric: score,
             "margin": margin, "bless_reasons": bless_reasons, "servability": servability,
             "registration": registration, "path": str(artifact), "registered_at": datetime.now(UTC).isoformat(),
             "run_id": (lineage or {}).get("dag_run_id"),
@@ -165,7 +181,7 @@ def register(
     log.info("registered %s/%s (%s, %s): promoted=%s champion=%s", model_name, ds, best["candidate"], registration,
              rec["promoted"], state["champion"])
     return {"model_name": model_name, "version": ds, "registration": registration, "candidate": best["candidate"],
-            PRIMARY_METRIC: score, "promoted": rec["promoted"], "reasons": rec["reasons"],
+            metric: score, "primary_metric": metric, "promoted": rec["promoted"], "reasons": rec["reasons"],
             "champion": state["champion"], "previous_champion": previous_champion,
             # a new champion to announce and warm (none, after a rollback of the last one, is nothing to serve)
             "champion_changed": state["champion"] not in (None, previous_champion), "version_dir": str(artifact),
@@ -174,7 +190,7 @@ def register(
 
 def _features_of(state: dict[str, Any]) -> str | None:
     champion = state["champion"]
-    path = Path(state["versions"][champion]["path"]) / ONLINE_FEATURES_FILE if champion else None
+    path = VersionFiles(Path(state["versions"][champion]["path"])).online_features if champion else None
     return str(path) if path and path.exists() else None
 
 
@@ -199,7 +215,7 @@ def rollback(registry_root: Path, model_name: str) -> dict[str, Any]:
 
 def read_state(registry_root: Path, model_name: str) -> dict[str, Any]:
     path = model_root(registry_root, model_name) / STATE_FILE
-    return read_json(path) if path.exists() else {"versions": {}, "rolled_back": [], "champion": None}
+    return read_json(path) if path.exists() else _empty_state()
 
 
 def champion_dir(registry_root: Path, model_name: str) -> Path:

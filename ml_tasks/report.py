@@ -8,14 +8,14 @@ from typing import Any
 from ml_tasks.atomic import read_json
 from ml_tasks.errors import KilnError
 from ml_tasks.evaluate import format_table
-from ml_tasks.layout import Layout
+from ml_tasks.layout import Layout, VersionFiles
 from ml_tasks.registry import STATE_FILE, model_root, read_state
 
 
 def _evaluation_of(layout: Layout, registered: dict[str, Any]) -> Path:
     """The evaluation behind the day's registration, else the newest run of the day that has one."""
     if registered:
-        lineage = read_json(Path(registered["path"]) / "lineage.json")
+        lineage = read_json(VersionFiles(Path(registered["path"])).lineage)
         return Path(lineage["evaluation"])
     runs = sorted(layout.run_dir.parent.glob("run=*/evaluation.json"), key=lambda p: p.stat().st_mtime)
     if not runs:
@@ -29,14 +29,14 @@ def report(layout: Layout, model_name: str) -> dict[str, Any]:
     evaluation = _evaluation_of(layout, registered)
     verdict = read_json(evaluation)
     version_dir = Path(registered["path"]) if registered else None
-    print(f"\nKiln run for partition {layout.ds}")
-    print(format_table(verdict["candidates"]))
+    print(f"\nKiln run for {layout.dataset} partition {layout.ds}")
+    print(format_table(verdict.get("task", "binary"), verdict["candidates"]))
     print(f"\nbest candidate : {verdict['best']} (blessed: {verdict['blessed']})")
     print(f"this version   : {model_name}/{layout.ds} promoted={registered.get('promoted')} {'; '.join(registered.get('reasons', []))}")
     print(f"champion       : {model_name}/{state['champion']}")
     if version_dir is not None:
-        print(f"model          : {version_dir / 'model'}")
-        print(f"lineage        : {version_dir / 'lineage.json'}")
+        print(f"model          : {VersionFiles(version_dir).model.dir}")
+        print(f"lineage        : {VersionFiles(version_dir).lineage}")
     print(f"metrics        : {evaluation}")
     print(f"registry state : {model_root(layout.registry_root, model_name) / STATE_FILE}\n")
     return {"ds": layout.ds, "best": verdict["best"], "champion": state["champion"]}

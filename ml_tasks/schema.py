@@ -1,8 +1,12 @@
-"""The data contract: which columns a partition has, their types, and which are features."""
+"""The data contract of a raw partition: column roles and the Arrow type each role is stored as.
+
+Ingest writes it next to the data (``_schema.json``), so every later stage reads a partition that
+describes itself, whatever spec edits happen meanwhile.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,16 +18,15 @@ SCHEMA_FILE = "_schema.json"
 
 @dataclass(frozen=True)
 class DatasetSchema:
-    """Column roles and Arrow types of a raw partition."""
+    """Column roles of a dataset and its task (``binary`` or ``regression``)."""
 
     name: str
+    task: str
     key: str
     label: str
     numeric: tuple[str, ...]
     categorical: tuple[str, ...] = ()
     timestamp: str | None = None
-    # Arrow type names per column (``pa.type_for_alias`` spelling), the contract validation checks.
-    types: dict[str, str] = field(default_factory=dict)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -31,11 +34,20 @@ class DatasetSchema:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        cols = (self.key,) + ((self.timestamp,) if self.timestamp else ()) + self.features + (self.label,)
-        return cols
+        return (self.key,) + ((self.timestamp,) if self.timestamp else ()) + self.features + (self.label,)
+
+    def storage_type(self, column: str) -> pa.DataType:
+        """The type ingest stores ``column`` as when the source's values convert without loss."""
+        if column == self.key or column in self.categorical:
+            return pa.string()
+        if column == self.timestamp:
+            return pa.timestamp("us")
+        if column == self.label:
+            return pa.int32() if self.task == "binary" else pa.float64()
+        return pa.float64()
 
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema([(c, _arrow_type(self.types[c])) for c in self.columns])
+        return pa.schema([(c, self.storage_type(c)) for c in self.columns])
 
     def save(self, directory: Path) -> Path:
         return write_json(directory / SCHEMA_FILE, asdict(self))
@@ -45,40 +57,6 @@ class DatasetSchema:
         raw = read_json(directory / SCHEMA_FILE)
         raw["numeric"] = tuple(raw["numeric"])
         raw["categorical"] = tuple(raw["categorical"])
+        raw.pop("types", None)  # partitions written before specs carried per-column types
+        raw.setdefault("task", "binary")
         return cls(**raw)
-
-
-def _arrow_type(alias: str) -> pa.DataType:
-    if alias.startswith("timestamp"):
-        return pa.timestamp("us")
-    return pa.type_for_alias(alias)
-
-
-TRANSACTIONS = DatasetSchema(
-    name="transactions",
-    key="entity_id",
-    label="label",
-    timestamp="event_ts",
-    numeric=(
-        "amount",
-        "hour_of_day",
-        "distance_from_home_km",
-        "tx_count_24h",
-        "account_age_days",
-        "is_foreign",
-    ),
-    categorical=("merchant_category", "channel"),
-    types={
-        "entity_id": "string",
-        "event_ts": "timestamp[us]",
-        "amount": "double",
-        "hour_of_day": "int32",
-        "distance_from_home_km": "double",
-        "tx_count_24h": "int32",
-        "account_age_days": "int32",
-        "is_foreign": "int32",
-        "merchant_category": "string",
-        "channel": "string",
-        "label": "int32",
-    },
-)

@@ -1,7 +1,10 @@
 """Online predictions over HTTP: features from the Ignite cache, the champion model, no Spark.
 
-``GET /predict/{entity_id}`` and ``POST /predict`` (``{"entity_ids": [...]}``) resolve the feature
-alias once per request, apply the saved transform and the registry's champion, and cache each
+Every dataset spec gets its own route: ``GET /datasets/{dataset}/predict/{entity_id}`` and ``POST
+/datasets/{dataset}/predict`` (``{"entity_ids": [...]}``), and ``/datasets/{dataset}/healthz``; the
+default dataset (``KILN_DEFAULT_DATASET``, else ``transactions``) also answers at ``/predict`` and
+``/healthz``. A binary model answers ``score`` (the probability of the positive class), a regression
+model ``prediction`` (the value). A request resolves the dataset's feature alias once, apply the saved transform and the registry's champion, and cache each
 prediction in Ignite (cache ``kiln_predictions``, expiry ``KILN_PREDICTION_TTL`` seconds) under the
 model registration and feature version, so a new champion or a re-warm never serves a stale score.
 
@@ -39,6 +42,33 @@ log = logging.getLogger(__name__)
 PREDICTION_CACHE = "kiln_predictions"
 
 
+@dataclass(frozen=True)
+class Route:
+    """What one dataset's endpoints serve: its registry model and its online feature alias."""
+
+    dataset: str
+    model_name: str
+    feature_cache: str
+    task: str = "binary"
+
+    @property
+    def value_field(self) -> str:
+        return "score" if self.task == "binary" else "prediction"
+
+
+def routes_from_specs() -> list[Route]:
+    """A route for every dataset spec that loads (a broken spec is logged and left out)."""
+    from ml_tasks.spec import DatasetSpec, discover
+
+    routes = []
+    for path, spec in discover():
+        if isinstance(spec, DatasetSpec):
+            routes.append(Route(spec.name, spec.registry_name, spec.feature_cache, spec.task))
+        else:
+            log.error("not serving %s: %s", path, spec)
+    return routes
+
+
 class Unavailable(KilnError):
     """The service cannot answer now (no champion, Ignite unreachable, cache not warmed): HTTP 503."""
 
@@ -54,8 +84,8 @@ def ignite_errors() -> tuple[type[BaseException], ...]:
 @dataclass
 class Settings:
     data_root: Path = field(default_factory=default_data_root)
-    model_name: str = field(default_factory=lambda: os.environ.get("KILN_MODEL_NAME", "transactions"))
-    feature_cache: str = field(default_factory=lambda: os.environ.get("KILN_FEATURE_CACHE", "kiln_features"))
+    routes: list[Route] = field(default_factory=routes_from_specs)
+    default_dataset: str = field(default_factory=lambda: os.environ.get("KILN_DEFAULT_DATASET", "transactions"))
     ignite_host: str = field(default_factory=lambda: os.environ.get("KILN_IGNITE_HOST", "127.0.0.1"))
     ignite_port: int = field(default_factory=lambda: int(os.environ.get("KILN_IGNITE_PORT", "10800")))
     prediction_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_PREDICTION_TTL", "300")))
@@ -70,13 +100,14 @@ class BatchRequest(BaseModel):
 
 
 class Predictor:
-    """The champion (swapped whole by a reloader thread) and one Ignite client per request thread."""
+    """One dataset's champion (swapped whole by a reloader thread) and one Ignite client per request thread."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, route: Route):
         self.settings = settings
+        self.route = route
         self.bundle: ModelBundle | None = None
         self.model_error: str | None = "not loaded yet"
-        self._state_path = model_root(registry_root(settings.data_root), settings.model_name) / STATE_FILE
+        self._state_path = model_root(registry_root(settings.data_root), route.model_name) / STATE_FILE
         self._loaded_stamp: tuple[float, int] | None = None
         self._local = threading.local()
         self._clients: set[Any] = set()
@@ -111,14 +142,14 @@ class Predictor:
         if stamp == self._loaded_stamp and self.bundle is not None:
             return
         try:
-            bundle = ModelBundle.load(champion_dir(registry_root(self.settings.data_root), self.settings.model_name))
+            bundle = ModelBundle.load(champion_dir(registry_root(self.settings.data_root), self.route.model_name))
         except (KilnError, OSError, ValueError, KeyError) as exc:
             self.model_error = str(exc)
             log.warning("champion not (re)loaded, still serving %s: %s",
                         self.bundle.registration if self.bundle else "nothing", exc)
             return
         self.bundle, self._loaded_stamp, self.model_error = bundle, stamp, None  # one reference swap
-        log.info("serving %s/%s (%s, %s)", self.settings.model_name, bundle.version, bundle.candidate, bundle.registration)
+        log.info("serving %s/%s (%s, %s)", self.route.model_name, bundle.version, bundle.candidate, bundle.registration)
 
     # --- Ignite: one client per thread, dropped on error -----------------------------------------
     def _ignite(self) -> tuple[Any, Any, Any]:
@@ -164,13 +195,14 @@ class Predictor:
         return bundle
 
     def _feature_version(self, aliases) -> str:
-        version = aliases.get(self.settings.feature_cache)
+        version = aliases.get(self.route.feature_cache)
         if version is None:
-            raise Unavailable(f"feature cache alias {self.settings.feature_cache!r} is not set; warm the cache first")
+            raise Unavailable(f"feature cache alias {self.route.feature_cache!r} is not set; warm the cache first")
         return version
 
     def predict(self, entity_ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
         bundle = self._champion()
+        field_name = self.route.value_field
 
         def work(client, aliases, predictions):
             feature_version = self._feature_version(aliases)
@@ -180,11 +212,11 @@ class Predictor:
             for e in entity_ids:
                 hit = cached.get(prefix + e)
                 if hit is not None:
-                    out[e] = {"entity_id": e, "score": float(hit), "cached": True}
+                    out[e] = {"entity_id": e, field_name: float(hit), "cached": True}
             missing = [e for e in entity_ids if e not in out]
             unknown: list[str] = []
             if missing:
-                raw = client.get_cache(cache_name(self.settings.feature_cache, feature_version)).get_all(missing)
+                raw = client.get_cache(cache_name(self.route.feature_cache, feature_version)).get_all(missing)
                 rows = {k: json.loads(v) for k, v in raw.items()}
                 unknown = [e for e in missing if e not in rows]
                 known = [e for e in missing if e in rows]
@@ -192,8 +224,9 @@ class Predictor:
                     with self._score_lock:
                         scores = bundle.score([rows[e] for e in known])
                     predictions.put_all({prefix + e: repr(float(s)) for e, s in zip(known, scores, strict=True)})
-                    out.update({e: {"entity_id": e, "score": float(s), "cached": False} for e, s in zip(known, scores, strict=True)})
-            meta = {"model_version": bundle.version, "model": bundle.candidate, "feature_version": feature_version}
+                    out.update({e: {"entity_id": e, field_name: float(s), "cached": False} for e, s in zip(known, scores, strict=True)})
+            meta = {"dataset": self.route.dataset, "model_version": bundle.version, "model": bundle.candidate,
+                    "feature_version": feature_version}
             return [{**out[e], **meta} for e in entity_ids if e in out], unknown
 
         return self._with_ignite(work)
@@ -203,9 +236,9 @@ class Predictor:
 
         def work(client, aliases, predictions):
             version = self._feature_version(aliases)
-            entries = client.get_cache(cache_name(self.settings.feature_cache, version)).get_size()
+            entries = client.get_cache(cache_name(self.route.feature_cache, version)).get_size()
             predictions.get_size()
-            return {"status": "ok", "model_version": bundle.version, "registration": bundle.registration,
+            return {"status": "ok", "dataset": self.route.dataset, "model_version": bundle.version, "registration": bundle.registration,
                     "feature_version": version, "feature_entries": entries}
 
         return self._with_ignite(work)
@@ -218,16 +251,23 @@ def create_app(settings: Settings | None = None):
     from fastapi.responses import JSONResponse
 
     settings = settings or Settings()
-    predictor = Predictor(settings)
+    predictors = {route.dataset: Predictor(settings, route) for route in settings.routes}
 
     @asynccontextmanager
     async def lifespan(app):
-        predictor.start()
+        for predictor in predictors.values():
+            predictor.start()
         yield
-        predictor.close()
+        for predictor in predictors.values():
+            predictor.close()
 
     app = FastAPI(title="Kiln online predictions", lifespan=lifespan)
-    app.state.predictor = predictor
+    app.state.predictors = predictors
+
+    def predictor_for(dataset: str) -> Predictor:
+        if dataset not in predictors:
+            raise HTTPException(status_code=404, detail=f"no dataset {dataset!r} is served (datasets: {', '.join(sorted(predictors))})")
+        return predictors[dataset]
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, exc: Unavailable) -> JSONResponse:
@@ -242,21 +282,34 @@ def create_app(settings: Settings | None = None):
 
     # Plain (sync) handlers: FastAPI runs them in its thread pool, so a slow Ignite call or a model
     # load never stalls the event loop and the other requests.
-    @app.get("/predict/{entity_id}")
-    def predict_one(entity_id: str) -> dict[str, Any]:
-        found, _ = predictor.predict([entity_id])
+    @app.get("/datasets/{dataset}/predict/{entity_id}")
+    def predict_one(dataset: str, entity_id: str) -> dict[str, Any]:
+        found, _ = predictor_for(dataset).predict([entity_id])
         if not found:
-            raise HTTPException(status_code=404, detail=f"unknown entity {entity_id!r} in the feature cache")
+            raise HTTPException(status_code=404, detail=f"unknown entity {entity_id!r} in the {dataset} feature cache")
         return found[0]
 
-    @app.post("/predict")
-    def predict_batch(request: BatchRequest) -> dict[str, Any]:
-        found, unknown = predictor.predict(request.entity_ids)
+    @app.post("/datasets/{dataset}/predict")
+    def predict_batch(dataset: str, request: BatchRequest) -> dict[str, Any]:
+        found, unknown = predictor_for(dataset).predict(request.entity_ids)
         return {"predictions": found, "unknown": unknown}
 
+    @app.get("/datasets/{dataset}/healthz")
+    def healthz(dataset: str) -> dict[str, Any]:
+        return predictor_for(dataset).health()
+
+    # The default dataset's short routes.
+    @app.get("/predict/{entity_id}")
+    def predict_one_default(entity_id: str) -> dict[str, Any]:
+        return predict_one(settings.default_dataset, entity_id)
+
+    @app.post("/predict")
+    def predict_batch_default(request: BatchRequest) -> dict[str, Any]:
+        return predict_batch(settings.default_dataset, request)
+
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return predictor.health()
+    def healthz_default() -> dict[str, Any]:
+        return healthz(settings.default_dataset)
 
     return app
 

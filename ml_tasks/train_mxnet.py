@@ -6,8 +6,13 @@ record batches; worker ``rank`` takes every ``num_workers``-th mini-batch, so sh
 every worker makes the same number of steps (``dist_sync`` would hang otherwise). Each epoch writes
 a checkpoint; a retried run resumes after the newest epoch all ranks finished. In one process the
 checkpoint holds the optimizer state too, so a resumed run ends bit-identical to an uninterrupted
-one; distributed, the optimizer lives on the servers and restarts from the checkpointed weights. Rank 0 writes the artifact: exported symbol and params, held-out predictions, and the feature
-transform reference, in the same candidate layout as the Spark models.
+one; distributed, the optimizer lives on the servers and restarts from the checkpointed weights. Rank 0
+writes the artifact: exported symbol and params, held-out predictions, and the feature transform
+reference, in the same candidate layout as the Spark models.
+
+Binary labels train with sigmoid cross-entropy (the output is a probability); numeric labels train with
+an L2 loss on the standardised label, and the output maps back to the label's unit (``output`` in
+``candidate.json``, which serving applies too).
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ import pyarrow.parquet as pq
 
 from ml_tasks.atomic import atomic_dir, read_json, write_json
 from ml_tasks.errors import KilnError
+from ml_tasks.layout import CandidateFiles, FeatureFiles
 
 log = logging.getLogger(__name__)
-PREDICTIONS_FILE = "predictions.parquet"
 READ_ROWS = 65_536  # rows per Parquet read: memory stays bounded whatever the partition size
 
 
@@ -123,13 +128,33 @@ def build_net(cfg: MLPConfig):
     return net
 
 
-def predict(net, directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def label_output(task: str, train_dir: Path) -> dict[str, Any]:
+    """How the net's raw output becomes a prediction: a sigmoid, or the inverse of the label's standardisation."""
+    if task == "binary":
+        return {"kind": "sigmoid"}
+    n, total, squares = 0, 0.0, 0.0
+    for _, y, _ in iter_arrays(train_dir):
+        y64 = y.astype(np.float64)
+        n, total, squares = n + len(y64), total + y64.sum(), squares + (y64 ** 2).sum()
+    mean = total / max(n, 1)
+    std = float(np.sqrt(max(squares / max(n, 1) - mean ** 2, 0.0))) or 1.0
+    return {"kind": "affine", "scale": std, "shift": float(mean)}
+
+
+def apply_output(raw: np.ndarray, output: dict[str, Any]) -> np.ndarray:
+    raw = raw.astype(np.float64).ravel()
+    if output["kind"] == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-raw))
+    return raw * output["scale"] + output["shift"]
+
+
+def predict(net, directory: Path, output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     mx = import_mxnet()
     scores, labels, ids = [], [], []
     for x, y, entity in iter_arrays(directory):
         for start in range(0, len(y), 8192):
             out = net(mx.nd.array(x[start:start + 8192]))
-            scores.append(mx.nd.sigmoid(out).asnumpy().ravel().astype(np.float64))
+            scores.append(apply_output(out.asnumpy(), output))
         labels.append(y)
         ids.extend(entity)
     return np.concatenate(scores), np.concatenate(labels), ids
@@ -153,14 +178,18 @@ def _epoch_dir(checkpoint_dir: Path, epoch: int, rank: int) -> Path:
     return checkpoint_dir / f"epoch-{epoch:04d}" / f"rank-{rank}"
 
 
-def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_workers: int) -> int:
+def _wanted(cfg: MLPConfig, fingerprint: str, task: str) -> dict[str, Any]:
+    return {"config": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "data": fingerprint, "task": task}
+
+
+def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_workers: int, task: str = "binary") -> int:
     """The newest epoch, at most ``cfg.epochs``, every rank checkpointed for this model and data (0: start afresh).
 
     Ranks must resume together: ``dist_sync`` hangs if one makes more steps than another, and a
     killed worker may be an epoch behind the rest. A rerun asking for fewer epochs than were
     checkpointed must not pick up later epochs' weights.
     """
-    wanted = {"config": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "data": fingerprint}
+    wanted = _wanted(cfg, fingerprint, task)
     for epoch_dir in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
         if int(epoch_dir.name.split("-")[1]) > cfg.epochs:
             continue
@@ -172,15 +201,15 @@ def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_wor
     return 0
 
 
-def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, cfg: MLPConfig, fingerprint: str) -> None:
+def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, cfg: MLPConfig, fingerprint: str,
+                     task: str) -> None:
     """Write this rank's epoch checkpoint (``done.json`` last, so a torn write is never resumed) and prune."""
     target = _epoch_dir(checkpoint_dir, epoch, rank)
     target.mkdir(parents=True, exist_ok=True)
     net.save_parameters(str(target / "model.params"))
     if not trainer._update_on_kvstore:  # server-held optimizer state cannot be saved from a worker
         trainer.save_states(str(target / "trainer.states"))
-    write_json(target / "done.json", {"epoch": epoch, "config": {k: v for k, v in asdict(cfg).items() if k != "epochs"},
-                                      "data": fingerprint})
+    write_json(target / "done.json", {"epoch": epoch, **_wanted(cfg, fingerprint, task)})
     for old in checkpoint_dir.glob("epoch-*"):  # keep this epoch and the one before it
         if int(old.name.split("-")[1]) < epoch - 1:
             shutil.rmtree(old / f"rank-{rank}", ignore_errors=True)
@@ -189,11 +218,12 @@ def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, 
 
 
 def train_mxnet(
-    features_dir: Path,
-    candidate_dir: Path,
+    features: FeatureFiles,
+    candidate_files: CandidateFiles,
     checkpoint_dir: Path,
     transform_dir: Path,
     cfg: MLPConfig,
+    task: str = "binary",
     kvstore: str = "local",
     candidate: str = "mxnet_mlp",
 ) -> dict[str, Any]:
@@ -201,11 +231,11 @@ def train_mxnet(
     mx = import_mxnet()
     from mxnet import autograd, gluon
 
-    from ml_tasks.evaluate import compute_metrics
+    from ml_tasks.evaluate import PRIMARY_METRIC, compute_metrics
 
     kv = mx.kv.create(kvstore)
     rank, num_workers = kv.rank, kv.num_workers
-    train_dir, test_dir = features_dir / "train", features_dir / "test"
+    train_dir, test_dir = features.train, features.test
     total = count_rows(train_dir)
     steps = (total // cfg.batch_size) // num_workers
     if steps == 0:
@@ -218,9 +248,10 @@ def train_mxnet(
     server_side = kvstore.startswith("dist")
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": cfg.learning_rate}, kvstore=kv,
                             update_on_kvstore=server_side)
-    loss_fn = gluon.loss.SigmoidBinaryCrossEntropyLoss()
+    loss_fn = gluon.loss.SigmoidBinaryCrossEntropyLoss() if task == "binary" else gluon.loss.L2Loss()
+    output = label_output(task, train_dir)
     fingerprint = data_fingerprint(train_dir)
-    start_epoch = resume_epoch(checkpoint_dir, cfg, fingerprint, num_workers)
+    start_epoch = resume_epoch(checkpoint_dir, cfg, fingerprint, num_workers, task)
     first = next(iter_minibatches(train_dir, cfg.batch_size, 0, 1, 1, cfg.seed, 0))[0]
     net(mx.nd.array(first))  # materialise deferred shapes before loading or the first step
     if start_epoch:
@@ -240,6 +271,8 @@ def train_mxnet(
         mx.random.seed(cfg.seed + epoch)  # dropout masks reproducible per epoch, resumed or not
         t0, seen, total_loss = time.perf_counter(), 0, 0.0
         for x, y in iter_minibatches(train_dir, cfg.batch_size, rank, num_workers, steps, cfg.seed, epoch):
+            if output["kind"] == "affine":
+                y = (y - output["shift"]) / output["scale"]
             data, label = mx.nd.array(x), mx.nd.array(y).reshape((-1, 1))
             with autograd.record():
                 loss = loss_fn(net(data), label)
@@ -253,27 +286,29 @@ def train_mxnet(
         elapsed = time.perf_counter() - t0
         train_seconds += elapsed
         trained += seen
-        scores, labels, _ = predict(net, test_dir)
-        auc = compute_metrics(labels, scores)["auc"]
-        log.info("rank %d epoch %d/%d loss=%.4f val_auc=%.4f samples/s=%.0f", rank, epoch, cfg.epochs,
-                 total_loss / max(steps, 1), auc, seen / elapsed)
-        _save_checkpoint(checkpoint_dir, rank, net, trainer, epoch, cfg, fingerprint)
+        scores, labels, _ = predict(net, test_dir, output)
+        metric = PRIMARY_METRIC[task]
+        log.info("rank %d epoch %d/%d loss=%.4f val_%s=%.4f samples/s=%.0f", rank, epoch, cfg.epochs,
+                 total_loss / max(steps, 1), metric, compute_metrics(task, labels, scores)[metric], seen / elapsed)
+        _save_checkpoint(checkpoint_dir, rank, net, trainer, epoch, cfg, fingerprint, task)
 
     digest = params_digest(net)
     write_json(checkpoint_dir / f"final-rank-{rank}.json", {"digest": digest, "rank": rank, "num_workers": num_workers})
-    result: dict[str, Any] = {"candidate": candidate, "framework": "mxnet", "kvstore": kvstore, "rank": rank,
+    result: dict[str, Any] = {"candidate": candidate, "framework": "mxnet", "task": task, "kvstore": kvstore, "rank": rank,
                               "num_workers": num_workers, "params_digest": digest, "config": asdict(cfg),
                               "time_to_first_batch_s": first_batch_at, "first_batch_unix": first_batch_wall,
                               "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None}
     if rank == 0:
-        scores, labels, ids = predict(net, test_dir)
+        scores, labels, ids = predict(net, test_dir, output)
         import pandas as pd
 
-        with atomic_dir(candidate_dir) as tmp:
-            net.export(str(tmp / "model"), epoch=0)
-            pd.DataFrame({"entity_id": ids, "label": labels.astype(np.int32), "score": scores}).to_parquet(tmp / PREDICTIONS_FILE, index=False)
-            write_json(tmp / "candidate.json", {**result, "artifact": "model-symbol.json", "transform_dir": str(transform_dir),
-                                                "test_rows": len(labels)})
-        result["test_auc"] = compute_metrics(labels, scores)["auc"]
-        result["candidate_dir"] = str(candidate_dir)
+        with atomic_dir(candidate_files.dir) as tmp:
+            files = CandidateFiles(tmp)
+            net.export(str(files.mxnet_prefix), epoch=0)
+            label_values = labels.astype(np.int32) if task == "binary" else labels.astype(np.float64)
+            pd.DataFrame({"entity_id": ids, "label": label_values, "score": scores}).to_parquet(files.predictions, index=False)
+            write_json(files.info, {**result, "output": output, "transform_dir": str(transform_dir), "test_rows": len(labels)})
+        metric = PRIMARY_METRIC[task]
+        result[f"test_{metric}"] = compute_metrics(task, labels, scores)[metric]
+        result["candidate_dir"] = str(candidate_files.dir)
     return result

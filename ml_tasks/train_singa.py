@@ -17,6 +17,7 @@ import numpy as np
 
 from ml_tasks.atomic import atomic_dir, write_json
 from ml_tasks.errors import KilnError, StageSkipped
+from ml_tasks.layout import CandidateFiles, FeatureFiles
 from ml_tasks.train_mxnet import MLPConfig, count_rows, iter_arrays, iter_minibatches
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def import_singa():
     return device, layer, model, opt, tensor
 
 
-def train_singa(features_dir: Path, candidate_dir: Path, transform_dir: Path, cfg: MLPConfig) -> dict[str, Any]:
+def train_singa(features: FeatureFiles, candidate: CandidateFiles, transform_dir: Path, cfg: MLPConfig) -> dict[str, Any]:
     device, layer, model, opt, tensor = import_singa()
     from ml_tasks.evaluate import compute_metrics
 
@@ -56,7 +57,7 @@ def train_singa(features_dir: Path, candidate_dir: Path, transform_dir: Path, cf
             self.optimizer(loss)
             return out, loss
 
-    train_dir, test_dir = features_dir / "train", features_dir / "test"
+    train_dir, test_dir = features.train, features.test
     steps = count_rows(train_dir) // cfg.batch_size
     if steps == 0:
         raise KilnError(f"too few training rows for batch_size {cfg.batch_size}")
@@ -89,9 +90,10 @@ def train_singa(features_dir: Path, candidate_dir: Path, transform_dir: Path, cf
     score, label = np.concatenate(scores), np.concatenate(labels)
     import pandas as pd
 
-    result = {"candidate": "singa_mlp", "framework": "singa", "config": asdict(cfg), "test_rows": len(label)}
-    with atomic_dir(candidate_dir) as tmp:
-        net.save_states(str(tmp / "model.zip"))
-        pd.DataFrame({"entity_id": ids, "label": label.astype(np.int32), "score": score}).to_parquet(tmp / "predictions.parquet", index=False)
-        write_json(tmp / "candidate.json", {**result, "artifact": "model.zip", "transform_dir": str(transform_dir)})
-    return {**result, "test_auc": compute_metrics(label, score)["auc"], "candidate_dir": str(candidate_dir)}
+    result = {"candidate": "singa_mlp", "framework": "singa", "task": "binary", "config": asdict(cfg), "test_rows": len(label)}
+    with atomic_dir(candidate.dir) as tmp:
+        files = CandidateFiles(tmp)
+        net.save_states(str(files.singa_states))
+        pd.DataFrame({"entity_id": ids, "label": label.astype(np.int32), "score": score}).to_parquet(files.predictions, index=False)
+        write_json(files.info, {**result, "transform_dir": str(transform_dir)})
+    return {**result, "test_auc": compute_metrics("binary", label, score)["auc"], "candidate_dir": str(candidate.dir)}

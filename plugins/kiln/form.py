@@ -1,17 +1,34 @@
-"""The trigger form: Airflow ``Param``s generated from ``ml_tasks.params.RUN_PARAMS``, the one place each setting's
-default, bounds and description live."""
+"""The trigger form of a dataset's DAG: Airflow ``Param``s generated from ``ml_tasks.run_settings.SETTINGS``
+(bounds, descriptions) with the dataset spec's defaults, and the Jinja templates that pass each field to
+the stage command lines."""
 
 from __future__ import annotations
 
 from airflow.sdk import Param
 
-from ml_tasks.params import RUN_PARAMS
+from ml_tasks.run_settings import SETTINGS, Setting, settings_for
+from ml_tasks.spec import DatasetSpec
+
+SOURCE_SETTINGS = {"rows": ("synthetic",), "input_path": ("file", "postgres")}  # settings only some sources read
 
 
-def form_params(*names: str) -> dict[str, Param]:
-    """Form fields for ``names`` (all run parameters when none are named)."""
-    return {
-        name: Param(spec["default"], description=spec["description"],
-                    **{k: v for k, v in spec.items() if k not in ("default", "description")})
-        for name, spec in RUN_PARAMS.items() if not names or name in names
-    }
+def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> list[Setting]:
+    """The settings the form of ``spec``'s DAG shows: those of its task and its source, or only ``names``."""
+    return [s for s in settings_for(spec.task, names)
+            if s.name not in SOURCE_SETTINGS or spec.source.kind in SOURCE_SETTINGS[s.name]]
+
+
+def form_params(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> dict[str, Param]:
+    return {s.name: Param(spec.default(s.name), description=s.description, **s.schema_for(spec))
+            for s in form_settings(spec, names)}
+
+
+def param_template(name: str) -> str:
+    """The Jinja expression that renders form field ``name`` as its command-line value."""
+    setting = SETTINGS[name]
+    kind = setting.schema["type"]
+    if kind == "array":
+        return "{{ params." + name + " | join(',') }}"
+    if isinstance(kind, list) and "null" in kind:
+        return "{{ '' if params." + name + " is none else params." + name + " }}"
+    return "{{ params." + name + " }}"

@@ -39,6 +39,9 @@ class KilnStageOperator(BaseOperator):
     :param image: the pod's image in Kubernetes mode (default: the Kiln image).
     :param execution: ``local`` or ``kubernetes``; ``None`` resolves it at run time.
     :param timeout_minutes: kill the stage's whole process group after this long (templated; a form field).
+    :param connections: Airflow connections the stage reads (e.g. a PostgreSQL source): resolved here and
+        handed to the local subprocess as ``AIRFLOW_CONN_<ID>`` environment variables (never argv); pods get
+        them from the ``kiln-connections`` Secret.
     """
 
     template_fields: Sequence[str] = ("arguments", "result_path", "timeout_minutes")
@@ -54,9 +57,11 @@ class KilnStageOperator(BaseOperator):
         image: str | None = None,
         execution: str | None = None,
         timeout_minutes: float | str | None = None,
+        connections: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.connections = list(connections)
         self.timeout_minutes = timeout_minutes
         self.stage = stage
         self.arguments = arguments
@@ -84,12 +89,20 @@ class KilnStageOperator(BaseOperator):
             self._run_local()
         return json.loads(Path(self.result_path).read_text())
 
+    def _stage_env(self) -> dict[str, str]:
+        from airflow.sdk import BaseHook
+
+        env = os.environ.copy()
+        for conn_id in self.connections:  # fetching registers the secret with the masker, too
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = BaseHook.get_connection(conn_id).get_uri()
+        return env
+
     def _run_local(self) -> None:
         cmd = [sys.executable, *self.command[1:]]
         self.log.info("running %s", " ".join(cmd))
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env=os.environ.copy(), preexec_fn=die_with_parent,
+            env=self._stage_env(), preexec_fn=die_with_parent,
         )
         timeout = float(self.timeout_minutes) * 60 if self.timeout_minutes else None
         timed_out = threading.Event()

@@ -1,0 +1,188 @@
+"""Every run setting, once: its JSON-schema type and bounds, default, description and the tasks it applies to.
+
+The stage CLI's options, the DAGs' trigger forms and the command lines the operators run are all
+generated from ``SETTINGS`` (see ``ml_tasks.stages``); a dataset spec may change a default within the
+bounds, never the bounds themselves (except where a bound follows from the data, e.g. ``pca_k``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+
+from ml_tasks.errors import KilnError
+
+if TYPE_CHECKING:
+    from ml_tasks.spec import DatasetSpec
+
+# Airflow's execution_timeout for every task: the backstop behind the form's stage_timeout_minutes.
+TASK_TIMEOUT = timedelta(hours=24)
+BINARY, REGRESSION = "binary", "regression"
+TASKS = (BINARY, REGRESSION)
+CANDIDATES = {
+    BINARY: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist", "singa_mlp"),
+    REGRESSION: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist"),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One run setting. ``schema`` is JSON Schema (what Airflow's ``Param`` and the CLI both check)."""
+
+    name: str
+    schema: dict[str, Any]
+    default: Any
+    description: str
+    tasks: tuple[str, ...] = TASKS
+    # Bounds that follow from the dataset (e.g. at most as many PCA components as numeric features).
+    spec_schema: Callable[[DatasetSpec], dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def schema_for(self, spec: DatasetSpec | None) -> dict[str, Any]:
+        schema = dict(self.schema)
+        if spec is not None and self.spec_schema is not None:
+            schema.update(self.spec_schema(spec))
+        return schema
+
+    def check(self, value: Any, spec: DatasetSpec | None = None, where: str = "setting") -> Any:
+        try:
+            jsonschema.validate(value, self.schema_for(spec))
+        except jsonschema.ValidationError as exc:
+            raise KilnError(f"{where} {self.name!r}: {exc.message}") from None
+        return value
+
+    def to_cli(self, value: Any) -> str:
+        return ",".join(value) if isinstance(value, list) else str(value)
+
+    def from_cli(self, text: str) -> Any:
+        """Parse a command-line value to the setting's JSON type (bounds are checked separately)."""
+        kind = self.schema["type"]
+        kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
+        if text == "" and "null" in (self.schema["type"] if isinstance(self.schema["type"], list) else []):
+            return None
+        try:
+            if kind == "integer":
+                return int(text)
+            if kind == "number":
+                return float(text)
+            if kind == "boolean":
+                return {"true": True, "false": False}[text.lower()]
+            if kind == "array":
+                return [v for v in text.split(",") if v]
+        except (ValueError, KeyError):
+            raise KilnError(f"option {self.flag}: {text!r} is not a valid {kind}") from None
+        return text
+
+
+def _s(name: str, schema: dict[str, Any], default: Any, description: str, **kw: Any) -> Setting:
+    return Setting(name, schema, default, description, **kw)
+
+
+_SETTINGS = [
+    # ingest
+    _s("rows", {"type": "integer", "minimum": 1000, "maximum": 10_000_000}, 20_000,
+       "Rows the synthetic generator writes for the partition (synthetic sources only)."),
+    _s("input_path", {"type": ["null", "string"]}, None,
+       "Read this CSV/Parquet file, folder or glob instead of the dataset's own source (same columns). Empty: the spec's source."),
+    # validate
+    _s("min_rows", {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}, 100,
+       "Validation: fewest rows a partition may have."),
+    _s("max_null_ratio", {"type": "number", "minimum": 0, "maximum": 1}, 0.2,
+       "Validation: largest share of missing values allowed in any feature column."),
+    _s("max_psi", {"type": "number", "minimum": 0, "maximum": 10}, 0.25,
+       "Validation: largest population-stability index of a feature against the previous day's partition."),
+    _s("min_positive_rate", {"type": "number", "minimum": 0, "maximum": 1}, 0.01,
+       "Validation: smallest share of positive labels.", tasks=(BINARY,)),
+    _s("max_positive_rate", {"type": "number", "minimum": 0, "maximum": 1}, 0.99,
+       "Validation: largest share of positive labels.", tasks=(BINARY,)),
+    # preprocess
+    _s("pca_k", {"type": "integer", "minimum": 0, "maximum": 64}, 3,
+       "Principal components (Spark's RowMatrix) appended to the features; 0 turns PCA off.",
+       spec_schema=lambda spec: {"maximum": min(64, len(spec.features.numeric))}),
+    _s("test_fraction", {"type": "number", "minimum": 0.05, "maximum": 0.5}, 0.2,
+       "Share of entities held out for evaluation (split by a stable hash of the key column)."),
+    # Spark MLlib
+    _s("lr_reg", {"type": "number", "minimum": 0, "maximum": 10}, 0.01,
+       "L2 regularisation of the Spark linear model (logistic regression, or linear regression)."),
+    _s("gbt_max_iter", {"type": "integer", "minimum": 1, "maximum": 200}, 20,
+       "Boosting rounds of the Spark gradient-boosted trees."),
+    _s("gbt_max_depth", {"type": "integer", "minimum": 1, "maximum": 10}, 4,
+       "Depth of each boosted tree."),
+    # the MLP (MXNet, single process and dist_sync; Singa)
+    _s("mlp_epochs", {"type": "integer", "minimum": 1, "maximum": 500}, 4,
+       "Epochs of the MLP (MXNet single-process and distributed, Singa)."),
+    _s("mlp_hidden", {"type": "integer", "minimum": 4, "maximum": 1024}, 64, "Width of each hidden layer of the MLP."),
+    _s("mlp_layers", {"type": "integer", "minimum": 1, "maximum": 6}, 2, "Hidden layers of the MLP."),
+    _s("mlp_learning_rate", {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, 0.01, "Adam learning rate of the MLP."),
+    _s("mlp_batch_size", {"type": "integer", "minimum": 8, "maximum": 65536}, 256, "Mini-batch size of the MLP."),
+    _s("mlp_dropout", {"type": "number", "minimum": 0, "maximum": 0.9}, 0.1, "Dropout after each hidden layer of the MLP."),
+    _s("mlp_seed", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, 7, "Random seed of the MLP (initialisation, shuffling, dropout)."),
+    _s("mxnet_workers", {"type": "integer", "minimum": 1, "maximum": 8}, 2, "Workers of the distributed MXNet run (kvstore dist_sync)."),
+    _s("mxnet_servers", {"type": "integer", "minimum": 1, "maximum": 4}, 1, "Parameter servers of the distributed MXNet run."),
+    # evaluate: which candidates, and the blessing thresholds of each task
+    _s("candidates", {"type": "array", "items": {"type": "string", "enum": list(CANDIDATES[BINARY])}, "minItems": 1,
+                      "uniqueItems": True}, list(CANDIDATES[BINARY]),
+       "Models to train and compare: Spark MLlib linear model and gradient-boosted trees, the MXNet MLP in one process and "
+       "on a dist_sync cluster, and the Singa MLP (binary only; container only).",
+       spec_schema=lambda spec: {"items": {"type": "string", "enum": list(CANDIDATES[spec.task])}}),
+    _s("min_auc", {"type": "number", "minimum": 0.5, "maximum": 1}, 0.65,
+       "Blessing: smallest held-out ROC AUC.", tasks=(BINARY,)),
+    _s("max_log_loss", {"type": "number", "exclusiveMinimum": 0, "maximum": 10}, 0.69,
+       "Blessing: largest held-out log loss.", tasks=(BINARY,)),
+    _s("max_calibration_error", {"type": "number", "minimum": 0, "maximum": 1}, 0.1,
+       "Blessing: largest expected calibration error (10 bins).", tasks=(BINARY,)),
+    _s("min_r2", {"type": "number", "minimum": -1000, "maximum": 1}, 0.0,
+       "Blessing: smallest held-out R2 (0: no better than predicting the mean).", tasks=(REGRESSION,)),
+    _s("max_rmse", {"type": ["null", "number"], "exclusiveMinimum": 0}, None,
+       "Blessing: largest held-out RMSE, in the label's unit. Empty: no bound.", tasks=(REGRESSION,)),
+    _s("max_mae", {"type": ["null", "number"], "exclusiveMinimum": 0}, None,
+       "Blessing: largest held-out mean absolute error, in the label's unit. Empty: no bound.", tasks=(REGRESSION,)),
+    # register
+    _s("model_name", {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}, "",
+       "Registry name of the model (lower-case letters, digits, underscores). Default: the dataset's model name."),
+    _s("promote_margin", {"type": "number", "minimum": 0, "maximum": 1_000_000}, 0.0,
+       "Registry: how much the blessed model must improve the primary metric over the champion to replace it "
+       "(in the metric's unit)."),
+    # the run itself
+    _s("partition_date", {"type": ["null", "string"], "format": "date"}, None,
+       "Partition (YYYY-MM-DD) to build. Empty: the run's logical date, or today for a manual run without one."),
+    _s("stage_timeout_minutes", {"type": "integer", "minimum": 1, "maximum": 1440}, 180,
+       "Minutes each stage may run before it is killed with its whole process group and fails."),
+    _s("warm_cache", {"type": "boolean"}, True,
+       "When the champion changes, load its latest features per entity into Ignite for online predictions."),
+]
+SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
+
+
+def applies(name: str, task: str) -> bool:
+    return task in SETTINGS[name].tasks
+
+
+def settings_for(task: str, names: list[str] | tuple[str, ...] | None = None) -> list[Setting]:
+    return [s for s in SETTINGS.values() if task in s.tasks and (names is None or s.name in names)]
+
+
+def resolve(spec: DatasetSpec, given: Mapping[str, Any], where: str = "param") -> dict[str, Any]:
+    """The run's settings: ``given`` over the spec's defaults over the global defaults, each checked, and
+    the cross-field rules the per-field schema cannot express. Errors name the setting."""
+    values = {s.name: spec.default(s.name) for s in settings_for(spec.task)}
+    for name, value in given.items():
+        if name not in SETTINGS:
+            raise KilnError(f"{where} {name!r} is not a Kiln setting")
+        if not applies(name, spec.task):
+            raise KilnError(f"{where} {name!r} does not apply to {spec.task} dataset {spec.name!r}")
+        values[name] = value
+    for name, value in values.items():
+        SETTINGS[name].check(value, spec, where)
+    if values["input_path"] and spec.source.kind in ("sklearn", "synthetic"):
+        raise KilnError(f"{where} 'input_path' cannot replace the {spec.source.kind} source of dataset {spec.name!r}")
+    if spec.task == BINARY and values["min_positive_rate"] > values["max_positive_rate"]:
+        raise KilnError(f"{where} 'min_positive_rate' must not exceed 'max_positive_rate'")
+    return values

@@ -1,0 +1,222 @@
+"""Dataset specs: one YAML file per dataset (``datasets/<name>.yaml``) declares where rows come from, the
+column roles, the task and the defaults of its run settings. The file name is the dataset's name.
+
+A spec is checked against the ``DatasetSpec`` schema when loaded; an error names the file, the field
+and what was expected. ``python -m ml_tasks infer-dataset`` drafts a spec from data.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ml_tasks.errors import KilnError
+from ml_tasks.layout import PROJECT_ROOT, check_name
+from ml_tasks.run_settings import BINARY, CANDIDATES, SETTINGS, TASKS, applies
+from ml_tasks.schema import DatasetSchema
+
+SPEC_SUFFIX = ".yaml"
+BUILTIN_DATASET = "transactions"  # the dataset of the kiln_training DAG
+
+
+class SpecError(KilnError):
+    """A dataset spec that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSource(_Strict):
+    """CSV or Parquet: one file, a folder (``ds=YYYY-MM-DD`` sub-folders select a day) or a glob."""
+
+    kind: Literal["file"]
+    path: str = Field(description="file, folder or glob; relative paths start at the spec's folder")
+    format: Literal["csv", "parquet"] | None = Field(None, description="default: from the file extension")
+    date_column: str | None = Field(None, description="rows of the run's day are those whose date is the partition date")
+
+
+class PostgresSource(_Strict):
+    """A PostgreSQL table or query read through an Airflow connection, only the run's day when ``date_column`` is set."""
+
+    kind: Literal["postgres"]
+    conn_id: str = "kiln_source"
+    table: str | None = Field(None, description="schema.table")
+    query: str | None = Field(None, description="a SELECT; used as a sub-query")
+    date_column: str | None = None
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        return self
+
+
+class SklearnSource(_Strict):
+    """A data set shipped inside the scikit-learn wheel (the same rows every day)."""
+
+    kind: Literal["sklearn"]
+    dataset: Literal["breast_cancer", "diabetes"]
+
+
+class SyntheticSource(_Strict):
+    """Kiln's deterministic generator of card transactions."""
+
+    kind: Literal["synthetic"]
+    generator: Literal["transactions"] = "transactions"
+
+
+Source = Annotated[FileSource | PostgresSource | SklearnSource | SyntheticSource, Field(discriminator="kind")]
+SOURCE_KINDS = ("file", "postgres", "sklearn", "synthetic")
+
+
+class Features(_Strict):
+    numeric: list[str] = []
+    categorical: list[str] = []
+
+
+class DatasetSpec(_Strict):
+    name: str
+    description: str = ""
+    task: Literal["binary", "regression"]
+    source: Source
+    key: str = Field(description="the entity id: split, online features and predictions are per key")
+    label: str
+    timestamp: str | None = Field(None, description="event time; the online features keep each key's latest row")
+    features: Features
+    ignore: list[str] = Field([], description="columns of the source that are not used")
+    schedule: str | None = "@daily"
+    model_name: str | None = Field(None, description="registry name; default: the dataset's name")
+    settings: dict[str, Any] = Field({}, description="defaults of the run settings (ml_tasks/run_settings.py)")
+    folder: Path = Field(Path("."), exclude=True, description="the spec file's folder (relative paths start there)")
+
+    @field_validator("name", "model_name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        return value if value is None else check_name("name", value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        roles = self.columns + tuple(self.ignore)
+        repeated = sorted({c for c in roles if roles.count(c) > 1})
+        if repeated:
+            raise ValueError(f"columns with more than one role: {', '.join(repeated)}")
+        if not self.features.numeric and not self.features.categorical:
+            raise ValueError("declare at least one feature (features.numeric or features.categorical)")
+        for name, value in self.settings.items():
+            if name not in SETTINGS:
+                raise ValueError(f"settings.{name}: not a Kiln setting (see ml_tasks/run_settings.py)")
+            if not applies(name, self.task):
+                raise ValueError(f"settings.{name}: does not apply to a {self.task} task")
+            SETTINGS[name].check(value, self, where="settings")
+        return self
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.schema.columns
+
+    @cached_property
+    def schema(self) -> DatasetSchema:
+        return DatasetSchema(name=self.name, task=self.task, key=self.key, label=self.label,
+                             numeric=tuple(self.features.numeric), categorical=tuple(self.features.categorical),
+                             timestamp=self.timestamp)
+
+    @property
+    def registry_name(self) -> str:
+        return self.model_name or self.name
+
+    @property
+    def feature_cache(self) -> str:
+        """The Ignite alias serving reads this dataset's online features through."""
+        return f"kiln_features_{self.name}"
+
+    @property
+    def is_binary(self) -> bool:
+        return self.task == BINARY
+
+    def default(self, setting: str) -> Any:
+        if setting == "model_name":
+            return self.settings.get("model_name", self.registry_name)
+        if setting == "candidates":
+            return self.settings.get("candidates", list(CANDIDATES[self.task]))
+        return self.settings.get(setting, SETTINGS[setting].default)
+
+    def source_path(self) -> str:
+        """A file source's path made absolute (relative paths start at the spec's folder)."""
+        assert isinstance(self.source, FileSource)
+        return str(self.folder / os.path.expanduser(self.source.path))
+
+    def to_yaml(self) -> str:
+        body = self.model_dump(mode="json", exclude={"name", "folder"}, exclude_defaults=True)
+        body = {"task": body.pop("task"), **body}
+        return yaml.safe_dump(body, sort_keys=False, width=110)
+
+
+def specs_dir() -> Path:
+    """``KILN_DATASETS_DIR`` if set, else the project's ``datasets/``."""
+    return Path(os.environ.get("KILN_DATASETS_DIR", PROJECT_ROOT / "datasets")).resolve()
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "source" and p in SOURCE_KINDS)]
+    return ".".join(parts) or "(top level)"
+
+
+def parse_spec(text: str, name: str, origin: str, folder: Path) -> DatasetSpec:
+    """Check ``text`` (YAML) as the spec of dataset ``name``; errors name ``origin`` and the field."""
+    try:
+        check_name("dataset name", name)
+    except ValueError as exc:
+        raise SpecError(f"{origin}: the file name gives the dataset's name: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{origin}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{origin}: expected a mapping of fields (task, source, key, label, features, ...)")
+    if "name" in raw or "folder" in raw:
+        raise SpecError(f"{origin}: field '{'name' if 'name' in raw else 'folder'}': not allowed (the file name is the dataset's name)")
+    try:
+        return DatasetSpec.model_validate({**raw, "name": name, "folder": folder})
+    except ValidationError as exc:
+        lines = [f"field '{_field(e['loc'])}': {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" and
+                 not isinstance(e.get("input"), dict) else "") for e in exc.errors()]
+        raise SpecError(f"{origin}: " + "; ".join(lines)) from None
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"dataset spec {path} does not exist")
+    return parse_spec(path.read_text(), path.name.removesuffix(SPEC_SUFFIX), str(path), path.resolve().parent)
+
+
+def spec_path(name: str) -> Path:
+    return specs_dir() / f"{name}{SPEC_SUFFIX}"
+
+
+def load_named(name: str) -> DatasetSpec:
+    path = spec_path(name)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in specs_dir().glob(f"*{SPEC_SUFFIX}"))) or "none"
+        raise SpecError(f"no dataset {name!r}: {path} does not exist (datasets in {specs_dir()}: {known})")
+    return load_spec(path)
+
+
+def discover() -> list[tuple[Path, DatasetSpec | SpecError]]:
+    """Every spec file in ``specs_dir()`` with its spec, or the error that makes it unusable."""
+    found: list[tuple[Path, DatasetSpec | SpecError]] = []
+    for path in sorted(specs_dir().glob(f"*{SPEC_SUFFIX}")):
+        try:
+            found.append((path, load_spec(path)))
+        except SpecError as exc:
+            found.append((path, exc))
+    return found
+
+
+__all__ = ["BUILTIN_DATASET", "TASKS", "DatasetSpec", "SpecError", "discover", "load_named", "load_spec", "specs_dir"]

@@ -1,0 +1,275 @@
+"""Every stage of the CLI, once: its name, the run settings it takes, its own options, and what it runs.
+
+From these definitions come the ``python -m ml_tasks`` parser (``ml_tasks.__main__``), the command
+lines the Airflow operators and the MXNet launcher run (``command``), and which form fields feed which
+stage. A stage's function gets the parsed arguments, the dataset spec, the run's settings (explicit
+options over the spec's defaults over the global ones) and the run's ``Layout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ml_tasks.errors import KilnError
+from ml_tasks.layout import Layout, registry_root
+from ml_tasks.run_settings import SETTINGS, applies
+from ml_tasks.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a stage function works with."""
+
+    args: argparse.Namespace
+    spec: DatasetSpec | None
+    settings: dict[str, Any]
+    layout: Layout | None
+
+    @property
+    def lay(self) -> Layout:
+        assert self.layout is not None
+        return self.layout
+
+    @property
+    def data_spec(self) -> DatasetSpec:
+        assert self.spec is not None
+        return self.spec
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    run: Callable[[Run], dict[str, Any] | None]
+    settings: tuple[str, ...] = ()
+    # argparse arguments that are not run settings: (flags, kwargs)
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+    partition: bool = True  # takes --ds and --run-id
+    dataset: bool = True  # takes --dataset
+
+    def settings_for(self, spec: DatasetSpec) -> list[str]:
+        return [s for s in self.settings if applies(s, spec.task)]
+
+    def command(self, *, dataset: str, partition: list[str], values: Mapping[str, Any], options: list[str] = ()) -> list[str]:
+        """``python -m ml_tasks <stage> ...``: ``partition`` is ``--data-root/--ds/--run-id`` and their values,
+        ``values`` maps setting names to what follows each flag (values, or templates in a DAG)."""
+        args = ["python", "-m", "ml_tasks", self.name, "--dataset", dataset, *partition]
+        for name, value in values.items():
+            if name not in self.settings:
+                raise KilnError(f"stage {self.name} takes no setting {name!r}")
+            args += [SETTINGS[name].flag, value if isinstance(value, str) else SETTINGS[name].to_cli(value)]
+        return [*args, *options]
+
+
+# --- the stage functions ----------------------------------------------------------------------------------------
+def run_input(lay: Layout) -> Path:
+    """The run's snapshot of its raw partition; a clear error when this run never ingested."""
+    if not lay.input_dir.exists():
+        raise KilnError(f"run {lay.run_id!r} of {lay.dataset} {lay.ds} has no ingested input at {lay.input_dir}; "
+                        "run the ingest stage with the same --run-id first")
+    return lay.input_dir
+
+
+def _ingest(r: Run) -> dict[str, Any]:
+    from ml_tasks.ingest import ingest
+
+    return ingest(r.data_spec, r.lay.ds, r.lay.raw_dir, rows=r.settings["rows"], input_path=r.settings["input_path"],
+                  snapshot_dir=r.lay.input_dir)
+
+
+def _validate(r: Run) -> dict[str, Any]:
+    from ml_tasks.validate import Thresholds, validate
+
+    s = r.settings
+    binary = r.data_spec.is_binary
+    thresholds = Thresholds(min_rows=s["min_rows"], max_null_ratio=s["max_null_ratio"], max_psi=s["max_psi"],
+                            **({"min_positive_rate": s["min_positive_rate"], "max_positive_rate": s["max_positive_rate"]}
+                               if binary else {}))
+    return validate(run_input(r.lay), r.lay.validation_report, thresholds, r.lay.previous_raw_dir(),
+                    partition=f"{r.lay.dataset} ds={r.lay.ds}")
+
+
+def _preprocess(r: Run) -> dict[str, Any]:
+    from ml_tasks.preprocess import preprocess
+
+    return preprocess(run_input(r.lay), r.lay.features, r.lay.transform, pca_k=r.settings["pca_k"],
+                      test_fraction=r.settings["test_fraction"])
+
+
+def _train_spark(r: Run) -> dict[str, Any]:
+    from ml_tasks.train_spark import train_spark
+
+    params = {k: r.settings[k] for k in ("lr_reg", "gbt_max_iter", "gbt_max_depth")}
+    return train_spark(r.args.model, r.data_spec.task, r.lay.features, r.lay.candidate(f"spark_{r.args.model}"), params)
+
+
+def mlp_config(settings: Mapping[str, Any]):
+    from ml_tasks.train_mxnet import MLPConfig
+
+    return MLPConfig(hidden=settings["mlp_hidden"], layers=settings["mlp_layers"], dropout=settings["mlp_dropout"],
+                     learning_rate=settings["mlp_learning_rate"], epochs=settings["mlp_epochs"],
+                     batch_size=settings["mlp_batch_size"], seed=settings["mlp_seed"])
+
+
+def _train_mxnet(r: Run) -> dict[str, Any]:
+    from ml_tasks.train_mxnet import train_mxnet
+
+    lay, name = r.lay, r.args.candidate
+    result = train_mxnet(lay.features, lay.candidate(name), lay.checkpoint_dir(name), lay.transform_dir,
+                         mlp_config(r.settings), task=r.data_spec.task, kvstore=r.args.kvstore, candidate=name)
+    if result["rank"] != 0:
+        r.args.result_file = None  # only rank 0 reports for the whole run
+    return result
+
+
+MLP_SETTINGS = ("mlp_epochs", "mlp_hidden", "mlp_layers", "mlp_dropout", "mlp_learning_rate", "mlp_batch_size", "mlp_seed")
+
+
+def mxnet_worker_command(r: Run) -> list[str]:
+    """The ``train-mxnet`` command line every worker of a distributed run executes."""
+    lay = r.lay
+    cmd = STAGES["train-mxnet"].command(
+        dataset=lay.dataset, partition=["--data-root", str(lay.data_root), "--ds", lay.ds, "--run-id", lay.run_id],
+        values={k: r.settings[k] for k in MLP_SETTINGS},
+        options=["--candidate", r.args.candidate, "--kvstore", "dist_sync"])
+    return [sys.executable, *cmd[1:]]
+
+
+def _train_mxnet_dist(r: Run) -> dict[str, Any]:
+    from ml_tasks.atomic import read_json
+    from ml_tasks.mxnet_cluster import run_cluster
+
+    lay, name = r.lay, r.args.candidate
+    workers, servers = r.settings["mxnet_workers"], r.settings["mxnet_servers"]
+    ckpt = lay.checkpoint_dir(name)
+    run_cluster(mxnet_worker_command(r), servers, workers, log=lambda line: print(line, file=sys.stderr, flush=True),
+                timeout=r.args.timeout, pid_file=ckpt / "pids.json")
+    digests = {rank: read_json(ckpt / f"final-rank-{rank}.json")["digest"] for rank in range(workers)}
+    return {"candidate": name, "workers": workers, "servers": servers,
+            "params_identical": len(set(digests.values())) == 1, "candidate_dir": str(lay.candidate_dir(name))}
+
+
+def _train_singa(r: Run) -> dict[str, Any]:
+    from ml_tasks.train_singa import train_singa
+
+    if not r.data_spec.is_binary:
+        raise KilnError("the Singa candidate trains binary classification only")
+    return train_singa(r.lay.features, r.lay.candidate(r.args.candidate), r.lay.transform_dir, mlp_config(r.settings))
+
+
+def _evaluate(r: Run) -> dict[str, Any]:
+    from ml_tasks.evaluate import Thresholds, evaluate
+
+    names = ("min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")
+    thresholds = Thresholds(**{k: r.settings[k] for k in names if k in r.settings})
+    return evaluate(r.data_spec.task, r.lay.candidates_root, r.lay.evaluation, thresholds, r.settings["candidates"])
+
+
+def _online_features(r: Run) -> dict[str, Any]:
+    from ml_tasks.online_features import latest_features
+
+    return latest_features(run_input(r.lay), r.lay.online_features)
+
+
+def _register(r: Run) -> dict[str, Any]:
+    from ml_tasks.registry import register
+
+    lay = r.lay
+    lineage = {"dataset": lay.dataset, "data_partition": str(lay.raw_dir), "dag_run_id": lay.run_id,
+               "params": json.loads(r.args.params_json)}
+    online = lay.online_features if lay.online_features.exists() else None
+    result = register(lay.evaluation, lay.registry_root, r.settings["model_name"], lay.ds, lay.transform_dir,
+                      r.settings["promote_margin"], lineage, online_features=online, test_features_dir=lay.features.test)
+    return {**result, "dataset": lay.dataset, "feature_cache": r.data_spec.feature_cache, "key": r.data_spec.key}
+
+
+def _rollback(r: Run) -> dict[str, Any]:
+    from ml_tasks.registry import rollback
+
+    return rollback(registry_root(r.args.data_root), r.settings["model_name"])
+
+
+def _report(r: Run) -> dict[str, Any]:
+    from ml_tasks.report import report
+
+    return report(r.lay, r.settings["model_name"])
+
+
+def _serve(r: Run) -> None:
+    import os
+
+    from ml_tasks.serving import serve
+
+    os.environ["KILN_DATA_ROOT"] = str(Path(r.args.data_root).resolve())
+    serve(r.args.host, r.args.port)
+
+
+def _infer_dataset(r: Run) -> None:
+    from ml_tasks.infer import infer_spec
+
+    a = r.args
+    print(infer_spec(a.source, label=a.label, key=a.key, task=a.task, timestamp=a.timestamp, date_column=a.date_column,
+                     sample_rows=a.sample_rows), end="")
+
+
+def _check_datasets(r: Run) -> dict[str, Any]:
+    from ml_tasks.spec import discover, specs_dir
+
+    found = discover()
+    for path, spec in found:
+        print(f"{'ok   ' if isinstance(spec, DatasetSpec) else 'ERROR'} {path.name}: "
+              f"{f'{spec.task}, {spec.source.kind} source' if isinstance(spec, DatasetSpec) else spec}", file=sys.stderr)
+    broken = [str(p) for p, s in found if not isinstance(s, DatasetSpec)]
+    if broken:
+        raise KilnError(f"{len(broken)} of {len(found)} dataset specs in {specs_dir()} are broken: {', '.join(broken)}")
+    return {"datasets": [s.name for _, s in found], "folder": str(specs_dir())}
+
+
+MLP_OPTION_HELP = "candidate name (its folder under candidates/)"
+STAGES: dict[str, Stage] = {s.name: s for s in [
+    Stage("ingest", "write the raw partition from the dataset's source", _ingest, ("rows", "input_path")),
+    Stage("validate", "check columns, types, counts, missing and non-finite values, label, drift", _validate,
+          ("min_rows", "max_null_ratio", "max_psi", "min_positive_rate", "max_positive_rate")),
+    Stage("preprocess", "Spark: impute, encode, scale, PCA, split", _preprocess, ("pca_k", "test_fraction")),
+    Stage("train-spark", "Spark MLlib candidate (linear model or gradient-boosted trees)", _train_spark,
+          ("lr_reg", "gbt_max_iter", "gbt_max_depth"), ((("--model",), {"choices": ["lr", "gbt"], "required": True}),)),
+    Stage("train-mxnet", "MXNet MLP in one process, or one worker of a dist_sync run", _train_mxnet, MLP_SETTINGS,
+          ((("--candidate",), {"default": "mxnet_mlp", "help": MLP_OPTION_HELP}),
+           (("--kvstore",), {"default": "local", "choices": ["local", "dist_sync"]}))),
+    Stage("train-mxnet-dist", "MXNet MLP on a local parameter-server cluster", _train_mxnet_dist,
+          (*MLP_SETTINGS, "mxnet_workers", "mxnet_servers"),
+          ((("--candidate",), {"default": "mxnet_dist", "help": MLP_OPTION_HELP}),
+           (("--timeout",), {"type": float, "default": 1800.0, "help": "seconds before the cluster is stopped"}))),
+    Stage("train-singa", "Apache Singa MLP (runs in the Singa image; skips elsewhere)", _train_singa, MLP_SETTINGS,
+          ((("--candidate",), {"default": "singa_mlp", "help": MLP_OPTION_HELP}),)),
+    Stage("evaluate", "compare candidates on the task's metrics, bless the best", _evaluate,
+          ("candidates", "min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")),
+    Stage("online-features", "latest row per entity, the table the Ignite cache serves", _online_features),
+    Stage("register", "version the best candidate, decide promotion", _register, ("model_name", "promote_margin"),
+          ((("--params-json",), {"default": "{}", "help": "the run's parameters, kept in the version's lineage"}),)),
+    Stage("rollback", "retire the champion; the registry re-decides without it", _rollback, ("model_name",), partition=False),
+    Stage("report", "print a partition's evaluation and the registry state", _report, ("model_name",)),
+    Stage("serve", "online predictions for every dataset (features from Ignite, the champion models)", _serve,
+          options=((("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000})),
+          partition=False, dataset=False),
+    Stage("infer-dataset", "draft a dataset spec (YAML on stdout) from a sample of the data", _infer_dataset,
+          options=((("source",), {"help": "CSV/Parquet file, folder or glob; sklearn:breast_cancer|diabetes; "
+                                          "synthetic:transactions; postgres:CONN_ID/SCHEMA.TABLE"}),
+                   (("--label",), {"required": True, "help": "the column to predict"}),
+                   (("--key",), {"help": "the entity id column (default: inferred)"}),
+                   (("--task",), {"choices": ["binary", "regression"], "help": "default: from the label's values"}),
+                   (("--timestamp",), {"help": "the event-time column (default: inferred)"}),
+                   (("--date-column",), {"help": "the column that selects a run's day (file and postgres sources)"}),
+                   (("--sample-rows",), {"type": int, "default": 10_000})),
+          partition=False, dataset=False),
+    Stage("check-datasets", "load every dataset spec; name each broken one", _check_datasets, partition=False, dataset=False),
+]}
+
+
+__all__ = ["STAGES", "Run", "Stage"]

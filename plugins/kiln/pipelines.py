@@ -1,0 +1,237 @@
+"""The DAGs of a dataset spec: its training pipeline and its cache refresh, wired from ``ml_tasks.stages``.
+
+DAG ids: the built-in ``transactions`` dataset keeps ``kiln_training`` and ``kiln_cache_refresh``;
+every other dataset ``<name>`` gets ``kiln_training_<name>`` and ``kiln_cache_refresh_<name>``. Each has
+its own form (fields and bounds from the spec), schedule, champion asset ``kiln_champion_<model>``,
+registry model, Ignite feature alias and serving route.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Asset, dag, task
+
+from ml_tasks.run_settings import TASK_TIMEOUT
+from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
+from ml_tasks.stages import MLP_SETTINGS, STAGES
+
+SPARK_APP = str(Path(__file__).resolve().parents[2] / "scripts" / "spark_stage.py")
+SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
+START = pendulum.datetime(2024, 1, 1, tz="UTC")
+
+
+def training_dag_id(dataset: str) -> str:
+    return "kiln_training" if dataset == BUILTIN_DATASET else f"kiln_training_{dataset}"
+
+
+def cache_refresh_dag_id(dataset: str) -> str:
+    return "kiln_cache_refresh" if dataset == BUILTIN_DATASET else f"kiln_cache_refresh_{dataset}"
+
+
+def champion_asset(spec: DatasetSpec) -> Asset:
+    return Asset(f"kiln_champion_{spec.registry_name}")
+
+
+def plan_value(key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='plan', key='" + key + "') }}"
+
+
+PARTITION = ["--data-root", plan_value("data_root"), "--ds", plan_value("ds"), "--run-id", "{{ run_id }}"]
+
+
+def stage_arguments(spec: DatasetSpec, stage: str, options: list[str] = ()) -> list[str]:
+    """The stage's arguments with every setting it takes for this dataset as a form-field template."""
+    from kiln.form import form_settings, param_template
+
+    shown = {s.name for s in form_settings(spec)}
+    values = {name: param_template(name) for name in STAGES[stage].settings_for(spec) if name in shown}
+    return STAGES[stage].command(dataset=spec.name, partition=PARTITION, values=values, options=list(options))[4:]
+
+
+def _stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = (), **kwargs: Any):
+    from kiln.operators.stage import KilnStageOperator
+
+    return KilnStageOperator(task_id=task_id, stage=stage, arguments=stage_arguments(spec, stage, options),
+                             result_path=plan_value("results_dir") + f"/{task_id}.json",
+                             timeout_minutes="{{ params.stage_timeout_minutes }}", **kwargs)
+
+
+def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = ()):
+    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+    return SparkSubmitOperator(
+        task_id=task_id, conn_id="spark_default", application=SPARK_APP,
+        application_args=[stage, *stage_arguments(spec, stage, options)], name=f"kiln-{spec.name}-{task_id}",
+        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN"},
+        pool_slots=2,
+    )
+
+
+def training_dag(spec: DatasetSpec) -> DAG:
+    from kiln.form import form_params
+    from kiln.operators.ignite import IgniteCacheWarmOperator
+    from kiln.operators.mxnet import MXNetDistributedOperator
+
+    doc = (f"### {training_dag_id(spec.name)}\n\n{spec.description or 'Training pipeline of dataset ' + spec.name}\n\n"
+           f"Dataset spec `datasets/{spec.name}.yaml`: {spec.task} task, label `{spec.label}`, key `{spec.key}`, "
+           f"{spec.source.kind} source. **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib, MXNet single "
+           "and dist_sync" + (", Singa" if spec.is_binary else "") + ") -> evaluate -> register -> warm the Ignite "
+           f"feature cache `{spec.feature_cache}`** when the champion of model `{spec.registry_name}` changes.\n\n"
+           "Trigger it from the form (every field typed, bounded, described; defaults from the spec), let the "
+           "schedule run it, or backfill: `airflow backfill create --dag-id "
+           f"{training_dag_id(spec.name)} --from-date ... --to-date ... --max-active-runs 1`. Outputs: "
+           f"`$KILN_DATA_ROOT/{spec.name}/raw/ds=.../`, `$KILN_DATA_ROOT/{spec.name}/runs/ds=.../run=.../`, "
+           f"`$KILN_DATA_ROOT/registry/{spec.registry_name}/`.")
+
+    @dag(dag_id=training_dag_id(spec.name), doc_md=doc, schedule=spec.schedule, start_date=START, catchup=False,
+         max_active_runs=1, tags=["kiln", "ml", "training", f"dataset:{spec.name}"],
+         # execution_timeout is the backstop for every task; stages get the form's tighter one.
+         default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15), "execution_timeout": TASK_TIMEOUT},
+         params=form_params(spec), render_template_as_native_obj=False)
+    def pipeline():
+        @task(multiple_outputs=True)
+        def plan(params=None, logical_date=None, dag_run=None) -> dict:
+            """Check the params against the spec and resolve the partition and its paths once."""
+            from kiln.settings import data_root
+
+            from ml_tasks.planning import plan_run
+
+            return plan_run(spec.name, dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None),
+                            dag_run.run_id)
+
+        connections = [spec.source.conn_id] if isinstance(spec.source, PostgresSource) else []
+        ingest = _stage(spec, "ingest", "ingest", connections=connections)
+        validate = _stage(spec, "validate", "validate")
+        preprocess = _spark_stage(spec, "preprocess", "preprocess")
+        trainers: dict[str, Any] = {
+            "spark_lr": _spark_stage(spec, "train_spark_lr", "train-spark", ["--model", "lr"]),
+            "spark_gbt": _spark_stage(spec, "train_spark_gbt", "train-spark", ["--model", "gbt"]),
+            "mxnet_mlp": _stage(spec, "train_mxnet", "train-mxnet", ["--candidate", "mxnet_mlp"], pod_resources="medium"),
+        }
+        trainers["mxnet_dist"] = MXNetDistributedOperator(
+            task_id="train_mxnet_dist",
+            worker_args=STAGES["train-mxnet"].command(
+                dataset=spec.name, partition=PARTITION,
+                values={name: "{{ params." + name + " }}" for name in MLP_SETTINGS},
+                options=["--candidate", "mxnet_dist"])[4:],
+            result_path=plan_value("results_dir") + "/train_mxnet_dist.json",
+            checkpoint_dir=plan_value("checkpoints_root") + "/mxnet_dist",
+            num_servers="{{ params.mxnet_servers }}", num_workers="{{ params.mxnet_workers }}",
+            cluster_timeout="{{ params.stage_timeout_minutes * 60 }}",
+        )
+        if spec.is_binary:
+            trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
+                                           pod_resources="medium", image=SINGA_IMAGE)
+        evaluate = _stage(spec, "evaluate", "evaluate", trigger_rule="none_failed_min_one_success")
+        online_features = _stage(spec, "online_features", "online-features")
+        register = _stage(spec, "register", "register", ["--params-json", "{{ params | tojson }}"])
+
+        @task.branch
+        def choose_candidates(params=None) -> list[str]:
+            """Run only the trainers chosen in the form; the others are skipped, not failed."""
+            return [trainers[name].task_id for name in params["candidates"] if name in trainers]
+
+        @task.short_circuit(ignore_downstream_trigger_rules=True)
+        def champion_changed(params=None, ti=None) -> bool:
+            """Warm only when the champion changed (a backfill of an older day rarely changes it), and only if asked."""
+            decision = ti.xcom_pull(task_ids="register")
+            if not params["warm_cache"]:
+                print("warm_cache is off for this run; the online cache is left as it is")
+                return False
+            if not decision["champion_changed"]:
+                print(f"champion unchanged ({decision['champion']}); version {decision['version']} promoted="
+                      f"{decision['promoted']} {'; '.join(decision['reasons'])}; the online cache is left as it is")
+                return False
+            return True
+
+        @task(outlets=[champion_asset(spec)])
+        def announce_champion(ti=None) -> str:
+            """Update the champion asset only when the champion changed (a skip emits no event)."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            decision = ti.xcom_pull(task_ids="register")
+            if not decision["champion_changed"]:
+                raise AirflowSkipException(f"champion unchanged or none ({decision['champion']})")
+            return decision["champion"]
+
+        warm_cache = IgniteCacheWarmOperator(
+            task_id="warm_feature_cache",
+            source="{{ ti.xcom_pull(task_ids='register')['champion_features'] }}",  # the champion's own, never this run's date
+            cache_name=spec.feature_cache,
+            key=spec.key,
+            version_prefix="{{ ti.xcom_pull(task_ids='register')['champion'] }}-",
+            batch_size=1000,
+            retain=2,
+        )
+        register >> announce_champion()
+        register >> champion_changed() >> warm_cache
+        plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values()) >> evaluate
+        evaluate >> online_features >> register
+
+    return pipeline()
+
+
+def cache_refresh_dag(spec: DatasetSpec) -> DAG:
+    from kiln.form import form_params
+    from kiln.operators.ignite import IgniteCacheWarmOperator
+
+    doc = (f"### {cache_refresh_dag_id(spec.name)}\n\nRe-warms the Ignite feature cache `{spec.feature_cache}` of "
+           f"dataset `{spec.name}` whenever `{training_dag_id(spec.name)}` updates the `{champion_asset(spec).name}` "
+           "asset (the champion changed), with **the champion's own features** (registered with the model). Loads "
+           "a new versioned cache and switches the alias only after verifying it, under a lease on the alias. "
+           "Needs an Ignite node (`make ignite-up`, connection `ignite_default`). Trigger it by hand to repair the "
+           "cache after an Ignite restart.")
+
+    @dag(dag_id=cache_refresh_dag_id(spec.name), doc_md=doc, schedule=[champion_asset(spec)], start_date=START,
+         catchup=False, max_active_runs=1, tags=["kiln", "ignite", "serving", f"dataset:{spec.name}"],
+         default_args={"owner": "kiln", "retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": TASK_TIMEOUT},
+         params=form_params(spec, ("model_name",)))
+    def refresh():
+        @task(multiple_outputs=True)
+        def find_champion(params=None) -> dict:
+            """The registry's champion and the features it was registered with: what serving must see."""
+            from kiln.settings import data_root
+
+            from ml_tasks.layout import registry_root
+            from ml_tasks.registry import champion_features
+
+            return champion_features(registry_root(data_root()), params["model_name"])
+
+        champion = find_champion()
+        IgniteCacheWarmOperator(
+            task_id="warm_feature_cache",
+            source=champion["source"],
+            cache_name=spec.feature_cache,
+            key=spec.key,
+            version_prefix="{{ ti.xcom_pull(task_ids='find_champion')['version'] }}-",
+        )
+
+    return refresh()
+
+
+class BrokenSpecDag(DAG):
+    """Stands for the DAG of a spec that does not load. Airflow validates each DAG of a file separately, so
+    raising here records an import error naming the spec file while the other specs' DAGs load."""
+
+    def __init__(self, dag_id: str, error: SpecError):
+        super().__init__(dag_id=dag_id, schedule=None, start_date=START, doc_md=f"Broken dataset spec: {error}")
+        self.spec_error = error
+
+    def validate(self) -> None:
+        raise self.spec_error
+
+
+def dags_of(path: Path, spec: DatasetSpec | SpecError) -> list[DAG]:
+    """The DAGs of one spec file; a broken file gives a DAG that fails validation with the spec's error."""
+    name = path.name.removesuffix(path.suffix)
+    if isinstance(spec, SpecError):
+        return [BrokenSpecDag(training_dag_id(name), spec)]
+    try:
+        return [training_dag(spec), cache_refresh_dag(spec)]
+    except Exception as exc:  # e.g. a schedule Airflow does not understand: only this spec's DAGs are lost
+        return [BrokenSpecDag(training_dag_id(name), SpecError(f"{path}: its DAG cannot be built: {exc}"))]
