@@ -21,3 +21,4 @@ def _checked(check: Callable[..., str], *args: Any) -> Callable[[str], str]:
 
 DS = _checked(check_ds)
 DATASET = _checked(check_name, "dataset name")
+CANDIDATE = _checked(check_name, "candidate")

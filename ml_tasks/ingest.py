@@ -97,7 +97,7 @@ def _file_batches(spec: DatasetSpec, path: str, fmt: str | None, date_column: st
 
 def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None) -> dict[str, Any] | None:
     """What determines the partition's content; None when only reading the source can tell (a database)."""
-    request: dict[str, Any] = {"ds": ds, "source": spec.source.model_dump(mode="json"), "schema": spec.schema.columns,
+    request: dict[str, Any] = {"ds": ds, "source": spec.source.model_dump(mode="json"), "schema": list(spec.columns),
                                "task": spec.task}
     if input_path or isinstance(spec.source, FileSource):
         path = input_path or spec.source_path()
@@ -151,7 +151,7 @@ def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = 20_000, input_
         with atomic_dir(raw_dir) as tmp:
             write_partition(spec, ds, tmp, rows, input_path)
             write_json(tmp / REQUEST_FILE, request or {"ds": ds, "source": spec.source.model_dump(mode="json"),
-                                                      "schema": spec.schema.columns, "task": spec.task})
+                                                      "schema": list(spec.columns), "task": spec.task})
     if snapshot_dir is not None:
         link_snapshot(raw_dir, snapshot_dir)
     read_from = snapshot_dir or raw_dir

@@ -40,6 +40,13 @@ class Setting:
     tasks: tuple[str, ...] = TASKS
     # Bounds that follow from the dataset (e.g. at most as many PCA components as numeric features).
     spec_schema: Callable[[DatasetSpec], dict[str, Any]] | None = field(default=None, repr=False)
+    # A default that follows from the dataset, when its spec does not set one.
+    spec_default: Callable[[DatasetSpec], Any] | None = field(default=None, repr=False)
+
+    def default_for(self, spec: DatasetSpec) -> Any:
+        if self.name in spec.settings:
+            return spec.settings[self.name]
+        return self.spec_default(spec) if self.spec_default is not None else self.default
 
     @property
     def flag(self) -> str:
@@ -105,7 +112,8 @@ _SETTINGS = [
     # preprocess
     _s("pca_k", {"type": "integer", "minimum": 0, "maximum": 64}, 3,
        "Principal components (Spark's RowMatrix) appended to the features; 0 turns PCA off.",
-       spec_schema=lambda spec: {"maximum": min(64, len(spec.features.numeric))}),
+       spec_schema=lambda spec: {"maximum": min(64, len(spec.features.numeric))},
+       spec_default=lambda spec: min(3, len(spec.features.numeric))),
     _s("test_fraction", {"type": "number", "minimum": 0.05, "maximum": 0.5}, 0.2,
        "Share of entities held out for evaluation (split by a stable hash of the key column)."),
     # Spark MLlib
@@ -131,7 +139,8 @@ _SETTINGS = [
                       "uniqueItems": True}, list(CANDIDATES[BINARY]),
        "Models to train and compare: Spark MLlib linear model and gradient-boosted trees, the MXNet MLP in one process and "
        "on a dist_sync cluster, and the Singa MLP (binary only; container only).",
-       spec_schema=lambda spec: {"items": {"type": "string", "enum": list(CANDIDATES[spec.task])}}),
+       spec_schema=lambda spec: {"items": {"type": "string", "enum": list(CANDIDATES[spec.task])}},
+       spec_default=lambda spec: list(CANDIDATES[spec.task])),
     _s("min_auc", {"type": "number", "minimum": 0.5, "maximum": 1}, 0.65,
        "Blessing: smallest held-out ROC AUC.", tasks=(BINARY,)),
     _s("max_log_loss", {"type": "number", "exclusiveMinimum": 0, "maximum": 10}, 0.69,
@@ -146,7 +155,8 @@ _SETTINGS = [
        "Blessing: largest held-out mean absolute error, in the label's unit. Empty: no bound.", tasks=(REGRESSION,)),
     # register
     _s("model_name", {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}, "",
-       "Registry name of the model (lower-case letters, digits, underscores). Default: the dataset's model name."),
+       "Registry name of the model (lower-case letters, digits, underscores). Default: the dataset's model name.",
+       spec_default=lambda spec: spec.registry_name),
     _s("promote_margin", {"type": "number", "minimum": 0, "maximum": 1_000_000}, 0.0,
        "Registry: how much the blessed model must improve the primary metric over the champion to replace it "
        "(in the metric's unit)."),
@@ -172,7 +182,7 @@ def settings_for(task: str, names: list[str] | tuple[str, ...] | None = None) ->
 def resolve(spec: DatasetSpec, given: Mapping[str, Any], where: str = "param") -> dict[str, Any]:
     """The run's settings: ``given`` over the spec's defaults over the global defaults, each checked, and
     the cross-field rules the per-field schema cannot express. Errors name the setting."""
-    values = {s.name: spec.default(s.name) for s in settings_for(spec.task)}
+    values = {s.name: s.default_for(spec) for s in settings_for(spec.task)}
     for name, value in given.items():
         if name not in SETTINGS:
             raise KilnError(f"{where} {name!r} is not a Kiln setting")

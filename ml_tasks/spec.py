@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import PROJECT_ROOT, check_name
-from ml_tasks.run_settings import BINARY, CANDIDATES, SETTINGS, TASKS, applies
+
+from ml_tasks.run_settings import BINARY, SETTINGS, TASKS, applies
 from ml_tasks.schema import DatasetSchema
 
 SPEC_SUFFIX = ".yaml"
@@ -113,7 +114,10 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"settings.{name}: not a Kiln setting (see ml_tasks/run_settings.py)")
             if not applies(name, self.task):
                 raise ValueError(f"settings.{name}: does not apply to a {self.task} task")
-            SETTINGS[name].check(value, self, where="settings")
+            try:
+                SETTINGS[name].check(value, self, where="settings")
+            except KilnError as exc:
+                raise ValueError(str(exc)) from None  # pydantic reports ValueErrors with the file
         return self
 
     @property
@@ -140,11 +144,8 @@ class DatasetSpec(_Strict):
         return self.task == BINARY
 
     def default(self, setting: str) -> Any:
-        if setting == "model_name":
-            return self.settings.get("model_name", self.registry_name)
-        if setting == "candidates":
-            return self.settings.get("candidates", list(CANDIDATES[self.task]))
-        return self.settings.get(setting, SETTINGS[setting].default)
+        """The run setting's default for this dataset: the spec's, else one that follows from it, else the global one."""
+        return SETTINGS[setting].default_for(self)
 
     def source_path(self) -> str:
         """A file source's path made absolute (relative paths start at the spec's folder)."""
@@ -164,7 +165,7 @@ def specs_dir() -> Path:
 
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for i, p in enumerate(loc) if not (i == 1 and loc[0] == "source" and p in SOURCE_KINDS)]
-    return ".".join(parts) or "(top level)"
+    return ".".join(parts)
 
 
 def parse_spec(text: str, name: str, origin: str, folder: Path) -> DatasetSpec:
@@ -184,8 +185,9 @@ def parse_spec(text: str, name: str, origin: str, folder: Path) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate({**raw, "name": name, "folder": folder})
     except ValidationError as exc:
-        lines = [f"field '{_field(e['loc'])}': {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" and
-                 not isinstance(e.get("input"), dict) else "") for e in exc.errors()]
+        lines = [(f"field '{_field(e['loc'])}': " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+                 + (f" (got {e['input']!r})" if e["type"] not in ("missing", "value_error") and not isinstance(e.get("input"), dict) else "")
+                 for e in exc.errors()]
         raise SpecError(f"{origin}: " + "; ".join(lines)) from None
 
 

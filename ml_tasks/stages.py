@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.cli_types import CANDIDATE
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import Layout, registry_root
 from ml_tasks.run_settings import SETTINGS, applies
@@ -240,14 +241,14 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("train-spark", "Spark MLlib candidate (linear model or gradient-boosted trees)", _train_spark,
           ("lr_reg", "gbt_max_iter", "gbt_max_depth"), ((("--model",), {"choices": ["lr", "gbt"], "required": True}),)),
     Stage("train-mxnet", "MXNet MLP in one process, or one worker of a dist_sync run", _train_mxnet, MLP_SETTINGS,
-          ((("--candidate",), {"default": "mxnet_mlp", "help": MLP_OPTION_HELP}),
+          ((("--candidate",), {"default": "mxnet_mlp", "type": CANDIDATE, "help": MLP_OPTION_HELP}),
            (("--kvstore",), {"default": "local", "choices": ["local", "dist_sync"]}))),
     Stage("train-mxnet-dist", "MXNet MLP on a local parameter-server cluster", _train_mxnet_dist,
           (*MLP_SETTINGS, "mxnet_workers", "mxnet_servers"),
-          ((("--candidate",), {"default": "mxnet_dist", "help": MLP_OPTION_HELP}),
+          ((("--candidate",), {"default": "mxnet_dist", "type": CANDIDATE, "help": MLP_OPTION_HELP}),
            (("--timeout",), {"type": float, "default": 1800.0, "help": "seconds before the cluster is stopped"}))),
     Stage("train-singa", "Apache Singa MLP (runs in the Singa image; skips elsewhere)", _train_singa, MLP_SETTINGS,
-          ((("--candidate",), {"default": "singa_mlp", "help": MLP_OPTION_HELP}),)),
+          ((("--candidate",), {"default": "singa_mlp", "type": CANDIDATE, "help": MLP_OPTION_HELP}),)),
     Stage("evaluate", "compare candidates on the task's metrics, bless the best", _evaluate,
           ("candidates", "min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")),
     Stage("online-features", "latest row per entity, the table the Ignite cache serves", _online_features),

@@ -25,6 +25,13 @@ for key, value in {
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
+def transactions_spec():
+    """The built-in dataset's spec, as shipped in datasets/."""
+    from ml_tasks.spec import load_spec
+
+    return load_spec(PROJECT_ROOT / "datasets" / "transactions.yaml")
+
+
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
@@ -51,10 +58,26 @@ def small_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from ml_tasks.layout import Layout
     from ml_tasks.preprocess import preprocess
 
-    layout = Layout(tmp_path_factory.mktemp("features"), "2026-03-02")
-    ingest(layout.ds, layout.raw_dir, rows=8_000)
-    summary = preprocess(layout.raw_dir, layout.features_dir, layout.transform_dir, pca_k=3)
+    layout = Layout(tmp_path_factory.mktemp("features"), "transactions", "2026-03-02")
+    ingest(transactions_spec(), layout.ds, layout.raw_dir, rows=8_000)
+    summary = preprocess(layout.raw_dir, layout.features, layout.transform, pca_k=3)
     return {"layout": layout, "summary": summary}  # type: ignore[dict-item]
+
+
+@pytest.fixture(scope="session")
+def diabetes_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """scikit-learn's diabetes set (a regression) preprocessed on real Spark as its shipped spec says."""
+    from ml_tasks.ingest import ingest
+    from ml_tasks.layout import Layout
+    from ml_tasks.preprocess import preprocess
+    from ml_tasks.spec import load_spec
+
+    spec = load_spec(PROJECT_ROOT / "datasets" / "diabetes.yaml")
+    layout = Layout(tmp_path_factory.mktemp("diabetes"), "diabetes", "2026-03-02")
+    ingest(spec, layout.ds, layout.raw_dir)
+    summary = preprocess(layout.raw_dir, layout.features, layout.transform, pca_k=spec.default("pca_k"),
+                         test_fraction=spec.default("test_fraction"))
+    return {"layout": layout, "summary": summary, "spec": spec}  # type: ignore[dict-item]
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,14 @@ def cli(*args: str, data_root) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["register", "--ds", "2026-03-01", "--model-name", "../x"], "model name '../x' is not a valid name"),
-    (["rollback", "--model-name", "Transactions"], "model name 'Transactions' is not a valid name"),
+    (["register", "--ds", "2026-03-01", "--model-name", "../x"], "option 'model_name': '../x' does not match"),
+    (["rollback", "--model-name", "Transactions"], "option 'model_name': 'Transactions' does not match"),
+    (["ingest", "--dataset", "../x", "--ds", "2026-03-01"], "dataset name '../x' is not a valid name"),
+    (["ingest", "--dataset", "nosuch", "--ds", "2026-03-01"], "no dataset 'nosuch'"),
+    (["preprocess", "--ds", "2026-03-01", "--pca-k", "7"], "option 'pca_k': 7 is greater than the maximum of 6"),
+    (["evaluate", "--ds", "2026-03-01", "--min-r2", "0.5"], "option 'min_r2' does not apply to binary dataset 'transactions'"),
+    (["evaluate", "--dataset", "diabetes", "--ds", "2026-03-01", "--candidates", "singa_mlp"],
+     "option 'candidates': 'singa_mlp' is not one of"),
     (["train-mxnet", "--ds", "2026-03-01", "--candidate", "../x"], "candidate '../x' is not a valid name"),
     (["train-singa", "--ds", "2026-03-01", "--candidate", "a/b"], "candidate 'a/b' is not a valid name"),
     (["ingest", "--ds", "20260301"], "partition date '20260301' is not an ISO date YYYY-MM-DD"),
@@ -33,5 +39,5 @@ def test_run_ids_become_safe_distinct_folder_names(data_root):
     ids = ["manual__2026-03-01T00:00:00+00:00", "manual__2026-03-01T00_00_00_00_00", "../../etc", "scheduled__x"]
     keys = [run_key(i) for i in ids]
     assert len(set(keys)) == len(ids) and all("/" not in k and not k.startswith(".") for k in keys)
-    assert Layout(data_root, "2026-03-01", "../../etc").run_dir.parent == data_root / "runs" / "ds=2026-03-01"
+    assert Layout(data_root, "mine", "2026-03-01", "../../etc").run_dir.parent == data_root / "mine" / "runs" / "ds=2026-03-01"
     assert check_ds("2026-03-01") == "2026-03-01"

@@ -19,41 +19,50 @@ import pytest
 from ml_tasks.atomic import write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.evaluate import Thresholds, compute_metrics, evaluate
-from ml_tasks.layout import Layout
-from ml_tasks.portable import MODEL_FILE, TRANSFORM_FILE, predict_proba
+from ml_tasks.layout import CandidateFiles
+from ml_tasks.layout import Layout as _Layout
+from ml_tasks.portable import predict_score
 from ml_tasks.registry import champion_dir, read_state, register, rollback
 
 ROWS = 2_000
+
+
+def Layout(data_root: Path, ds: str) -> _Layout:  # noqa: N802  (these tests' dataset is the built-in one)
+    return _Layout(data_root, "transactions", ds)
 LOOSE = Thresholds(min_auc=0.55, max_log_loss=5, max_calibration_error=1)
 
 
-def held_out(lay: Layout, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def held_out(lay: _Layout, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The day's held-out features (written as preprocess writes them) and labels."""
     rng = np.random.default_rng([seed, int(lay.ds.replace("-", ""))])
     x = rng.normal(size=(ROWS, 3))
     labels = (x @ np.array([1.0, -1.0, 0.5]) + rng.normal(0, 1, ROWS) > 0).astype(int)
-    test_dir = lay.features_dir / "test"
-    test_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"entity_id": [f"e{i}" for i in range(ROWS)], "label": labels, "features": list(x)}).to_parquet(test_dir / "part-0.parquet")
+    lay.features.test.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"entity_id": [f"e{i}" for i in range(ROWS)], "label": labels, "features": list(x)}).to_parquet(lay.features.test / "part-0.parquet")
     lay.transform_dir.mkdir(parents=True, exist_ok=True)
-    write_json(lay.transform_dir / TRANSFORM_FILE, {"numeric": [], "categorical": []})
+    write_json(lay.transform.portable, {"numeric": [], "categorical": []})
     return x, labels
 
 
-def make_candidate(lay: Layout, name: str, signal: float, framework: str = "spark_mllib", nan: bool = False) -> Path:
+def make_candidate(lay: _Layout, name: str, signal: float, framework: str = "spark_mllib", nan: bool = False) -> CandidateFiles:
     """A logistic model mixing ``signal`` parts of the true rule with one part of an unrelated direction
     (more signal, higher AUC); its predictions are what it scores, so serving can reproduce them."""
     x, labels = held_out(lay)
     weights = signal * np.array([1.0, -1.0, 0.5]) + np.array([1.0, 1.0, 0.0])
     model = {"kind": "logistic_regression", "coefficients": weights.tolist(), "intercept": 0.0}
-    scores = predict_proba(x, model)
+    scores = predict_score(x, model)
     if nan:
         scores[:10] = np.nan
-    cand = lay.candidate_dir(name)
-    cand.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"entity_id": [f"e{i}" for i in range(ROWS)], "label": labels, "score": scores}).to_parquet(cand / "predictions.parquet")
-    write_json(cand / MODEL_FILE, model)
-    write_json(cand / "candidate.json", {"candidate": name, "framework": framework})
+    return write_candidate(lay, name, model, labels, scores, framework)
+
+
+def write_candidate(lay: _Layout, name: str, model: dict, labels, scores, framework: str = "spark_mllib",
+                    task: str = "binary") -> CandidateFiles:
+    cand = lay.candidate(name)
+    cand.dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"entity_id": [f"e{i}" for i in range(ROWS)], "label": labels, "score": scores}).to_parquet(cand.predictions)
+    write_json(cand.portable_model, model)
+    write_json(cand.info, {"candidate": name, "framework": framework, "task": task})
     return cand
 
 
@@ -62,17 +71,17 @@ def run_day(data_root: Path, ds: str, signal: float, margin: float = 0.0, thresh
     lay = Layout(data_root, ds)
     make_candidate(lay, "weak", signal / 4, framework=framework)
     make_candidate(lay, "strong", signal, framework=framework)
-    evaluate(lay.candidates_root, lay.evaluation, thresholds or LOOSE)
+    evaluate("binary", lay.candidates_root, lay.evaluation, thresholds or LOOSE)
     return register(lay.evaluation, lay.registry_root, "m", ds, lay.transform_dir, margin,
-                    test_features_dir=lay.features_dir / "test")
+                    test_features_dir=lay.features.test)
 
 
 def test_metrics_are_right_for_perfect_and_random_scores():
     labels = np.array([0, 0, 1, 1])
-    perfect = compute_metrics(labels, np.array([0.1, 0.2, 0.8, 0.9]))
+    perfect = compute_metrics("binary", labels, np.array([0.1, 0.2, 0.8, 0.9]))
     assert perfect["auc"] == 1.0 and perfect["accuracy"] == 1.0
-    assert compute_metrics(labels, np.array([0.5] * 4))["auc"] == 0.5
-    broken = compute_metrics(labels, np.array([0.1, np.nan, np.inf, 0.9]))
+    assert compute_metrics("binary", labels, np.array([0.5] * 4))["auc"] == 0.5
+    broken = compute_metrics("binary", labels, np.array([0.1, np.nan, np.inf, 0.9]))
     assert broken["non_finite_scores"] == 2 and np.isnan(broken["auc"])
 
 
@@ -80,11 +89,11 @@ def test_a_nan_candidate_fails_with_its_reason_and_the_others_are_still_compared
     lay = Layout(data_root, "2026-01-01")
     make_candidate(lay, "good", 1.0)
     make_candidate(lay, "broken", 2.0, nan=True)
-    result = evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+    result = evaluate("binary", lay.candidates_root, lay.evaluation, LOOSE)
     verdict = json.loads(lay.evaluation.read_text())
     assert result["best"] == "good" and result["blessed"]
     broken = next(c for c in verdict["candidates"] if c["candidate"] == "broken")
-    assert not broken["passes"] and broken["reasons"] == [f"10 of {ROWS} held-out scores are NaN or infinite"]
+    assert not broken["passes"] and broken["reasons"] == [f"10 of {ROWS} held-out predictions are NaN or infinite"]
     assert [c["candidate"] for c in verdict["candidates"]] == ["good", "broken"]  # NaN ranks last
 
 
@@ -115,10 +124,10 @@ def test_a_model_serving_cannot_load_is_never_promoted(data_root):
 def test_a_model_whose_served_scores_differ_from_its_offline_scores_is_not_promoted(data_root):
     lay = Layout(data_root, "2026-01-01")
     cand = make_candidate(lay, "drifted", 1.0)
-    model = json.loads((cand / MODEL_FILE).read_text())
-    write_json(cand / MODEL_FILE, {**model, "intercept": 0.01})  # the exported model is not the evaluated one
-    evaluate(lay.candidates_root, lay.evaluation, LOOSE)
-    result = register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir, test_features_dir=lay.features_dir / "test")
+    model = json.loads(cand.portable_model.read_text())
+    write_json(cand.portable_model, {**model, "intercept": 0.01})  # the exported model is not the evaluated one
+    evaluate("binary", lay.candidates_root, lay.evaluation, LOOSE)
+    result = register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir, test_features_dir=lay.features.test)
     assert not result["promoted"] and "vs its offline scores: differs by" in result["reasons"][0]
 
 
@@ -148,7 +157,7 @@ def test_decisions_and_champion_do_not_depend_on_registration_order(tmp_path):
     for ds, signal in SIGNAL_BY_DAY.items():
         lay = Layout(days, ds)
         make_candidate(lay, "only", signal)
-        evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+        evaluate("binary", lay.candidates_root, lay.evaluation, LOOSE)
     seen = set()
     for i, order in enumerate(itertools.permutations(SIGNAL_BY_DAY)):
         registry = tmp_path / f"registry-{i}"
@@ -168,7 +177,7 @@ def test_the_issue_example_a_worse_later_day_never_becomes_champion_in_either_or
         for ds in order:
             lay = Layout(data_root, ds)
             make_candidate(lay, "only", {"2026-03-01": 2.0, "2026-03-02": 0.5}[ds])
-            evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+            evaluate("binary", lay.candidates_root, lay.evaluation, LOOSE)
             register(lay.evaluation, registry, "m", ds, lay.transform_dir)
         assert read_state(registry, "m")["champion"] == "2026-03-01", order
 
@@ -200,7 +209,7 @@ def test_a_register_killed_before_its_decision_leaves_the_champion_and_its_files
     lay = Layout(data_root, "2026-01-01")
     make_candidate(lay, "strong", 0.05)  # the rerun's model: much worse
     make_candidate(lay, "weak", 0.01)
-    evaluate(lay.candidates_root, lay.evaluation, LOOSE)
+    evaluate("binary", lay.candidates_root, lay.evaluation, LOOSE)
     model_root = data_root / "registry" / "m"
     with open(model_root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the rerun writes its artifact, then waits here for the decision
@@ -220,7 +229,7 @@ def test_a_register_killed_before_its_decision_leaves_the_champion_and_its_files
 def test_evaluate_without_candidates_is_an_error(data_root):
     lay = Layout(data_root, "2026-01-01")
     with pytest.raises(KilnError, match="no trained candidates under"):
-        evaluate(lay.candidates_root, lay.evaluation, Thresholds())
+        evaluate("binary", lay.candidates_root, lay.evaluation, Thresholds())
 
 
 def test_a_registry_written_before_this_rule_is_read_and_re_decided(data_root):
@@ -233,3 +242,51 @@ def test_a_registry_written_before_this_rule_is_read_and_re_decided(data_root):
     result = run_day(data_root, "2026-01-02", signal=0.2)  # worse than the old champion
     assert not result["promoted"] and result["champion"] == "2026-01-01"
     assert champion_dir(data_root / "registry", "m") == old / "versions" / "2026-01-01"
+
+
+def regression_day(data_root: Path, ds: str, noise: float, margin: float = 0.0) -> dict:
+    """A linear-regression candidate whose predictions are off by ``noise`` (more noise: higher RMSE)."""
+    lay = Layout(data_root, ds)
+    x, _ = held_out(lay)
+    rng = np.random.default_rng(int(ds.replace("-", "")))
+    target = x @ np.array([30.0, -20.0, 10.0]) + 150 + rng.normal(0, noise, ROWS)
+    model = {"kind": "linear_regression", "coefficients": [30.0, -20.0, 10.0], "intercept": 150.0}
+    write_candidate(lay, "linear", model, target, predict_score(x, model), task="regression")
+    evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds(min_r2=0.5))
+    return register(lay.evaluation, lay.registry_root, "r", ds, lay.transform_dir, margin, test_features_dir=lay.features.test)
+
+
+def test_regression_is_promoted_on_lower_rmse(data_root):
+    first = regression_day(data_root, "2026-01-01", noise=10.0)
+    assert first["promoted"] and first["primary_metric"] == "rmse" and 9 < first["rmse"] < 11
+    worse = regression_day(data_root, "2026-01-02", noise=20.0)
+    assert not worse["promoted"] and "(lower is better)" in worse["reasons"][0]
+    better = regression_day(data_root, "2026-01-03", noise=5.0, margin=1.0)
+    assert better["promoted"] and better["champion"] == "2026-01-03"
+    barely = regression_day(data_root, "2026-01-04", noise=4.8, margin=1.0)  # lower, but not by the margin
+    assert not barely["promoted"] and "by margin 1.0" in barely["reasons"][0]
+    verdict = json.loads(Layout(data_root, "2026-01-03").evaluation.read_text())
+    assert verdict["primary_metric"] == "rmse" and verdict["higher_is_better"] is False
+    assert set(verdict["candidates"][0]["metrics"]) == {"rmse", "mae", "r2", "rows"}
+
+
+def test_a_regression_model_below_its_r2_threshold_is_not_blessed(data_root):
+    lay = Layout(data_root, "2026-01-01")
+    x, _ = held_out(lay)
+    target = np.random.default_rng(1).normal(150, 50, ROWS)  # unrelated to x: R2 below 0
+    model = {"kind": "linear_regression", "coefficients": [30.0, -20.0, 10.0], "intercept": 150.0}
+    write_candidate(lay, "linear", model, target, predict_score(x, model), task="regression")
+    result = evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds(min_r2=0.35))
+    assert not result["blessed"]
+    assert json.loads(lay.evaluation.read_text())["candidates"][0]["reasons"][0].startswith("r2 -")
+
+
+def test_one_model_name_is_ranked_on_one_metric(data_root):
+    run_day(data_root, "2026-01-01", signal=1.5)
+    lay = Layout(data_root, "2026-01-02")
+    x, _ = held_out(lay)
+    model = {"kind": "linear_regression", "coefficients": [1.0, 1.0, 1.0], "intercept": 0.0}
+    write_candidate(lay, "linear", model, predict_score(x, model), predict_score(x, model), task="regression")
+    evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds())
+    with pytest.raises(KilnError, match="model 'm' is ranked on auc, this evaluation on rmse"):
+        register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir)

@@ -1,32 +1,58 @@
+"""Ingest from every source kind into a typed raw partition, reproducibly and without losing a good one."""
+
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.errors import KilnError
 from ml_tasks.ingest import ingest
 from ml_tasks.layout import Layout
-from ml_tasks.schema import TRANSACTIONS, DatasetSchema
+from ml_tasks.schema import DatasetSchema
+from ml_tasks.spec import load_named, parse_spec
+from ml_tasks.synthetic import SCHEMA
+from tests.conftest import transactions_spec
+
+TX = transactions_spec()
+
+
+def file_spec(tmp_path, path, extra: str = "", task: str = "binary"):
+    text = f"""
+task: {task}
+source: {{kind: file, path: "{path}"{extra}}}
+key: customer
+label: churned
+features: {{numeric: [f1, f2], categorical: [plan]}}
+"""
+    return parse_spec(text, "mine", "mine.yaml", tmp_path)
+
+
+def user_frame(n: int = 200, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"customer": [f"c{i}" for i in range(n)], "f1": rng.normal(size=n), "f2": rng.integers(0, 9, n),
+                         "plan": rng.choice(["a", "b"], n), "churned": rng.integers(0, 2, n)})
 
 
 def test_synthetic_partition_is_deterministic_per_date(data_root):
-    a, b = Layout(data_root / "a", "2026-05-01"), Layout(data_root / "b", "2026-05-01")
-    ingest(a.ds, a.raw_dir, rows=3_000)
-    ingest(b.ds, b.raw_dir, rows=3_000)
+    a, b = Layout(data_root / "a", "transactions", "2026-05-01"), Layout(data_root / "b", "transactions", "2026-05-01")
+    ingest(TX, a.ds, a.raw_dir, rows=3_000)
+    ingest(TX, b.ds, b.raw_dir, rows=3_000)
     # pandas' equals treats NaN == NaN (the generator writes missing values); Arrow's does not
     assert pq.read_table(a.raw_dir).to_pandas().equals(pq.read_table(b.raw_dir).to_pandas())
-    other = Layout(data_root / "a", "2026-05-02")
-    ingest(other.ds, other.raw_dir, rows=3_000)
+    other = Layout(data_root / "a", "transactions", "2026-05-02")
+    ingest(TX, other.ds, other.raw_dir, rows=3_000)
     assert not pq.read_table(other.raw_dir).to_pandas().equals(pq.read_table(a.raw_dir).to_pandas())
 
 
 def test_synthetic_partition_follows_the_contract(data_root):
-    lay = Layout(data_root, "2026-05-01")
-    summary = ingest(lay.ds, lay.raw_dir, rows=2_500)
+    lay = Layout(data_root, "transactions", "2026-05-01")
+    summary = ingest(TX, lay.ds, lay.raw_dir, rows=2_500)
     table = pq.read_table(lay.raw_dir)
     assert summary["rows"] == table.num_rows == 2_500
-    assert table.schema.remove_metadata() == TRANSACTIONS.arrow_schema()
-    assert DatasetSchema.load(lay.raw_dir) == TRANSACTIONS
+    assert table.column_names == list(TX.columns) and DatasetSchema.load(lay.raw_dir) == TX.schema
+    assert table.schema.field("amount").type == SCHEMA.field("amount").type
     rate = sum(table.column("label").to_pylist()) / table.num_rows
     assert 0.05 < rate < 0.4
     # entities recur, so "latest features per entity" means something
@@ -34,53 +60,94 @@ def test_synthetic_partition_follows_the_contract(data_root):
 
 
 def test_rerun_replaces_partition_without_leftovers(data_root):
-    lay = Layout(data_root, "2026-05-01")
-    ingest(lay.ds, lay.raw_dir, rows=2_000)
-    ingest(lay.ds, lay.raw_dir, rows=1_500)
+    lay = Layout(data_root, "transactions", "2026-05-01")
+    ingest(TX, lay.ds, lay.raw_dir, rows=2_000)
+    ingest(TX, lay.ds, lay.raw_dir, rows=1_500)
     assert pq.read_table(lay.raw_dir).num_rows == 1_500
     assert [p.name for p in lay.raw_dir.parent.iterdir()] == ["ds=2026-05-01"]
 
 
-def test_failed_ingest_keeps_the_good_partition(data_root):
-    lay = Layout(data_root, "2026-05-01")
-    ingest(lay.ds, lay.raw_dir, rows=2_000)
-    with pytest.raises(KilnError, match="input_path '/nope.csv' does not exist"):
-        ingest(lay.ds, lay.raw_dir, source="file", input_path="/nope.csv")
-    assert pq.read_table(lay.raw_dir).num_rows == 2_000
-
-
-def test_user_csv_is_ingested_with_contract_types(data_root, tmp_path):
-    src = Layout(data_root / "src", "2026-05-01")
-    ingest(src.ds, src.raw_dir, rows=1_000)
+def test_failed_ingest_keeps_the_good_partition(data_root, tmp_path):
+    lay = Layout(data_root, "mine", "2026-05-01")
     csv = tmp_path / "mine.csv"
-    pq.read_table(src.raw_dir).to_pandas().to_csv(csv, index=False)
-    lay = Layout(data_root, "2026-05-01")
-    assert ingest(lay.ds, lay.raw_dir, source="file", input_path=str(csv))["rows"] == 1_000
-    assert pq.read_table(lay.raw_dir).schema.field("label").type == TRANSACTIONS.arrow_schema().field("label").type
+    user_frame().to_csv(csv, index=False)
+    ingest(file_spec(tmp_path, csv), lay.ds, lay.raw_dir)
+    with pytest.raises(KilnError, match="input path '/nope.csv' does not exist"):
+        ingest(file_spec(tmp_path, "/nope.csv"), lay.ds, lay.raw_dir)
+    assert pq.read_table(lay.raw_dir).num_rows == 200
 
 
-def test_packaged_breast_cancer_data(data_root):
-    lay = Layout(data_root, "2026-05-01")
-    assert ingest(lay.ds, lay.raw_dir, source="sklearn_breast_cancer")["rows"] == 569
-    assert DatasetSchema.load(lay.raw_dir).name == "sklearn_breast_cancer"
+def test_a_users_csv_keeps_its_own_column_names_and_gets_storage_types(data_root, tmp_path):
+    csv = tmp_path / "mine.csv"
+    frame = user_frame()
+    frame["unused"] = "x"
+    frame.to_csv(csv, index=False)
+    lay = Layout(data_root, "mine", "2026-05-01")
+    assert ingest(file_spec(tmp_path, "mine.csv"), lay.ds, lay.raw_dir)["rows"] == 200  # relative to the spec's folder
+    table = pq.read_table(lay.raw_dir)
+    assert table.column_names == ["customer", "f1", "f2", "plan", "churned"]  # only the spec's columns
+    assert str(table.schema.field("f2").type) == "double" and str(table.schema.field("customer").type) == "string"
+
+
+def test_a_date_column_selects_the_days_rows(data_root, tmp_path):
+    frame = user_frame(300)
+    frame["day"] = pd.to_datetime("2026-05-01") + pd.to_timedelta(np.arange(300) % 3, unit="D") + pd.Timedelta(hours=5)
+    frame.to_parquet(tmp_path / "all.parquet")
+    spec = file_spec(tmp_path, tmp_path / "all.parquet", ", date_column: day")
+    for offset, ds in enumerate(["2026-05-01", "2026-05-02", "2026-05-03"]):
+        lay = Layout(data_root, "mine", ds)
+        assert ingest(spec, ds, lay.raw_dir)["rows"] == 100
+        assert pq.read_table(lay.raw_dir).column("customer").to_pylist()[0] == f"c{offset}"
+
+
+def test_ds_folders_and_globs_select_the_days_files(data_root, tmp_path):
+    for i, ds in enumerate(["2026-05-01", "2026-05-02"]):
+        (tmp_path / "drop" / f"ds={ds}").mkdir(parents=True)
+        user_frame(50 + i, seed=i).to_csv(tmp_path / "drop" / f"ds={ds}" / "part.csv", index=False)
+    lay = Layout(data_root, "mine", "2026-05-02")
+    assert ingest(file_spec(tmp_path, tmp_path / "drop"), lay.ds, lay.raw_dir)["rows"] == 51
+    with pytest.raises(KilnError, match="no data for 2026-05-03 .*no folder ds=2026-05-03"):
+        ingest(file_spec(tmp_path, tmp_path / "drop"), "2026-05-03", Layout(data_root, "mine", "2026-05-03").raw_dir)
+    glob_lay = Layout(data_root / "g", "mine", "2026-05-01")
+    assert ingest(file_spec(tmp_path, f"{tmp_path}/drop/*/part.csv"), glob_lay.ds, glob_lay.raw_dir)["rows"] == 101
+
+
+def test_text_in_a_numeric_csv_column_is_kept_for_validation_to_name(data_root, tmp_path):
+    frame = user_frame(100_000)  # beyond CSV type inference's first block
+    frame["f1"] = frame["f1"].astype(str)
+    frame.loc[90_000, "f1"] = "n/a?"
+    frame.to_csv(tmp_path / "mine.csv", index=False)
+    lay = Layout(data_root, "mine", "2026-05-01")
+    assert ingest(file_spec(tmp_path, "mine.csv"), lay.ds, lay.raw_dir)["rows"] == 100_000
+    assert str(pq.read_table(lay.raw_dir).schema.field("f1").type) == "string"
+
+
+@pytest.mark.parametrize(("name", "rows", "label"), [("breast_cancer", 569, "target"), ("diabetes", 442, "target")])
+def test_packaged_sklearn_sets(data_root, name, rows, label):
+    spec = load_named(name)
+    lay = Layout(data_root, name, "2026-05-01")
+    assert ingest(spec, lay.ds, lay.raw_dir)["rows"] == rows
+    table = pq.read_table(lay.raw_dir)
+    assert table.column_names == list(spec.columns) and label in table.column_names
+    assert DatasetSchema.load(lay.raw_dir).task == spec.task
 
 
 def test_the_same_request_leaves_the_partition_untouched(data_root):
-    lay = Layout(data_root, "2026-05-01")
-    first = ingest(lay.ds, lay.raw_dir, rows=2_000)
+    lay = Layout(data_root, "transactions", "2026-05-01")
+    first = ingest(TX, lay.ds, lay.raw_dir, rows=2_000)
     part = next(lay.raw_dir.glob("*.parquet")).stat()
-    again = ingest(lay.ds, lay.raw_dir, rows=2_000)
+    again = ingest(TX, lay.ds, lay.raw_dir, rows=2_000)
     after = next(lay.raw_dir.glob("*.parquet")).stat()
     assert first["rewritten"] and not again["rewritten"]
     assert (part.st_ino, part.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)  # a concurrent reader is undisturbed
 
 
 def test_a_run_reads_its_own_snapshot_while_another_run_of_the_day_replaces_the_partition(data_root):
-    a = Layout(data_root, "2026-05-01", "manual__a")
-    b = Layout(data_root, "2026-05-01", "backfill__b")
-    ingest(a.ds, a.raw_dir, rows=2_000, snapshot_dir=a.input_dir)
+    a = Layout(data_root, "transactions", "2026-05-01", "manual__a")
+    b = Layout(data_root, "transactions", "2026-05-01", "backfill__b")
+    ingest(TX, a.ds, a.raw_dir, rows=2_000, snapshot_dir=a.input_dir)
     reading = pq.ParquetFile(next(a.input_dir.glob("*.parquet")))  # run a is mid-read
-    ingest(b.ds, b.raw_dir, rows=1_500, snapshot_dir=b.input_dir)  # run b, other params, publishes its partition
+    ingest(TX, b.ds, b.raw_dir, rows=1_500, snapshot_dir=b.input_dir)  # run b, other params, publishes its partition
     assert pq.read_table(a.raw_dir).num_rows == 1_500 and pq.read_table(b.input_dir).num_rows == 1_500
     assert reading.read().num_rows == 2_000 and pq.read_table(a.input_dir).num_rows == 2_000  # a stays whole
-    assert DatasetSchema.load(a.input_dir) == TRANSACTIONS
+    assert DatasetSchema.load(a.input_dir) == TX.schema

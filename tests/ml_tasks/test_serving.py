@@ -19,11 +19,14 @@ import pytest
 
 from ml_tasks.evaluate import Thresholds, evaluate
 from ml_tasks.feature_cache import warm
+from ml_tasks.layout import VersionFiles
 from ml_tasks.model_bundle import ModelBundle
 from ml_tasks.online_features import latest_features
 from ml_tasks.registry import register
+from ml_tasks.serving import Route
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
+SVC = Route(dataset="svc", model_name="svc", feature_cache="svc_features")
 
 
 def free_port() -> int:
@@ -39,13 +42,13 @@ def served(small_features, ignite_node):
     from ml_tasks.train_spark import train_spark
 
     lay = small_features["layout"]
-    train_spark("lr", lay.features_dir, lay.candidate_dir("spark_lr"))
-    evaluate(lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
+    train_spark("lr", "binary", lay.features, lay.candidate("spark_lr"), {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1})
+    evaluate("binary", lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
     register(lay.evaluation, lay.registry_root, "svc", lay.ds, lay.transform_dir)
-    online = latest_features(lay.raw_dir, lay.run_dir / "online_features.parquet")
-    warm(ignite_node.client(), "svc_features", lay.run_dir / "online_features.parquet", version_prefix=lay.ds + "-")
-    settings = Settings(data_root=lay.data_root, model_name="svc", feature_cache="svc_features",
-                        ignite_port=ignite_node.port, prediction_ttl=60)
+    online = latest_features(lay.raw_dir, lay.online_features)
+    warm(ignite_node.client(), "svc_features", lay.online_features, version_prefix=lay.ds + "-")
+    settings = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=ignite_node.port,
+                        prediction_ttl=60)
     with running_service(settings) as url:
         yield {"url": url, "layout": lay, "online": online}
 
@@ -76,7 +79,7 @@ def single_row_test_entities(lay, n: int = 40) -> list[str]:
     """Held-out entities with exactly one row: their online row is the one scored offline."""
     raw = pq.read_table(lay.raw_dir, columns=["entity_id"]).to_pandas()
     once = set(raw.entity_id.value_counts().loc[lambda s: s == 1].index)
-    preds = pd.read_parquet(lay.candidate_dir("spark_lr") / "predictions.parquet")
+    preds = pd.read_parquet(lay.candidate("spark_lr").predictions)
     return sorted(set(preds.entity_id) & once)[:n]
 
 
@@ -89,6 +92,8 @@ def test_hit_miss_unknown_and_malformed(served):
         second = http.get(f"/predict/{entity}").json()
         assert first["cached"] is False and second["cached"] is True
         assert first["score"] == second["score"] and first["model_version"] == served["layout"].ds
+        assert http.get(f"/datasets/svc/predict/{entity}").json()["score"] == first["score"]  # the dataset's own route
+        assert http.get("/datasets/nope/predict/x").status_code == 404
         unknown = http.get("/predict/no_such_card")
         assert unknown.status_code == 404 and "unknown entity 'no_such_card'" in unknown.json()["detail"]
         batch = http.post("/predict", json={"entity_ids": [entity, "no_such_card"]}).json()
@@ -102,7 +107,7 @@ def test_online_scores_equal_offline_scores(served):
     lay = served["layout"]
     entities = single_row_test_entities(lay)
     assert len(entities) >= 20
-    offline = pd.read_parquet(lay.candidate_dir("spark_lr") / "predictions.parquet").set_index("entity_id").score
+    offline = pd.read_parquet(lay.candidate("spark_lr").predictions).set_index("entity_id").score
     with httpx.Client(base_url=served["url"]) as http:
         online = {p["entity_id"]: p["score"] for p in http.post("/predict", json={"entity_ids": entities}).json()["predictions"]}
     assert sorted(online) == entities
@@ -113,13 +118,14 @@ def test_mxnet_bundle_scores_equal_its_offline_scores(small_features, tmp_path):
     from ml_tasks.train_mxnet import MLPConfig, train_mxnet
 
     lay = small_features["layout"]
-    cand = tmp_path / "version" / "model"
-    train_mxnet(lay.features_dir, cand, tmp_path / "ckpt", lay.transform_dir, MLPConfig(epochs=1, batch_size=256))
-    (tmp_path / "version" / "transform").symlink_to(lay.transform_dir)
-    bundle = ModelBundle.load(tmp_path / "version")
+    version = VersionFiles(tmp_path / "version")
+    cand = version.model
+    train_mxnet(lay.features, cand, tmp_path / "ckpt", lay.transform_dir, MLPConfig(epochs=1, batch_size=256))
+    version.transform.dir.symlink_to(lay.transform_dir)
+    bundle = ModelBundle.load(version.dir)
     raw = pq.read_table(lay.raw_dir).to_pandas()
     once = raw[raw.entity_id.map(raw.entity_id.value_counts()) == 1]
-    preds = pd.read_parquet(cand / "predictions.parquet").set_index("entity_id")
+    preds = pd.read_parquet(cand.predictions).set_index("entity_id")
     rows = once[once.entity_id.isin(preds.index)].head(50)
     np.testing.assert_allclose(bundle.score(rows.to_dict("records")), preds.loc[rows.entity_id].score.to_numpy(), atol=1e-6)
 
@@ -132,15 +138,15 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
     node = IgniteNode(tmp_path_factory.mktemp("ignite-faults"), port=10950, discovery_port=47650, communication_port=47250)
     node.start()
     lay = served["layout"]
-    features = lay.run_dir / "online_features.parquet"
+    features = lay.online_features
     entities = single_row_test_entities(lay, 20)
     codes: list[tuple[str, int]] = []
     phase = ["before"]
     stop = threading.Event()
     try:
         warm(node.client(), "svc_features", features, version_prefix=lay.ds + "-")
-        settings = Settings(data_root=lay.data_root, model_name="svc", feature_cache="svc_features",
-                            ignite_port=node.port, prediction_ttl=60, ignite_timeout=1.0)
+        settings = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=node.port,
+                            prediction_ttl=60, ignite_timeout=1.0)
         with running_service(settings) as url:
 
             def stream() -> None:
@@ -188,3 +194,25 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
     tail = [c for p, c in codes if p == "rewarmed"][-30:]
     assert tail and set(tail) == {200}, counts  # recovered without restarting the service
     assert health.status_code == 200 and health.json()["feature_version"].startswith(lay.ds)
+
+
+def test_a_regression_champion_answers_its_value_on_its_datasets_route(diabetes_features, ignite_node):
+    """The diabetes spec's route serves the predicted value (``prediction``), equal to the offline one."""
+    from ml_tasks.serving import Settings
+    from ml_tasks.train_spark import train_spark
+
+    lay, spec = diabetes_features["layout"], diabetes_features["spec"]
+    train_spark("lr", "regression", lay.features, lay.candidate("spark_lr"), {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1})
+    evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds(min_r2=0.35))
+    assert register(lay.evaluation, lay.registry_root, spec.registry_name, lay.ds, lay.transform_dir,
+                    test_features_dir=lay.features.test)["promoted"]
+    latest_features(lay.raw_dir, lay.online_features)
+    warm(ignite_node.client(), spec.feature_cache, lay.online_features, key=spec.key, version_prefix=lay.ds + "-")
+    route = Route(spec.name, spec.registry_name, spec.feature_cache, spec.task)
+    offline = pd.read_parquet(lay.candidate("spark_lr").predictions).set_index("entity_id").score
+    with running_service(Settings(data_root=lay.data_root, routes=[route], ignite_port=ignite_node.port)) as url, \
+            httpx.Client(base_url=url) as http:
+        answer = http.get(f"/datasets/diabetes/predict/{offline.index[0]}").json()
+        assert "score" not in answer and answer["dataset"] == "diabetes"
+        assert answer["prediction"] == pytest.approx(offline.iloc[0], abs=1e-6) and answer["prediction"] > 1.5
+        assert http.get("/predict/1").status_code == 404  # the default dataset (transactions) is not served here
