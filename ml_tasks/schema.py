@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 from ml_tasks.atomic import read_json, write_json
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SCHEMA_FILE = "_schema.json"
 
@@ -38,6 +40,8 @@ class DatasetSchema:
 
     def storage_type(self, column: str) -> pa.DataType:
         """The type ingest stores ``column`` as when the source's values convert without loss."""
+        import pyarrow as pa  # not at import: DAG files load specs at parse time
+
         if column == self.key or column in self.categorical:
             return pa.string()
         if column == self.timestamp:
@@ -47,6 +51,8 @@ class DatasetSchema:
         return pa.float64()
 
     def arrow_schema(self) -> pa.Schema:
+        import pyarrow as pa
+
         return pa.schema([(c, self.storage_type(c)) for c in self.columns])
 
     def save(self, directory: Path) -> Path:

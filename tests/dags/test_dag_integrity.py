@@ -25,12 +25,77 @@ def dagbag():
 
 
 def test_there_are_dag_files():
-    assert {p.stem for p in DAG_FILES} >= {"kiln_training"}
+    assert {p.stem for p in DAG_FILES} >= {"kiln_datasets"}
 
 
 def test_every_dag_file_imports_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "kiln_training" in dagbag.dag_ids
+    assert set(dagbag.dag_ids) >= {"kiln_training", "kiln_cache_refresh", "kiln_training_breast_cancer",
+                                   "kiln_cache_refresh_breast_cancer", "kiln_training_diabetes", "kiln_cache_refresh_diabetes"}
+
+
+def test_a_broken_spec_breaks_only_its_own_dag_naming_the_spec(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    shipped = DAGS_DIR.parent / "datasets"
+    (tmp_path / "diabetes.yaml").write_text((shipped / "diabetes.yaml").read_text())
+    (tmp_path / "broken.yaml").write_text("task: binary\nsource: {kind: sklearn, dataset: iris}\nkey: id\nlabel: y\n")
+    monkeypatch.setenv("KILN_DATASETS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "kiln_datasets.py"))
+    assert set(bag.dag_ids) == {"kiln_training_diabetes", "kiln_cache_refresh_diabetes"}
+    [error] = bag.import_errors.values()
+    assert str(tmp_path / "broken.yaml") in error and "field 'source.dataset'" in error and "field 'features'" in error
+
+
+def test_the_regression_dag_trains_regressors_only(dagbag):
+    dag = dagbag.get_dag("kiln_training_diabetes")
+    assert dag.get_task("choose_candidates").downstream_task_ids == {
+        "train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist"}
+    assert {"min_r2", "max_rmse", "max_mae"} <= set(dag.params) and not {"min_auc", "rows", "input_path"} & set(dag.params)
+    assert dag.params["min_r2"] == 0.35 and dag.params["pca_k"] == 0  # the spec's defaults
+    assert dag.params.get_param("candidates").schema["items"]["enum"] == ["spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist"]
+
+
+def rendered_commands(dag) -> list[list[str]]:
+    """Every stage command of ``dag`` as it runs with the form's defaults (plan's XComs stubbed)."""
+    import jinja2
+
+    stubs = {"{{ ti.xcom_pull(task_ids='plan', key='data_root') }}": "/d", "{{ ti.xcom_pull(task_ids='plan', key='ds') }}": "2026-01-01",
+             "{{ run_id }}": "manual", "{{ params | tojson }}": "{}"}
+    params = {name: dag.params[name] for name in dag.params}
+    commands = []
+    for t in dag.tasks:
+        if hasattr(t, "stage"):
+            args = [t.stage, *t.arguments]
+        elif hasattr(t, "application_args"):
+            args = list(t.application_args)
+        elif hasattr(t, "worker_args"):
+            args = ["train-mxnet", *t.worker_args]
+        else:
+            continue
+        for stub, value in stubs.items():
+            args = [a.replace(stub, value) for a in args]
+        commands.append([jinja2.Template(a).render(params=params) for a in args])
+    return commands
+
+
+@pytest.mark.parametrize("dag_id", ["kiln_training", "kiln_training_breast_cancer", "kiln_training_diabetes"])
+def test_every_stage_command_is_accepted_by_the_cli_and_passes_every_form_setting(dagbag, dag_id):
+    """One source of truth: the operators' command lines are generated from the same stage definitions as the CLI."""
+    from ml_tasks.__main__ import build_parser
+    from ml_tasks.spec import load_named
+    from ml_tasks.stages import STAGES
+
+    dag = dagbag.get_dag(dag_id)
+    spec = load_named(dag_id.removeprefix("kiln_training").removeprefix("_") or "transactions")
+    commands = rendered_commands(dag)
+    assert len(commands) >= 10
+    for command in commands:
+        args = build_parser().parse_args(command)
+        assert args.dataset == spec.name, command
+        for name in STAGES[command[0]].settings_for(spec):
+            if name in dag.params:
+                assert getattr(args, f"setting_{name}") is not None, (command[0], name)
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
@@ -103,7 +168,7 @@ def test_every_param_is_a_described_bounded_form_field(dagbag):
     "name, value, message",
     [
         ("rows", 5, "Invalid input for param rows: 5 is less than the minimum of 1000"),
-        ("source", "s3", "Invalid input for param source: 's3' is not one of"),
+        ("pca_k", 7, "Invalid input for param pca_k: 7 is greater than the maximum of 6"),
         ("min_auc", 1.5, "Invalid input for param min_auc: 1.5 is greater than the maximum of 1"),
         ("partition_date", "yesterday", "Invalid input for param partition_date"),
         ("model_name", "Bad Name", "Invalid input for param model_name"),

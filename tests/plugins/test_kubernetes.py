@@ -38,7 +38,7 @@ def validate(manifest: dict) -> None:
 def dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags" / "kiln_training.py")).get_dag("kiln_training")
+    return DagBag(dag_folder=str(ROOT / "dags" / "kiln_datasets.py")).get_dag("kiln_training")
 
 
 def rendered_pod(dag, task_id: str) -> dict:
@@ -66,7 +66,7 @@ def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
     stage = dag.get_task(task_id).stage
     assert container["image"] == ("kiln/kiln-singa:latest" if task_id == "train_singa" else "kiln/kiln:latest")
     assert container["command"] == ["python", "-m", "ml_tasks", stage]
-    assert container["args"][:4] == ["--data-root", "/data", "--ds", "2026-11-24"]
+    assert container["args"][:6] == ["--dataset", "transactions", "--data-root", "/data", "--ds", "2026-11-24"]
     assert container["args"][-2:] == ["--result-file", f"/data/runs/ds=2026-11-24/_results/{task_id}.json"]
     assert container["resources"] == PRESETS[HEAVY_STAGES[task_id]]
     labels = manifest["metadata"]["labels"]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from ml_tasks.layout import CandidateFiles
+
 pytestmark = pytest.mark.slow
 
 
@@ -20,8 +22,8 @@ def operator(small_features, tmp_path: Path, epochs: int, batch_size: int = 128)
     lay = small_features["layout"]
     return MXNetDistributedOperator(
         task_id="train_mxnet_dist",
-        worker_args=["--data-root", str(lay.data_root), "--ds", lay.ds, "--candidate", f"dist_{tmp_path.name}",
-                     "--epochs", str(epochs), "--batch-size", str(batch_size)],
+        worker_args=["--dataset", lay.dataset, "--data-root", str(lay.data_root), "--ds", lay.ds, "--candidate",
+                     f"dist_{tmp_path.name}", "--mlp-epochs", str(epochs), "--mlp-batch-size", str(batch_size)],
         result_path=str(tmp_path / "result.json"),
         checkpoint_dir=str(lay.run_dir / "checkpoints" / f"dist_{tmp_path.name}"),
         num_servers=1, num_workers=2, cluster_timeout=300, execution="local",
@@ -47,7 +49,7 @@ def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_
     assert len(digests) == 1, "workers ended with different parameters"
     assert result["num_workers"] == 2 and result["kvstore"] == "dist_sync"
     lay = small_features["layout"]
-    single = train_mxnet(lay.features_dir, tmp_path / "single", tmp_path / "single-ckpt", lay.transform_dir,
+    single = train_mxnet(lay.features, CandidateFiles(tmp_path / "single"), tmp_path / "single-ckpt", lay.transform_dir,
                          MLPConfig(epochs=3, batch_size=128))
     assert abs(result["test_auc"] - single["test_auc"]) <= 0.02
     pids = json.loads((ckpt / "pids.json").read_text())
@@ -100,7 +102,7 @@ def test_sigkill_of_the_launcher_leaves_no_role_running(small_features, tmp_path
     lay = small_features["layout"]
     candidate = f"orphan_{tmp_path.name}"[:60]
     launcher = subprocess.Popen([sys.executable, "-m", "ml_tasks", "train-mxnet-dist", "--data-root", str(lay.data_root),
-                                 "--ds", lay.ds, "--candidate", candidate, "--epochs", "40", "--batch-size", "32"],
+                                 "--ds", lay.ds, "--candidate", candidate, "--mlp-epochs", "40", "--mlp-batch-size", "32"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pid_file = lay.checkpoint_dir(candidate) / "pids.json"
     deadline = time.monotonic() + 120
@@ -114,3 +116,17 @@ def test_sigkill_of_the_launcher_leaves_no_role_running(small_features, tmp_path
     while any(alive(p) for p in pids.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [name for name, pid in pids.items() if alive(pid)] == []
+
+
+def test_dist_sync_regression_workers_agree_and_learn_the_value(diabetes_features, tmp_path):
+    """The L2-loss MLP on a real parameter-server cluster: identical workers, predictions in the label's unit."""
+    import pandas as pd
+    from sklearn.metrics import r2_score
+
+    op = operator(diabetes_features, tmp_path, epochs=30, batch_size=16)
+    result = op.execute(context={})
+    assert result["task"] == "regression" and result["num_workers"] == 2
+    ckpt = Path(op.checkpoint_dir)
+    assert len({json.loads((ckpt / f"final-rank-{r}.json").read_text())["digest"] for r in (0, 1)}) == 1
+    preds = pd.read_parquet(CandidateFiles(Path(result["candidate_dir"])).predictions)
+    assert r2_score(preds.label, preds.score) > 0.2 and result["test_rmse"] < preds.label.std()
