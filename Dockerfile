@@ -27,6 +27,7 @@ WORKDIR /opt/kiln
 COPY requirements.txt pyproject.toml ./
 RUN pip install -r requirements.txt
 COPY ml_tasks ./ml_tasks
+COPY datasets ./datasets
 COPY dags ./dags
 COPY plugins ./plugins
 COPY scripts ./scripts

@@ -49,6 +49,7 @@ bench: setup
 	python bench/bench_pipeline.py
 	python bench/bench_mxnet.py
 	python bench/bench_ignite.py
+	python bench/bench_postgres.py
 
 lint: setup
 	ruff check .

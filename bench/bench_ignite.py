@@ -99,22 +99,23 @@ def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]
     from ml_tasks.online_features import latest_features
     from ml_tasks.preprocess import preprocess
     from ml_tasks.registry import register
+    from ml_tasks.spec import load_named
     from ml_tasks.train_spark import train_spark
 
-    lay = Layout(work / "data", "2026-01-01")
-    ingest(lay.ds, lay.raw_dir, rows=max(4 * requests, 40_000))
-    preprocess(lay.raw_dir, lay.features_dir, lay.transform_dir)
-    train_spark("gbt", lay.features_dir, lay.candidate_dir("spark_gbt"), {"gbt_max_iter": 20})
-    evaluate(lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
-    register(lay.evaluation, lay.registry_root, "bench", lay.ds, lay.transform_dir)
-    online = latest_features(lay.raw_dir, lay.run_dir / "online.parquet")
-    warm(client(), "bench_features", lay.run_dir / "online.parquet", version_prefix=lay.ds + "-", progress=lambda _: None)
+    spec = load_named("transactions")  # the service serves every spec; the bench's data root has this one's model
+    lay = Layout(work / "data", spec.name, "2026-01-01")
+    ingest(spec, lay.ds, lay.raw_dir, rows=max(4 * requests, 40_000))
+    preprocess(lay.raw_dir, lay.features, lay.transform)
+    train_spark("gbt", "binary", lay.features, lay.candidate("spark_gbt"), {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4})
+    evaluate("binary", lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
+    register(lay.evaluation, lay.registry_root, spec.registry_name, lay.ds, lay.transform_dir)
+    online = latest_features(lay.raw_dir, lay.online_features)
+    warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None)
     import pandas as pd
 
     entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()[:requests]
     port = free_port()
-    env = {**os.environ, "KILN_DATA_ROOT": str(lay.data_root), "KILN_MODEL_NAME": "bench", "KILN_FEATURE_CACHE": "bench_features",
-           "KILN_IGNITE_PORT": str(PORT), "KILN_PREDICTION_TTL": "600"}
+    env = {**os.environ, "KILN_DATA_ROOT": str(lay.data_root), "KILN_IGNITE_PORT": str(PORT), "KILN_PREDICTION_TTL": "600"}
     server = subprocess.Popen([sys.executable, "-m", "ml_tasks", "serve", "--port", str(port), "--data-root", str(lay.data_root)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

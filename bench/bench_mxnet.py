@@ -24,7 +24,7 @@ from ml_tasks.mxnet_cluster import run_cluster  # noqa: E402
 
 def worker_cmd(layout: Layout, candidate: str, epochs: int, result: Path, kvstore: str) -> list[str]:
     return [sys.executable, "-m", "ml_tasks", "train-mxnet", "--data-root", str(layout.data_root), "--ds", layout.ds,
-            "--candidate", candidate, "--epochs", str(epochs), "--batch-size", "256", "--kvstore", kvstore,
+            "--candidate", candidate, "--mlp-epochs", str(epochs), "--mlp-batch-size", "256", "--kvstore", kvstore,
             "--result-file", str(result)]
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    layout = Layout(Path(tempfile.mkdtemp(prefix="kiln-bench-mx-")), "2026-01-01")
+    layout = Layout(Path(tempfile.mkdtemp(prefix="kiln-bench-mx-")), "transactions", "2026-01-01")
     write_features(layout, args.rows)
     results = {}
 

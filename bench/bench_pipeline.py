@@ -47,7 +47,8 @@ def main() -> None:
     print(f"{'sum of tasks':<22}{total:>9.1f}")
     print(f"{'run wall time':<22}{wall:>9.1f}")
     print(f"wall / sum of task time: {wall / total:.2f}")
-    evaluation = json.loads((data_root / "runs" / f"ds={args.ds}" / "evaluation.json").read_text())
+    (evaluation_file,) = (data_root / "transactions" / "runs" / f"ds={args.ds}").glob("run=*/evaluation.json")
+    evaluation = json.loads(evaluation_file.read_text())
     print("\n" + "\n".join(f"{c['candidate']:<14} auc {c['metrics']['auc']:.4f}" for c in evaluation["candidates"]))
 
 

@@ -11,6 +11,7 @@ RUN pip install --no-cache-dir "pyarrow<13" "pandas<2" "scikit-learn<1.1" \
  && mkdir -p /data && chown "${KILN_UID}:0" /data
 WORKDIR /opt/kiln
 COPY ml_tasks ./ml_tasks
+COPY datasets ./datasets
 ENV PYTHONPATH=/opt/kiln
 USER ${KILN_UID}
 ENTRYPOINT ["python", "-m", "ml_tasks"]

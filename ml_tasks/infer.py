@@ -110,14 +110,14 @@ def infer_spec(source: str, *, label: str, key: str | None = None, task: str | N
         source_block["date_column"] = date_column
     times = [c for c in table.column_names if c not in (label, key) and
              (pa.types.is_timestamp(table.schema.field(c).type) or pa.types.is_date(table.schema.field(c).type))]
-    timestamp = timestamp or next((c for c in times if c != date_column), None)
+    timestamp = timestamp or (times[0] if times else None)
     numeric, categorical, ignore = [], [], []
     for name in table.column_names:
         if name in (label, key, timestamp):
             continue
         kind, col = table.schema.field(name).type, table.column(name)
-        if name == date_column and name not in (timestamp,):
-            ignore.append(name)
+        if name == date_column:
+            ignore.append(name)  # it selects a run's rows; it is not a feature
         elif _is_number(kind):
             numeric.append(name)
         elif _is_text(kind) and _distinct(col) <= min(MAX_CATEGORIES, max(2, table.num_rows // 2)):

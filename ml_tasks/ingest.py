@@ -41,11 +41,7 @@ def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, p
         have, want = source.field(name).type, schema.storage_type(name)
         if have == want:
             continue
-        if pa.types.is_null(have):
-            out[name] = want
-        elif want == pa.string() and (_is_number(have) or pa.types.is_large_string(have) or pa.types.is_dictionary(have)):
-            out[name] = want
-        elif pa.types.is_floating(want) and _is_number(have):
+        if pa.types.is_null(have) or want == pa.string() and (_is_number(have) or pa.types.is_large_string(have) or pa.types.is_dictionary(have)) or pa.types.is_floating(want) and _is_number(have):
             out[name] = want
         elif pa.types.is_integer(want) and (pa.types.is_integer(have) or pa.types.is_boolean(have)):
             out[name] = pa.int64() if pa.types.is_integer(have) and have.bit_width > 32 else want

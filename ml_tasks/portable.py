@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+
 def transform_matrix(columns: Mapping[str, Sequence[Any]], spec: Mapping[str, Any]) -> np.ndarray:
     """Apply the exported transform to column arrays: impute, scale, one-hot, then append PCA."""
     numeric = np.column_stack(

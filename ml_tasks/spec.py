@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import PROJECT_ROOT, check_name
-
 from ml_tasks.run_settings import BINARY, SETTINGS, TASKS, applies
 from ml_tasks.schema import DatasetSchema
 

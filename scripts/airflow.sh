@@ -3,6 +3,8 @@
 # PostgreSQL (Debian's package, data in the state folder) as the metadata DB, LocalExecutor, and the
 # api-server, scheduler, dag-processor and triggerer as separate processes. Secrets (DB password,
 # JWT secret) are generated on first start into the git-ignored state folder, never kept in code.
+# The same PostgreSQL holds database kiln_source (role kiln_source) for datasets read from PostgreSQL,
+# exported to Airflow as connection kiln_source (AIRFLOW_CONN_KILN_SOURCE).
 # Env (defaults): KILN_AIRFLOW_STATE (.airflow/server), KILN_AIRFLOW_PORT (8080), KILN_PG_PORT (5433),
 # KILN_LOG_SERVER_PORT (8793; the triggerer's is +1), KILN_AIRFLOW_PARALLELISM (4).
 set -euo pipefail
@@ -30,6 +32,7 @@ write_env() {
     printf 'KILN_PG_PASSWORD=%s\nAIRFLOW__API_AUTH__JWT_SECRET=%s\nAIRFLOW__API__SECRET_KEY=%s\n' \
       "$(openssl rand -hex 16)" "$(openssl rand -hex 32)" "$(openssl rand -hex 32)" > "$state/secrets.env"
   }
+  grep -q '^KILN_SOURCE_PASSWORD=' "$state/secrets.env" || (umask 077; printf 'KILN_SOURCE_PASSWORD=%s\n' "$(openssl rand -hex 16)" >> "$state/secrets.env")
   # shellcheck disable=SC1091
   set -a; source "$state/secrets.env"; set +a
   export AIRFLOW_HOME="$state/home"
@@ -49,6 +52,8 @@ write_env() {
   export AIRFLOW_CONN_SPARK_DEFAULT="${AIRFLOW_CONN_SPARK_DEFAULT:-spark://local%5B%2A%5D}"
   export AIRFLOW_CONN_IGNITE_DEFAULT="${AIRFLOW_CONN_IGNITE_DEFAULT:-ignite://127.0.0.1:10800}"
   export KILN_DATA_ROOT="${KILN_DATA_ROOT:-$root/data}"
+  # A PostgreSQL database for datasets' own tables (source kind postgres), read through this connection.
+  export AIRFLOW_CONN_KILN_SOURCE="${AIRFLOW_CONN_KILN_SOURCE:-postgres://kiln_source:${KILN_SOURCE_PASSWORD}@127.0.0.1:${pg_port}/kiln_source}"
   export PYSPARK_PYTHON="$root/.venv/bin/python" SPARK_LOCAL_IP=127.0.0.1
   mkdir -p "$AIRFLOW_HOME"
 }
@@ -71,6 +76,10 @@ postgres_up() {
     psql_super -qc "CREATE ROLE airflow LOGIN PASSWORD '$KILN_PG_PASSWORD'"
   psql_super -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" | grep -q 1 || \
     psql_super -qc "CREATE DATABASE airflow OWNER airflow"
+  psql_super -tAc "SELECT 1 FROM pg_roles WHERE rolname='kiln_source'" | grep -q 1 || \
+    psql_super -qc "CREATE ROLE kiln_source LOGIN PASSWORD '$KILN_SOURCE_PASSWORD'"
+  psql_super -tAc "SELECT 1 FROM pg_database WHERE datname='kiln_source'" | grep -q 1 || \
+    psql_super -qc "CREATE DATABASE kiln_source OWNER kiln_source"
 }
 
 up() {
@@ -126,6 +135,6 @@ case "${1:-}" in
             if [ -f "$run/$c.pid" ] && kill -0 "$(cat "$run/$c.pid")" 2>/dev/null; then echo "$c: running"; else echo "$c: stopped"; fi; done ;;
   cli) shift; write_env; exec airflow "$@" ;;
   # Names of secrets are left out, and any value that embeds one (the DB URL holds the password) is masked.
-  env) write_env; env | grep -E '^(AIRFLOW|KILN|PYSPARK|SPARK_LOCAL)' | grep -v -E 'PASSWORD|SECRET' | sed "s/$KILN_PG_PASSWORD/***/g" ;;
+  env) write_env; env | grep -E '^(AIRFLOW|KILN|PYSPARK|SPARK_LOCAL)' | grep -v -E 'PASSWORD|SECRET' | sed -e "s/$KILN_PG_PASSWORD/***/g" -e "s/$KILN_SOURCE_PASSWORD/***/g" ;;
   *) echo "usage: $0 up|down|status|cli ARGS...|env" >&2; exit 2 ;;
 esac

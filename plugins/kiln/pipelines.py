@@ -98,7 +98,6 @@ def training_dag(spec: DatasetSpec) -> DAG:
         def plan(params=None, logical_date=None, dag_run=None) -> dict:
             """Check the params against the spec and resolve the partition and its paths once."""
             from kiln.settings import data_root
-
             from ml_tasks.planning import plan_run
 
             return plan_run(spec.name, dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None),
@@ -196,7 +195,6 @@ def cache_refresh_dag(spec: DatasetSpec) -> DAG:
         def find_champion(params=None) -> dict:
             """The registry's champion and the features it was registered with: what serving must see."""
             from kiln.settings import data_root
-
             from ml_tasks.layout import registry_root
             from ml_tasks.registry import champion_features
 

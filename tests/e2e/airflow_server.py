@@ -22,6 +22,7 @@ class AirflowServer:
     state: Path
     data_root: Path
     ignite_uri: str
+    datasets: Path | None = None
     port: int = 8180
     pg_port: int = 5533
     log_port: int = 8893
@@ -32,7 +33,16 @@ class AirflowServer:
         return {**os.environ, "KILN_AIRFLOW_STATE": str(self.state), "KILN_AIRFLOW_PORT": str(self.port),
                 "KILN_PG_PORT": str(self.pg_port), "KILN_LOG_SERVER_PORT": str(self.log_port),
                 "KILN_DATA_ROOT": str(self.data_root), "AIRFLOW_CONN_IGNITE_DEFAULT": self.ignite_uri,
-                "AIRFLOW_CONN_KUBERNETES_DEFAULT": f"kubernetes://kiln:{MASK_PROBE_PASSWORD}@localhost"}
+                "AIRFLOW_CONN_KUBERNETES_DEFAULT": f"kubernetes://kiln:{MASK_PROBE_PASSWORD}@localhost",
+                **({"KILN_DATASETS_DIR": str(self.datasets)} if self.datasets else {})}
+
+    def secret(self, name: str) -> str:
+        return dict(line.split("=", 1) for line in (self.state / "secrets.env").read_text().split())[name]
+
+    @property
+    def source_uri(self) -> str:
+        """The kiln_source database airflow.sh creates for datasets read from PostgreSQL."""
+        return f"postgresql://kiln_source:{self.secret('KILN_SOURCE_PASSWORD')}@127.0.0.1:{self.pg_port}/kiln_source"
 
     @property
     def url(self) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.airflow_server import AirflowServer
+from tests.e2e.airflow_server import ROOT, AirflowServer
 from tests.e2e.helpers import ARTIFACTS
 
 # Cheap candidates for runs on the running Airflow: on 2 cores parallel Spark JVMs only share the CPU.
@@ -23,7 +23,9 @@ def airflow_server(tmp_path_factory, ignite_node):
     # PostgreSQL runs as the postgres user, which cannot enter pytest's root-only temp folders.
     state = Path(tempfile.mkdtemp(prefix="kiln-airflow-state-"))
     state.chmod(0o755)
-    server = AirflowServer(state=state, data_root=base / "data", ignite_uri=ignite_node.connection_uri())
+    datasets = base / "datasets"  # the shipped specs; tests add their own while the server runs
+    shutil.copytree(ROOT / "datasets", datasets)
+    server = AirflowServer(state=state, data_root=base / "data", ignite_uri=ignite_node.connection_uri(), datasets=datasets)
     server.up()
     try:
         for dag_id in ("kiln_training", "kiln_cache_refresh"):

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from ml_tasks.params import RUN_PARAMS
 from tests.e2e.conftest import SUBSET
 from tests.e2e.helpers import ARTIFACTS
 
@@ -58,10 +57,14 @@ def test_trigger_from_the_form_and_watch_it_succeed(airflow_server, browser):
     button(browser, "Trigger").click()
     time.sleep(2)
 
+    from kiln.form import form_settings
+
+    from tests.conftest import transactions_spec
+
     body = browser.find_element(By.TAG_NAME, "body").text
-    for name, spec in RUN_PARAMS.items():  # every field is there with its description
-        assert browser.find_element(By.NAME, f"element_{name}"), name
-        assert spec["description"] in body, name
+    for setting in form_settings(transactions_spec()):  # every field of the dataset's form is there with its description
+        assert browser.find_element(By.NAME, f"element_{setting.name}"), setting.name
+        assert setting.description in body, setting.name
     browser.save_screenshot(str(ARTIFACTS / "ui-2-trigger-form.png"))
 
     rows = browser.find_element(By.NAME, "element_rows")

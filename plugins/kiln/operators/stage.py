@@ -99,10 +99,11 @@ class KilnStageOperator(BaseOperator):
 
     def _run_local(self) -> None:
         cmd = [sys.executable, *self.command[1:]]
+        env = self._stage_env()  # first: it registers the stage's connections with the masker
         self.log.info("running %s", " ".join(cmd))
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-            env=self._stage_env(), preexec_fn=die_with_parent,
+            env=env, preexec_fn=die_with_parent,
         )
         timeout = float(self.timeout_minutes) * 60 if self.timeout_minutes else None
         timed_out = threading.Event()
