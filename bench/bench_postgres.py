@@ -34,15 +34,16 @@ COLUMNS = ("entity_id text, event_ts timestamp, amount double precision, hour_of
            "double precision, tx_count_24h integer, account_age_days integer, is_foreign integer, merchant_category text, "
            "channel text, label integer")
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from ml_tasks.ingest import ingest
 from ml_tasks.spec import load_spec
 spec = load_spec(Path(sys.argv[1]))
 started = time.perf_counter()
 out = ingest(spec, sys.argv[2], Path(sys.argv[3]))
-print(json.dumps({"seconds": time.perf_counter() - started, "rows": out["rows"],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec.
+hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": time.perf_counter() - started, "rows": out["rows"], "peak_rss_mb": hwm_kb / 1024}))
 """
 
 

@@ -114,3 +114,21 @@ def test_a_stage_printing_a_connection_password_is_masked_in_its_task_log(airflo
     assert "does not exist" in log, log[-2000:]  # the stage did print the path
     assert MASK_PROBE_PASSWORD not in log and source_password not in log
     assert "/nowhere/***/***.csv" in log
+
+
+def test_a_query_source_reads_only_its_days_rows_in_bounded_batches(airflow_server, card_events, tmp_path):
+    """A spec whose source is a query (a filter here) streams the day's rows of that query, nothing else."""
+    from ml_tasks.ingest import ingest
+    from ml_tasks.spec import parse_spec
+
+    spec = parse_spec(card_events.replace("  table: public.card_events\n",
+                                          "  query: SELECT * FROM public.card_events WHERE channel <> 'atm'\n"),
+                      "card_events_no_atm", "card_events_no_atm.yaml", tmp_path)
+    lay = Layout(tmp_path, spec.name, DAYS[0])
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AIRFLOW_CONN_KILN_SOURCE", airflow_server.source_uri)
+        result = ingest(spec, lay.ds, lay.raw_dir)
+    expected = generate_chunk(DAYS[0], 0, rows_of(DAYS[0]), 1_000).to_pandas()
+    raw = pq.read_table(lay.raw_dir).to_pandas()
+    assert result["rows"] == len(raw) == int((expected.channel != "atm").sum())
+    assert set(raw.channel) == {"online", "pos"} and set(raw.event_ts.dt.date.astype(str)) == {DAYS[0]}
