@@ -149,7 +149,8 @@ def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds
 
 def format_table(task: str, rows: list[dict[str, Any]]) -> str:
     names = METRICS[task]
-    lines = [f"{'candidate':<22}" + "".join(f"{n[:10]:>12}" for n in names) + "  verdict"]
+    short = {"calibration_error": "ece"}
+    lines = [f"{'candidate':<22}" + "".join(f"{short.get(n, n):>12}" for n in names) + "  verdict"]
     for r in rows:
         verdict = "pass" if r["passes"] else "fail: " + "; ".join(r["reasons"])
         lines.append(f"{r['candidate']:<22}" + "".join(f"{r['metrics'][n]:>12.4f}" for n in names) + f"  {verdict}")
