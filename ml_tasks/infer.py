@@ -19,6 +19,7 @@ import yaml
 
 from ml_tasks import sources
 from ml_tasks.errors import KilnError
+from ml_tasks.schema import is_number, is_text
 from ml_tasks.spec import parse_spec
 
 MAX_CATEGORIES = 50  # more distinct values than this (or than half the sample) is not a category
@@ -55,14 +56,6 @@ def _sample(source: str, rows: int) -> tuple[pa.Table, dict[str, Any]]:
     return table, {"kind": "file", "path": absolute, **({"format": fmt} if fmt == "csv" and not absolute.endswith(".csv") else {})}
 
 
-def _is_text(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
-
-
-def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
-
-
 def _distinct(col: pa.ChunkedArray) -> int:
     return len(pc.unique(col.drop_null()))
 
@@ -70,13 +63,13 @@ def _distinct(col: pa.ChunkedArray) -> int:
 def _infer_key(table: pa.Table, exclude: set[str]) -> str:
     """An id-named column of unique values, else the first text or integer column of unique values."""
     unique = [c for c in table.column_names if c not in exclude and
-              (_is_text(table.schema.field(c).type) or pa.types.is_integer(table.schema.field(c).type))
+              (is_text(table.schema.field(c).type) or pa.types.is_integer(table.schema.field(c).type))
               and table.column(c).null_count == 0 and _distinct(table.column(c)) == table.num_rows]
     named = [c for c in unique if c.lower() in ID_NAMES or c.lower().endswith(("_id", "_key"))]
     if named or unique:
         return (named or unique)[0]
     # Recurring entities (a card with many transactions) are not unique per row: an id-named text column then.
-    texts = [c for c in table.column_names if c not in exclude and _is_text(table.schema.field(c).type)
+    texts = [c for c in table.column_names if c not in exclude and is_text(table.schema.field(c).type)
              and (c.lower() in ID_NAMES or c.lower().endswith(("_id", "_key")))]
     if texts:
         return texts[0]
@@ -87,7 +80,7 @@ def _infer_task(col: pa.ChunkedArray, label: str) -> str:
     kind = col.type
     if pa.types.is_boolean(kind):
         return "binary"
-    if not _is_number(kind):
+    if not is_number(kind):
         raise KilnError(f"label {label!r} holds {kind}, not numbers: map it to 0/1 (binary) or use a numeric label")
     values = set(pc.unique(col.drop_null()).to_pylist())
     return "binary" if values <= {0, 1} else "regression"
@@ -118,9 +111,9 @@ def infer_spec(source: str, *, label: str, key: str | None = None, task: str | N
         kind, col = table.schema.field(name).type, table.column(name)
         if name == date_column:
             ignore.append(name)  # it selects a run's rows; it is not a feature
-        elif _is_number(kind):
+        elif is_number(kind):
             numeric.append(name)
-        elif _is_text(kind) and _distinct(col) <= min(MAX_CATEGORIES, max(2, table.num_rows // 2)):
+        elif is_text(kind) and _distinct(col) <= min(MAX_CATEGORIES, max(2, table.num_rows // 2)):
             categorical.append(name)
         else:
             ignore.append(name)

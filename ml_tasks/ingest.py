@@ -20,16 +20,12 @@ import pyarrow.parquet as pq
 from ml_tasks import sources
 from ml_tasks.atomic import atomic_dir, link_snapshot, read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.schema import DatasetSchema
+from ml_tasks.schema import DatasetSchema, is_number, is_text
 from ml_tasks.spec import DatasetSpec, FileSource, PostgresSource, SklearnSource, SyntheticSource
 
 log = logging.getLogger(__name__)
 PART_FILE = "part-00000.parquet"
 REQUEST_FILE = "_ingest.json"  # what the partition was ingested from ('_' keeps Arrow and Spark from reading it)
-
-
-def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
 
 
 def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, pa.DataType]:
@@ -41,12 +37,13 @@ def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, p
         have, want = source.field(name).type, schema.storage_type(name)
         if have == want:
             continue
-        if pa.types.is_null(have) or want == pa.string() and (_is_number(have) or pa.types.is_large_string(have) or pa.types.is_dictionary(have)) or pa.types.is_floating(want) and _is_number(have):
+        to_text = want == pa.string() and (is_number(have) or is_text(have))
+        to_float = pa.types.is_floating(want) and is_number(have)
+        to_time = pa.types.is_timestamp(want) and (pa.types.is_timestamp(have) or pa.types.is_date(have))
+        if pa.types.is_null(have) or to_text or to_float or to_time:
             out[name] = want
         elif pa.types.is_integer(want) and (pa.types.is_integer(have) or pa.types.is_boolean(have)):
             out[name] = pa.int64() if pa.types.is_integer(have) and have.bit_width > 32 else want
-        elif pa.types.is_timestamp(want) and (pa.types.is_timestamp(have) or pa.types.is_date(have)):
-            out[name] = want
     return out
 
 
@@ -91,8 +88,8 @@ def _file_batches(spec: DatasetSpec, path: str, fmt: str | None, date_column: st
             as_text.add(column)
 
 
-def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None) -> dict[str, Any] | None:
-    """What determines the partition's content; None when only reading the source can tell (a database)."""
+def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None) -> dict[str, Any]:
+    """What determines the partition's content; ``always_read`` when only reading the source can tell (a database)."""
     request: dict[str, Any] = {"ds": ds, "source": spec.source.model_dump(mode="json"), "schema": list(spec.columns),
                                "task": spec.task}
     if input_path or isinstance(spec.source, FileSource):
@@ -107,7 +104,7 @@ def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None
         import sklearn
 
         return {**request, "sklearn": sklearn.__version__}
-    return None
+    return {**request, "always_read": True}
 
 
 def write_partition(spec: DatasetSpec, ds: str, out_dir: Path, rows: int, input_path: str | None) -> int:
@@ -142,12 +139,12 @@ def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = 20_000, input_
     ``snapshot_dir`` receives this run's own hard-linked view of the partition it ingested.
     """
     request = ingest_request(spec, ds, rows, input_path)
-    reused = request is not None and (raw_dir / REQUEST_FILE).exists() and read_json(raw_dir / REQUEST_FILE) == request
+    reused = (not request.get("always_read") and (raw_dir / REQUEST_FILE).exists()
+              and read_json(raw_dir / REQUEST_FILE) == request)
     if not reused:
         with atomic_dir(raw_dir) as tmp:
             write_partition(spec, ds, tmp, rows, input_path)
-            write_json(tmp / REQUEST_FILE, request or {"ds": ds, "source": spec.source.model_dump(mode="json"),
-                                                      "schema": list(spec.columns), "task": spec.task})
+            write_json(tmp / REQUEST_FILE, request)
     if snapshot_dir is not None:
         link_snapshot(raw_dir, snapshot_dir)
     read_from = snapshot_dir or raw_dir

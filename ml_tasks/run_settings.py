@@ -38,6 +38,7 @@ class Setting:
     default: Any
     description: str
     tasks: tuple[str, ...] = TASKS
+    sources: tuple[str, ...] | None = None  # the source kinds it applies to (None: all)
     # Bounds that follow from the dataset (e.g. at most as many PCA components as numeric features).
     spec_schema: Callable[[DatasetSpec], dict[str, Any]] | None = field(default=None, repr=False)
     # A default that follows from the dataset, when its spec does not set one.
@@ -95,9 +96,10 @@ def _s(name: str, schema: dict[str, Any], default: Any, description: str, **kw: 
 _SETTINGS = [
     # ingest
     _s("rows", {"type": "integer", "minimum": 1000, "maximum": 10_000_000}, 20_000,
-       "Rows the synthetic generator writes for the partition (synthetic sources only)."),
+       "Rows the synthetic generator writes for the partition.", sources=("synthetic",)),
     _s("input_path", {"type": ["null", "string"]}, None,
-       "Read this CSV/Parquet file, folder or glob instead of the dataset's own source (same columns). Empty: the spec's source."),
+       "Read this CSV/Parquet file, folder or glob instead of the dataset's own source (same columns). Empty: the spec's source.",
+       sources=("file", "postgres")),
     # validate
     _s("min_rows", {"type": "integer", "minimum": 1, "maximum": 1_000_000_000}, 100,
        "Validation: fewest rows a partition may have."),
@@ -171,28 +173,29 @@ _SETTINGS = [
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
 
 
-def applies(name: str, task: str) -> bool:
-    return task in SETTINGS[name].tasks
+def applies(name: str, task: str, source: str | None = None) -> bool:
+    """Whether setting ``name`` means anything for a dataset of ``task`` read from a ``source`` kind."""
+    setting = SETTINGS[name]
+    return task in setting.tasks and (source is None or setting.sources is None or source in setting.sources)
 
 
-def settings_for(task: str, names: list[str] | tuple[str, ...] | None = None) -> list[Setting]:
-    return [s for s in SETTINGS.values() if task in s.tasks and (names is None or s.name in names)]
+def settings_for(task: str, source: str | None = None, names: list[str] | tuple[str, ...] | None = None) -> list[Setting]:
+    return [s for s in SETTINGS.values() if applies(s.name, task, source) and (names is None or s.name in names)]
 
 
 def resolve(spec: DatasetSpec, given: Mapping[str, Any], where: str = "param") -> dict[str, Any]:
     """The run's settings: ``given`` over the spec's defaults over the global defaults, each checked, and
     the cross-field rules the per-field schema cannot express. Errors name the setting."""
-    values = {s.name: s.default_for(spec) for s in settings_for(spec.task)}
+    values = {s.name: s.default_for(spec) for s in settings_for(spec.task, spec.source.kind)}
     for name, value in given.items():
         if name not in SETTINGS:
             raise KilnError(f"{where} {name!r} is not a Kiln setting")
-        if not applies(name, spec.task):
-            raise KilnError(f"{where} {name!r} does not apply to {spec.task} dataset {spec.name!r}")
+        if not applies(name, spec.task, spec.source.kind):
+            raise KilnError(f"{where} {name!r} does not apply to {spec.task} dataset {spec.name!r} "
+                            f"(a {spec.source.kind} source)")
         values[name] = value
     for name, value in values.items():
         SETTINGS[name].check(value, spec, where)
-    if values["input_path"] and spec.source.kind in ("sklearn", "synthetic"):
-        raise KilnError(f"{where} 'input_path' cannot replace the {spec.source.kind} source of dataset {spec.name!r}")
     if spec.task == BINARY and values["min_positive_rate"] > values["max_positive_rate"]:
         raise KilnError(f"{where} 'min_positive_rate' must not exceed 'max_positive_rate'")
     return values

@@ -18,6 +18,19 @@ if TYPE_CHECKING:
 SCHEMA_FILE = "_schema.json"
 
 
+def is_number(kind: pa.DataType) -> bool:
+    """Integers, floats, booleans and decimals: what a numeric role can hold."""
+    import pyarrow as pa
+
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
+
+
+def is_text(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_dictionary(kind)
+
+
 @dataclass(frozen=True)
 class DatasetSchema:
     """Column roles of a dataset and its task (``binary`` or ``regression``)."""

@@ -111,8 +111,8 @@ class DatasetSpec(_Strict):
         for name, value in self.settings.items():
             if name not in SETTINGS:
                 raise ValueError(f"settings.{name}: not a Kiln setting (see ml_tasks/run_settings.py)")
-            if not applies(name, self.task):
-                raise ValueError(f"settings.{name}: does not apply to a {self.task} task")
+            if not applies(name, self.task, self.source.kind):
+                raise ValueError(f"settings.{name}: does not apply to a {self.task} task with a {self.source.kind} source")
             try:
                 SETTINGS[name].check(value, self, where="settings")
             except KilnError as exc:

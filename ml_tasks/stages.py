@@ -55,7 +55,7 @@ class Stage:
     dataset: bool = True  # takes --dataset
 
     def settings_for(self, spec: DatasetSpec) -> list[str]:
-        return [s for s in self.settings if applies(s, spec.task)]
+        return [s for s in self.settings if applies(s, spec.task, spec.source.kind)]
 
     def command(self, *, dataset: str, partition: list[str], values: Mapping[str, Any], options: list[str] = ()) -> list[str]:
         """``python -m ml_tasks <stage> ...``: ``partition`` is ``--data-root/--ds/--run-id`` and their values,
@@ -80,8 +80,8 @@ def run_input(lay: Layout) -> Path:
 def _ingest(r: Run) -> dict[str, Any]:
     from ml_tasks.ingest import ingest
 
-    return ingest(r.data_spec, r.lay.ds, r.lay.raw_dir, rows=r.settings["rows"], input_path=r.settings["input_path"],
-                  snapshot_dir=r.lay.input_dir)
+    return ingest(r.data_spec, r.lay.ds, r.lay.raw_dir, rows=r.settings.get("rows", 0),
+                  input_path=r.settings.get("input_path"), snapshot_dir=r.lay.input_dir)
 
 
 def _validate(r: Run) -> dict[str, Any]:

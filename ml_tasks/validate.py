@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ml_tasks.atomic import write_json
 from ml_tasks.errors import KilnError, ValidationFailed
-from ml_tasks.schema import SCHEMA_FILE, DatasetSchema
+from ml_tasks.schema import SCHEMA_FILE, DatasetSchema, is_number, is_text
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,6 @@ def read_partition(raw_dir: Path) -> tuple[pa.Table, DatasetSchema]:
     return pq.read_table(raw_dir, schema=None), DatasetSchema.load(raw_dir)
 
 
-def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind) or pa.types.is_decimal(kind)
-
-
 def _example_non_number(col: pa.ChunkedArray) -> str:
     """The first value of a text column that does not parse as a number (for the failure message)."""
     text = col.drop_null()
@@ -52,19 +48,19 @@ def _example_non_number(col: pa.ChunkedArray) -> str:
 
 def _type_failure(schema: DatasetSchema, name: str, kind: pa.DataType, col: pa.ChunkedArray) -> tuple[str, str] | None:
     """``(rule, detail)`` when the column's type cannot hold its role, else None."""
-    is_text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
     if name == schema.key:
-        return None if is_text or pa.types.is_integer(kind) else ("key_type", f"expected text or integer ids, found {kind}")
+        return None if text or pa.types.is_integer(kind) else ("key_type", f"expected text or integer ids, found {kind}")
     if name == schema.timestamp:
         ok = pa.types.is_timestamp(kind) or pa.types.is_date(kind)
         return None if ok else ("timestamp_type", f"expected a timestamp or date, found {kind}")
     if name in schema.categorical:
-        ok = is_text or pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_dictionary(kind)
+        ok = is_text(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)
         return None if ok else ("categorical_type", f"expected text or integer categories, found {kind}")
-    if _is_number(kind) or pa.types.is_null(kind):
+    if is_number(kind) or pa.types.is_null(kind):
         return None
     rule = "label_numeric" if name == schema.label else "numeric_type"
-    detail = f"expected numbers, found {kind}" + (f": {_example_non_number(col)}" if is_text else "")
+    detail = f"expected numbers, found {kind}" + (f": {_example_non_number(col)}" if text else "")
     return rule, detail
 
 

@@ -9,13 +9,10 @@ from airflow.sdk import Param
 from ml_tasks.run_settings import SETTINGS, Setting, settings_for
 from ml_tasks.spec import DatasetSpec
 
-SOURCE_SETTINGS = {"rows": ("synthetic",), "input_path": ("file", "postgres")}  # settings only some sources read
-
 
 def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> list[Setting]:
     """The settings the form of ``spec``'s DAG shows: those of its task and its source, or only ``names``."""
-    return [s for s in settings_for(spec.task, names)
-            if s.name not in SOURCE_SETTINGS or spec.source.kind in SOURCE_SETTINGS[s.name]]
+    return settings_for(spec.task, spec.source.kind, names)
 
 
 def form_params(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> dict[str, Param]:

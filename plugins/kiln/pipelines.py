@@ -46,10 +46,9 @@ PARTITION = ["--data-root", plan_value("data_root"), "--ds", plan_value("ds"), "
 
 def stage_arguments(spec: DatasetSpec, stage: str, options: list[str] = ()) -> list[str]:
     """The stage's arguments with every setting it takes for this dataset as a form-field template."""
-    from kiln.form import form_settings, param_template
+    from kiln.form import param_template
 
-    shown = {s.name for s in form_settings(spec)}
-    values = {name: param_template(name) for name in STAGES[stage].settings_for(spec) if name in shown}
+    values = {name: param_template(name) for name in STAGES[stage].settings_for(spec)}
     return STAGES[stage].command(dataset=spec.name, partition=PARTITION, values=values, options=list(options))[4:]
 
 
