@@ -49,7 +49,7 @@ def _sample(source: str, rows: int) -> tuple[pa.Table, dict[str, Any]]:
         files = sources.resolve_files(str(path), None)
     if not files:
         raise KilnError(f"no data files at {source}")
-    fmt = "csv" if all(f.lower().endswith(".csv") for f in files) else "parquet"
+    fmt = sources.format_of(files, None)  # as ingest will read them
     partitioning = "hive" if path.is_dir() and any(path.glob("ds=*")) else None
     table = pds.dataset(files, format=fmt, partitioning=partitioning).head(rows)
     absolute = str(path.resolve()) if not any(ch in source for ch in "*?[") else str(Path(source).expanduser().absolute())

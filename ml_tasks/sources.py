@@ -30,7 +30,7 @@ PG_BATCH_BYTES = 16 << 20  # the ADBC driver's batch size hint: bounds memory pe
 
 
 # --- files ------------------------------------------------------------------------------------------------
-def _format_of(files: list[str], declared: str | None) -> str:
+def format_of(files: list[str], declared: str | None) -> str:
     if declared:
         return declared
     suffixes = {Path(f).suffix.lower() for f in files}
@@ -97,7 +97,7 @@ def read_files(path: str, fmt: str | None, columns: list[str], numeric: list[str
     """Stream the selected rows of a file source. CSV numeric columns are parsed as numbers, except those
     in ``as_text`` (kept as text so validation can name the bad value instead of the parser failing)."""
     files = resolve_files(path, ds)
-    kind = _format_of(files, fmt)
+    kind = format_of(files, fmt)
     if kind == "csv":
         import pyarrow.csv as pcsv
 
@@ -117,7 +117,7 @@ def bad_csv_column(exc: pa.ArrowInvalid, path: str, fmt: str | None, ds: str | N
     if not match:
         return None
     files = resolve_files(path, ds)
-    if _format_of(files, fmt) != "csv":
+    if format_of(files, fmt) != "csv":
         return None
     header = _csv_header(files[0])
     index = int(match.group(1))

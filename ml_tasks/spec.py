@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import PROJECT_ROOT, check_name
-from ml_tasks.run_settings import BINARY, SETTINGS, TASKS, applies
+from ml_tasks.run_settings import BINARY, SETTINGS, applies
 from ml_tasks.schema import DatasetSchema
 
 SPEC_SUFFIX = ".yaml"
@@ -151,11 +151,6 @@ class DatasetSpec(_Strict):
         assert isinstance(self.source, FileSource)
         return str(self.folder / os.path.expanduser(self.source.path))
 
-    def to_yaml(self) -> str:
-        body = self.model_dump(mode="json", exclude={"name", "folder"}, exclude_defaults=True)
-        body = {"task": body.pop("task"), **body}
-        return yaml.safe_dump(body, sort_keys=False, width=110)
-
 
 def specs_dir() -> Path:
     """``KILN_DATASETS_DIR`` if set, else the project's ``datasets/``."""
@@ -220,4 +215,4 @@ def discover() -> list[tuple[Path, DatasetSpec | SpecError]]:
     return found
 
 
-__all__ = ["BUILTIN_DATASET", "TASKS", "DatasetSpec", "SpecError", "discover", "load_named", "load_spec", "specs_dir"]
+__all__ = ["BUILTIN_DATASET", "DatasetSpec", "SpecError", "discover", "load_named", "load_spec", "specs_dir"]

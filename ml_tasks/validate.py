@@ -37,7 +37,7 @@ def read_partition(raw_dir: Path) -> tuple[pa.Table, DatasetSchema]:
 
 def _example_non_number(col: pa.ChunkedArray) -> str:
     """The first value of a text column that does not parse as a number (for the failure message)."""
-    text = col.drop_null()
+    text = col.drop_null().cast(pa.string())  # dictionary-encoded text too
     bad = pc.invert(pc.match_substring_regex(text, r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$|^\s*$"))
     found = pc.filter(text, bad)
     if len(found) == 0:
@@ -48,7 +48,7 @@ def _example_non_number(col: pa.ChunkedArray) -> str:
 
 def _type_failure(schema: DatasetSchema, name: str, kind: pa.DataType, col: pa.ChunkedArray) -> tuple[str, str] | None:
     """``(rule, detail)`` when the column's type cannot hold its role, else None."""
-    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    text = is_text(kind)
     if name == schema.key:
         return None if text or pa.types.is_integer(kind) else ("key_type", f"expected text or integer ids, found {kind}")
     if name == schema.timestamp:
