@@ -3,6 +3,9 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 STAMP := $(VENV)/.kiln-setup-stamp
+SINGA_STAMP := $(VENV)/.kiln-singa-stamp
+# Apache Singa's source archive (a path or an https URL of an Apache Singa source release)
+export KILN_SINGA_SOURCE ?= $(abspath $(CURDIR)/../shared/third_party/apache-singa-4ddb5629.tar.gz)
 
 export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
@@ -23,8 +26,9 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test bench lint ignite-up ignite-down airflow-up airflow-down clean
 
-# `setup` does nothing when the venv matches requirements.txt/pyproject.toml and the DB is migrated.
-setup: $(STAMP) $(AIRFLOW_HOME)/airflow.db
+# `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed and the
+# DB is migrated. Singa compiles once per machine (~2.5 min on 2 cores); its wheel is cached in ~/.cache/kiln.
+setup: $(STAMP) $(SINGA_STAMP) $(AIRFLOW_HOME)/airflow.db
 
 $(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
 	scripts/system_deps.sh
@@ -32,6 +36,10 @@ $(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
 	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+$(SINGA_STAMP): $(STAMP) scripts/build_singa.sh
+	scripts/build_singa.sh $(VENV)/bin/python
 	touch $@
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
