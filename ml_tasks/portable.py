@@ -1,7 +1,8 @@
-"""Spark-free scoring: the fitted feature transform and the Spark models as plain numpy.
+"""Framework-free scoring: the fitted feature transform, the Spark models and the Singa MLP as plain numpy.
 
-Serving must not start a JVM per request, so preprocessing and training export what they fitted to
-JSON, and the stages themselves check that this numpy path reproduces Spark's output (parity).
+Serving must not start a JVM per request (nor import Singa), so preprocessing and training export what
+they fitted to JSON, and the stages themselves check that this numpy path reproduces the framework's
+own output (parity).
 """
 
 from __future__ import annotations
@@ -50,8 +51,13 @@ def _tree_predict(tree: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
 
 def predict_score(features: np.ndarray, model: Mapping[str, Any]) -> np.ndarray:
     """An exported Spark model's output: the positive-class probability (``logistic_regression``, ``gbt``)
-    or the predicted value (``linear_regression``, ``gbt_regressor``)."""
+    or the predicted value (``linear_regression``, ``gbt_regressor``); or an exported ``mlp`` (Singa) with its output."""
     kind = model["kind"]
+    if kind == "mlp":
+        hidden = features
+        for layer in model["hidden"]:
+            hidden = np.maximum(hidden @ np.asarray(layer["weights"]) + np.asarray(layer["bias"]), 0.0)
+        return apply_output(hidden @ np.asarray(model["out"]["weights"]) + model["out"]["bias"], model["output"])
     if kind in ("logistic_regression", "linear_regression"):
         margin = features @ np.asarray(model["coefficients"]) + model["intercept"]
         return 1.0 / (1.0 + np.exp(-margin)) if kind == "logistic_regression" else margin
@@ -59,3 +65,11 @@ def predict_score(features: np.ndarray, model: Mapping[str, Any]) -> np.ndarray:
         margin = sum(w * _tree_predict(t, features) for w, t in zip(model["weights"], model["trees"], strict=True))
         return 1.0 / (1.0 + np.exp(-2.0 * margin)) if kind == "gbt" else margin  # Spark's LogLoss.computeProbability
     raise ValueError(f"unknown portable model kind {kind!r}")
+
+
+def apply_output(raw: np.ndarray, output: dict[str, Any]) -> np.ndarray:
+    """An MLP's raw output as a prediction: a probability (``sigmoid``) or the label's unit (``affine``)."""
+    raw = raw.astype(np.float64).ravel()
+    if output["kind"] == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-raw))
+    return raw * output["scale"] + output["shift"]

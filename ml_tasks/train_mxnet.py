@@ -17,26 +17,32 @@ an L2 loss on the standardised label, and the output maps back to the label's un
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from ml_tasks.atomic import atomic_dir, read_json, write_json
+from ml_tasks.atomic import atomic_dir, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import CandidateFiles, FeatureFiles
+from ml_tasks.mlp import (
+    MLPConfig,
+    count_rows,
+    data_fingerprint,
+    epoch_dir,
+    finish_epoch,
+    iter_arrays,
+    iter_minibatches,
+    label_output,
+    resume_epoch,
+)
+from ml_tasks.portable import apply_output
 
 log = logging.getLogger(__name__)
-READ_ROWS = 65_536  # rows per Parquet read: memory stays bounded whatever the partition size
 
 
 def import_mxnet():
@@ -46,61 +52,6 @@ def import_mxnet():
     import mxnet
 
     return mxnet
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.1
-    learning_rate: float = 0.01
-    epochs: int = 4
-    batch_size: int = 256
-    seed: int = 7
-
-
-def parquet_files(directory: Path) -> list[Path]:
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        raise KilnError(f"no Parquet files in {directory}; did preprocess run?")
-    return files
-
-
-def count_rows(directory: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(directory))
-
-
-def iter_arrays(directory: Path, rows: int = READ_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
-    """Stream (features, labels, entity_ids) from a folder of Parquet files, ``rows`` at a time."""
-    for path in parquet_files(directory):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=["entity_id", "label", "features"]):
-            feats = batch.column("features")
-            width = len(feats[0]) if len(feats) else 0
-            x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
-            yield x, batch.column("label").to_numpy().astype(np.float32), batch.column("entity_id").to_pylist()
-
-
-def iter_minibatches(directory: Path, batch_size: int, rank: int, num_workers: int, steps: int, seed: int, epoch: int):
-    """This worker's ``steps`` mini-batches for ``epoch``: every ``num_workers``-th one, shuffled per read."""
-    rng = np.random.default_rng([seed, epoch])
-    buf_x: list[np.ndarray] = []
-    buf_y: list[np.ndarray] = []
-    buffered, index, made = 0, 0, 0
-    for x, y, _ in iter_arrays(directory):
-        order = rng.permutation(len(y))  # shuffle within the read, same on every worker
-        buf_x.append(x[order])
-        buf_y.append(y[order])
-        buffered += len(y)
-        while buffered >= batch_size:
-            bx, by = np.concatenate(buf_x), np.concatenate(buf_y)
-            head_x, head_y = bx[:batch_size], by[:batch_size]
-            buf_x, buf_y, buffered = [bx[batch_size:]], [by[batch_size:]], buffered - batch_size
-            if index % num_workers == rank:
-                yield head_x, head_y
-                made += 1
-                if made == steps:
-                    return
-            index += 1
 
 
 def build_net(cfg: MLPConfig):
@@ -128,26 +79,6 @@ def build_net(cfg: MLPConfig):
     return net
 
 
-def label_output(task: str, train_dir: Path) -> dict[str, Any]:
-    """How the net's raw output becomes a prediction: a sigmoid, or the inverse of the label's standardisation."""
-    if task == "binary":
-        return {"kind": "sigmoid"}
-    n, total, squares = 0, 0.0, 0.0
-    for _, y, _ in iter_arrays(train_dir):
-        y64 = y.astype(np.float64)
-        n, total, squares = n + len(y64), total + y64.sum(), squares + (y64 ** 2).sum()
-    mean = total / max(n, 1)
-    std = float(np.sqrt(max(squares / max(n, 1) - mean ** 2, 0.0))) or 1.0
-    return {"kind": "affine", "scale": std, "shift": float(mean)}
-
-
-def apply_output(raw: np.ndarray, output: dict[str, Any]) -> np.ndarray:
-    raw = raw.astype(np.float64).ravel()
-    if output["kind"] == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-raw))
-    return raw * output["scale"] + output["shift"]
-
-
 def predict(net, directory: Path, output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     mx = import_mxnet()
     scores, labels, ids = [], [], []
@@ -169,52 +100,14 @@ def params_digest(net) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(directory: Path) -> str:
-    """Names and sizes of the training files: preprocessing writes new file names on every run."""
-    return hashlib.sha256(json.dumps([(f.name, f.stat().st_size) for f in parquet_files(directory)]).encode()).hexdigest()[:16]
-
-
-def _epoch_dir(checkpoint_dir: Path, epoch: int, rank: int) -> Path:
-    return checkpoint_dir / f"epoch-{epoch:04d}" / f"rank-{rank}"
-
-
-def _wanted(cfg: MLPConfig, fingerprint: str, task: str) -> dict[str, Any]:
-    return {"config": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "data": fingerprint, "task": task}
-
-
-def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_workers: int, task: str = "binary") -> int:
-    """The newest epoch, at most ``cfg.epochs``, every rank checkpointed for this model and data (0: start afresh).
-
-    Ranks must resume together: ``dist_sync`` hangs if one makes more steps than another, and a
-    killed worker may be an epoch behind the rest. A rerun asking for fewer epochs than were
-    checkpointed must not pick up later epochs' weights.
-    """
-    wanted = _wanted(cfg, fingerprint, task)
-    for epoch_dir in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
-        if int(epoch_dir.name.split("-")[1]) > cfg.epochs:
-            continue
-        metas = [epoch_dir / f"rank-{r}" / "done.json" for r in range(num_workers)]
-        if all(m.exists() and {k: v for k, v in read_json(m).items() if k != "epoch"} == wanted for m in metas):
-            return int(epoch_dir.name.split("-")[1])
-    if any(checkpoint_dir.glob("epoch-*")):
-        log.warning("no checkpoint in %s matches this model, data and worker count; starting afresh", checkpoint_dir)
-    return 0
-
-
 def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, cfg: MLPConfig, fingerprint: str,
                      task: str) -> None:
-    """Write this rank's epoch checkpoint (``done.json`` last, so a torn write is never resumed) and prune."""
-    target = _epoch_dir(checkpoint_dir, epoch, rank)
+    target = epoch_dir(checkpoint_dir, epoch, rank)
     target.mkdir(parents=True, exist_ok=True)
     net.save_parameters(str(target / "model.params"))
     if not trainer._update_on_kvstore:  # server-held optimizer state cannot be saved from a worker
         trainer.save_states(str(target / "trainer.states"))
-    write_json(target / "done.json", {"epoch": epoch, **_wanted(cfg, fingerprint, task)})
-    for old in checkpoint_dir.glob("epoch-*"):  # keep this epoch and the one before it
-        if int(old.name.split("-")[1]) < epoch - 1:
-            shutil.rmtree(old / f"rank-{rank}", ignore_errors=True)
-            with contextlib.suppress(OSError):
-                old.rmdir()
+    finish_epoch(checkpoint_dir, rank, epoch, cfg, fingerprint, task)
 
 
 def train_mxnet(
@@ -255,7 +148,7 @@ def train_mxnet(
     first = next(iter_minibatches(train_dir, cfg.batch_size, 0, 1, 1, cfg.seed, 0))[0]
     net(mx.nd.array(first))  # materialise deferred shapes before loading or the first step
     if start_epoch:
-        resume_from = _epoch_dir(checkpoint_dir, start_epoch, rank)
+        resume_from = epoch_dir(checkpoint_dir, start_epoch, rank)
         net.load_parameters(str(resume_from / "model.params"))
         if (resume_from / "trainer.states").exists():
             trainer.load_states(str(resume_from / "trainer.states"))

@@ -8,7 +8,8 @@ from sklearn.metrics import r2_score, roc_auc_score
 
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import CandidateFiles
-from ml_tasks.train_mxnet import MLPConfig, iter_minibatches, train_mxnet
+from ml_tasks.mlp import MLPConfig, iter_minibatches
+from ml_tasks.train_mxnet import train_mxnet
 
 pytestmark = pytest.mark.slow
 CFG = MLPConfig(epochs=3, batch_size=128)

@@ -40,7 +40,8 @@ def alive(pid: int) -> bool:
 
 
 def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_path):
-    from ml_tasks.train_mxnet import MLPConfig, train_mxnet
+    from ml_tasks.mlp import MLPConfig
+    from ml_tasks.train_mxnet import train_mxnet
 
     op = operator(small_features, tmp_path, epochs=3)
     result = op.execute(context={})

@@ -1,0 +1,138 @@
+"""What the MLP candidates share, whatever the framework (MXNet, Singa): their settings, the
+mini-batches streamed from the preprocessed Parquet, the label's output mapping and epoch checkpoints.
+
+Batches are read ``READ_ROWS`` at a time, so memory stays bounded whatever the partition size, and
+shuffled with a generator seeded by (seed, epoch): a resumed run sees the same batches as an
+uninterrupted one. A checkpoint counts only once its ``done.json`` is written, last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from ml_tasks.atomic import read_json, write_json
+from ml_tasks.errors import KilnError
+
+log = logging.getLogger(__name__)
+READ_ROWS = 65_536  # rows per Parquet read: memory stays bounded whatever the partition size
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden: int = 64
+    layers: int = 2
+    dropout: float = 0.1
+    learning_rate: float = 0.01
+    epochs: int = 4
+    batch_size: int = 256
+    seed: int = 7
+
+
+def parquet_files(directory: Path) -> list[Path]:
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        raise KilnError(f"no Parquet files in {directory}; did preprocess run?")
+    return files
+
+
+def count_rows(directory: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(directory))
+
+
+def iter_arrays(directory: Path, rows: int = READ_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Stream (features, labels, entity_ids) from a folder of Parquet files, ``rows`` at a time."""
+    for path in parquet_files(directory):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=["entity_id", "label", "features"]):
+            feats = batch.column("features")
+            width = len(feats[0]) if len(feats) else 0
+            x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
+            yield x, batch.column("label").to_numpy().astype(np.float32), batch.column("entity_id").to_pylist()
+
+
+def iter_minibatches(directory: Path, batch_size: int, rank: int, num_workers: int, steps: int, seed: int, epoch: int):
+    """This worker's ``steps`` mini-batches for ``epoch``: every ``num_workers``-th one, shuffled per read."""
+    rng = np.random.default_rng([seed, epoch])
+    buf_x: list[np.ndarray] = []
+    buf_y: list[np.ndarray] = []
+    buffered, index, made = 0, 0, 0
+    for x, y, _ in iter_arrays(directory):
+        order = rng.permutation(len(y))  # shuffle within the read, same on every worker
+        buf_x.append(x[order])
+        buf_y.append(y[order])
+        buffered += len(y)
+        while buffered >= batch_size:
+            bx, by = np.concatenate(buf_x), np.concatenate(buf_y)
+            head_x, head_y = bx[:batch_size], by[:batch_size]
+            buf_x, buf_y, buffered = [bx[batch_size:]], [by[batch_size:]], buffered - batch_size
+            if index % num_workers == rank:
+                yield head_x, head_y
+                made += 1
+                if made == steps:
+                    return
+            index += 1
+
+
+def label_output(task: str, train_dir: Path) -> dict[str, Any]:
+    """How the net's raw output becomes a prediction: a sigmoid, or the inverse of the label's standardisation."""
+    if task == "binary":
+        return {"kind": "sigmoid"}
+    n, total, squares = 0, 0.0, 0.0
+    for _, y, _ in iter_arrays(train_dir):
+        y64 = y.astype(np.float64)
+        n, total, squares = n + len(y64), total + y64.sum(), squares + (y64 ** 2).sum()
+    mean = total / max(n, 1)
+    std = float(np.sqrt(max(squares / max(n, 1) - mean ** 2, 0.0))) or 1.0
+    return {"kind": "affine", "scale": std, "shift": float(mean)}
+
+
+def data_fingerprint(directory: Path) -> str:
+    """Names and sizes of the training files: preprocessing writes new file names on every run."""
+    return hashlib.sha256(json.dumps([(f.name, f.stat().st_size) for f in parquet_files(directory)]).encode()).hexdigest()[:16]
+
+
+def epoch_dir(checkpoint_dir: Path, epoch: int, rank: int) -> Path:
+    return checkpoint_dir / f"epoch-{epoch:04d}" / f"rank-{rank}"
+
+
+def checkpoint_key(cfg: MLPConfig, fingerprint: str, task: str) -> dict[str, Any]:
+    return {"config": {k: v for k, v in asdict(cfg).items() if k != "epochs"}, "data": fingerprint, "task": task}
+
+
+def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_workers: int, task: str = "binary") -> int:
+    """The newest epoch, at most ``cfg.epochs``, every rank checkpointed for this model and data (0: start afresh).
+
+    Ranks must resume together: ``dist_sync`` hangs if one makes more steps than another, and a
+    killed worker may be an epoch behind the rest. A rerun asking for fewer epochs than were
+    checkpointed must not pick up later epochs' weights.
+    """
+    wanted = checkpoint_key(cfg, fingerprint, task)
+    for epoch_dir in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
+        if int(epoch_dir.name.split("-")[1]) > cfg.epochs:
+            continue
+        metas = [epoch_dir / f"rank-{r}" / "done.json" for r in range(num_workers)]
+        if all(m.exists() and {k: v for k, v in read_json(m).items() if k != "epoch"} == wanted for m in metas):
+            return int(epoch_dir.name.split("-")[1])
+    if any(checkpoint_dir.glob("epoch-*")):
+        log.warning("no checkpoint in %s matches this model, data and worker count; starting afresh", checkpoint_dir)
+    return 0
+
+
+def finish_epoch(checkpoint_dir: Path, rank: int, epoch: int, cfg: MLPConfig, fingerprint: str, task: str) -> None:
+    """Mark this rank's epoch checkpoint complete (after its files are written) and prune older epochs."""
+    write_json(epoch_dir(checkpoint_dir, epoch, rank) / "done.json", {"epoch": epoch, **checkpoint_key(cfg, fingerprint, task)})
+    for old in checkpoint_dir.glob("epoch-*"):  # keep this epoch and the one before it
+        if int(old.name.split("-")[1]) < epoch - 1:
+            shutil.rmtree(old / f"rank-{rank}", ignore_errors=True)
+            with contextlib.suppress(OSError):
+                old.rmdir()
