@@ -106,7 +106,8 @@ class CandidateFiles:
 
     @property
     def singa_states(self) -> Path:
-        return self.dir / "model.zip"
+        """Singa's trained weights by layer name (``np.load`` -> ``net.set_states``)."""
+        return self.dir / "singa_states.npz"
 
 
 @dataclass(frozen=True)

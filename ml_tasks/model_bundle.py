@@ -12,7 +12,7 @@ import numpy as np
 from ml_tasks.atomic import read_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import VersionFiles
-from ml_tasks.portable import predict_score, transform_matrix
+from ml_tasks.portable import apply_output, predict_score, transform_matrix
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ModelBundle:
         files = VersionFiles(version_dir)
         info = read_json(files.model.info)
         transform = read_json(files.transform.portable)
-        if info["framework"] == "spark_mllib":
+        if info["framework"] in ("spark_mllib", "singa"):  # exported as plain numpy models, checked when trained
             model: Any = read_json(files.model.portable_model)
         elif info["framework"] == "mxnet":
             from ml_tasks.train_mxnet import import_mxnet
@@ -55,9 +55,9 @@ class ModelBundle:
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         """The probability of the positive class (binary) or the predicted value (regression)."""
-        if self.framework == "spark_mllib":
+        if self.framework in ("spark_mllib", "singa"):
             return predict_score(x, self.model)
-        from ml_tasks.train_mxnet import apply_output, import_mxnet
+        from ml_tasks.train_mxnet import import_mxnet
 
         mx = import_mxnet()
         return apply_output(self.model(mx.nd.array(x.astype(np.float32))).asnumpy(), self.output)

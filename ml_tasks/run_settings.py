@@ -25,7 +25,7 @@ BINARY, REGRESSION = "binary", "regression"
 TASKS = (BINARY, REGRESSION)
 CANDIDATES = {
     BINARY: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist", "singa_mlp"),
-    REGRESSION: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist"),
+    REGRESSION: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist", "singa_mlp"),
 }
 
 
@@ -140,7 +140,7 @@ _SETTINGS = [
     _s("candidates", {"type": "array", "items": {"type": "string", "enum": list(CANDIDATES[BINARY])}, "minItems": 1,
                       "uniqueItems": True}, list(CANDIDATES[BINARY]),
        "Models to train and compare: Spark MLlib linear model and gradient-boosted trees, the MXNet MLP in one process and "
-       "on a dist_sync cluster, and the Singa MLP (binary only; container only).",
+       "on a dist_sync cluster, and the Apache Singa MLP.",
        spec_schema=lambda spec: {"items": {"type": "string", "enum": list(CANDIDATES[spec.task])}},
        spec_default=lambda spec: list(CANDIDATES[spec.task])),
     _s("min_auc", {"type": "number", "minimum": 0.5, "maximum": 1}, 0.65,

@@ -111,7 +111,7 @@ def _train_spark(r: Run) -> dict[str, Any]:
 
 
 def mlp_config(settings: Mapping[str, Any]):
-    from ml_tasks.train_mxnet import MLPConfig
+    from ml_tasks.mlp import MLPConfig
 
     return MLPConfig(hidden=settings["mlp_hidden"], layers=settings["mlp_layers"], dropout=settings["mlp_dropout"],
                      learning_rate=settings["mlp_learning_rate"], epochs=settings["mlp_epochs"],
@@ -159,9 +159,9 @@ def _train_mxnet_dist(r: Run) -> dict[str, Any]:
 def _train_singa(r: Run) -> dict[str, Any]:
     from ml_tasks.train_singa import train_singa
 
-    if not r.data_spec.is_binary:
-        raise KilnError("the Singa candidate trains binary classification only")
-    return train_singa(r.lay.features, r.lay.candidate(r.args.candidate), r.lay.transform_dir, mlp_config(r.settings))
+    lay, name = r.lay, r.args.candidate
+    return train_singa(lay.features, lay.candidate(name), lay.checkpoint_dir(name), lay.transform_dir,
+                       mlp_config(r.settings), task=r.data_spec.task, candidate=name)
 
 
 def _evaluate(r: Run) -> dict[str, Any]:
@@ -247,7 +247,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           (*MLP_SETTINGS, "mxnet_workers", "mxnet_servers"),
           ((("--candidate",), {"default": "mxnet_dist", "type": CANDIDATE, "help": MLP_OPTION_HELP}),
            (("--timeout",), {"type": float, "default": 1800.0, "help": "seconds before the cluster is stopped"}))),
-    Stage("train-singa", "Apache Singa MLP (runs in the Singa image; skips elsewhere)", _train_singa, MLP_SETTINGS,
+    Stage("train-singa", "Apache Singa MLP (built from source by setup; skips where Singa is not installed)", _train_singa, MLP_SETTINGS,
           ((("--candidate",), {"default": "singa_mlp", "type": CANDIDATE, "help": MLP_OPTION_HELP}),)),
     Stage("evaluate", "compare candidates on the task's metrics, bless the best", _evaluate,
           ("candidates", "min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")),

@@ -79,7 +79,7 @@ def training_dag(spec: DatasetSpec) -> DAG:
     doc = (f"### {training_dag_id(spec.name)}\n\n{spec.description or 'Training pipeline of dataset ' + spec.name}\n\n"
            f"Dataset spec `datasets/{spec.name}.yaml`: {spec.task} task, label `{spec.label}`, key `{spec.key}`, "
            f"{spec.source.kind} source. **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib, MXNet single "
-           "and dist_sync" + (", Singa" if spec.is_binary else "") + ") -> evaluate -> register -> warm the Ignite "
+           "and dist_sync, Singa) -> evaluate -> register -> warm the Ignite "
            f"feature cache `{spec.feature_cache}`** when the champion of model `{spec.registry_name}` changes.\n\n"
            "Trigger it from the form (every field typed, bounded, described; defaults from the spec), let the "
            "schedule run it, or backfill: `airflow backfill create --dag-id "
@@ -122,9 +122,8 @@ def training_dag(spec: DatasetSpec) -> DAG:
             num_servers="{{ params.mxnet_servers }}", num_workers="{{ params.mxnet_workers }}",
             cluster_timeout="{{ params.stage_timeout_minutes * 60 }}",
         )
-        if spec.is_binary:
-            trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
-                                           pod_resources="medium", image=SINGA_IMAGE)
+        trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
+                                       pod_resources="medium", image=SINGA_IMAGE)
         evaluate = _stage(spec, "evaluate", "evaluate", trigger_rule="none_failed_min_one_success")
         online_features = _stage(spec, "online_features", "online-features")
         register = _stage(spec, "register", "register", ["--params-json", "{{ params | tojson }}"])

@@ -47,13 +47,14 @@ def test_a_broken_spec_breaks_only_its_own_dag_naming_the_spec(tmp_path, monkeyp
     assert str(tmp_path / "broken.yaml") in error and "field 'source.dataset'" in error and "field 'features'" in error
 
 
-def test_the_regression_dag_trains_regressors_only(dagbag):
+def test_the_regression_dag_trains_regressors_with_regression_settings(dagbag):
     dag = dagbag.get_dag("kiln_training_diabetes")
     assert dag.get_task("choose_candidates").downstream_task_ids == {
-        "train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist"}
+        "train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist", "train_singa"}
     assert {"min_r2", "max_rmse", "max_mae"} <= set(dag.params) and not {"min_auc", "rows", "input_path"} & set(dag.params)
     assert dag.params["min_r2"] == 0.35 and dag.params["pca_k"] == 0  # the spec's defaults
-    assert dag.params.get_param("candidates").schema["items"]["enum"] == ["spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist"]
+    assert dag.params.get_param("candidates").schema["items"]["enum"] == [
+        "spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist", "singa_mlp"]
 
 
 def rendered_commands(dag) -> list[list[str]]:

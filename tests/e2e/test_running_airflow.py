@@ -49,16 +49,15 @@ def test_the_daily_schedule_runs_the_latest_interval_with_default_params(airflow
     run = airflow_server.wait_for_run("kiln_training", scheduled[0]["dag_run_id"])
     tis = airflow_server.task_instances("kiln_training", run["dag_run_id"])
     assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
-    for task in ("train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist"):
+    for task in ("train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist", "train_singa"):
         assert tis[task]["state"] == "success", task
-    assert tis["train_singa"]["state"] == "skipped"  # no Singa outside its image: skipped, never faked
     # this run's own verdict (a later run of the same day may have replaced the day's files since)
     with airflow_server.api() as api:
         xcom = api.get(f"/dags/kiln_training/dagRuns/{run['dag_run_id']}/taskInstances/evaluate/xcomEntries/return_value")
     assert xcom.status_code == 200, xcom.text
     verdict = xcom.json()["value"]
     verdict = json.loads(verdict) if isinstance(verdict, str) else verdict
-    assert verdict["candidates"] == 4 and verdict["auc"] > 0.7
+    assert verdict["candidates"] == 5 and verdict["auc"] > 0.7
 
 
 def run_dir(root, ds: str, run_id: str):

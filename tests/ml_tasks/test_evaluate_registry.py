@@ -116,9 +116,9 @@ def test_unblessed_model_is_registered_but_not_promoted(data_root):
 
 
 def test_a_model_serving_cannot_load_is_never_promoted(data_root):
-    result = run_day(data_root, "2026-01-01", signal=1.5, framework="singa")
+    result = run_day(data_root, "2026-01-01", signal=1.5, framework="onnx")
     assert not result["promoted"] and result["champion"] is None
-    assert any("not servable: cannot serve framework 'singa'" in r for r in result["reasons"])
+    assert any("not servable: cannot serve framework 'onnx'" in r for r in result["reasons"])
 
 
 def test_a_model_whose_served_scores_differ_from_its_offline_scores_is_not_promoted(data_root):

@@ -114,19 +114,25 @@ def test_online_scores_equal_offline_scores(served):
     np.testing.assert_allclose([online[e] for e in entities], offline.loc[entities].to_numpy(), atol=1e-6)
 
 
-def test_mxnet_bundle_scores_equal_its_offline_scores(small_features, tmp_path):
-    from ml_tasks.train_mxnet import MLPConfig, train_mxnet
+@pytest.mark.parametrize("framework", ["mxnet", "singa"])
+def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, tmp_path):
+    """From a raw row, as serving gets it: transform, then the MXNet net or the exported Singa MLP (no Singa import)."""
+    from ml_tasks.mlp import MLPConfig
+    from ml_tasks.train_mxnet import train_mxnet
+    from ml_tasks.train_singa import train_singa
 
     lay = small_features["layout"]
     version = VersionFiles(tmp_path / "version")
     cand = version.model
-    train_mxnet(lay.features, cand, tmp_path / "ckpt", lay.transform_dir, MLPConfig(epochs=1, batch_size=256))
+    train = {"mxnet": train_mxnet, "singa": train_singa}[framework]
+    train(lay.features, cand, tmp_path / "ckpt", lay.transform_dir, MLPConfig(epochs=1, batch_size=256))
     version.transform.dir.symlink_to(lay.transform_dir)
     bundle = ModelBundle.load(version.dir)
     raw = pq.read_table(lay.raw_dir).to_pandas()
     once = raw[raw.entity_id.map(raw.entity_id.value_counts()) == 1]
     preds = pd.read_parquet(cand.predictions).set_index("entity_id")
     rows = once[once.entity_id.isin(preds.index)].head(50)
+    assert bundle.framework == framework
     np.testing.assert_allclose(bundle.score(rows.to_dict("records")), preds.loc[rows.entity_id].score.to_numpy(), atol=1e-6)
 
 

@@ -149,11 +149,27 @@ def test_dockerfiles_copy_what_exists_and_run_as_non_root(dockerfile):
     steps = dockerfile_instructions(ROOT / dockerfile)
     assert steps[0][0] in ("FROM", "ARG")
     for op, arg in steps:
-        if op == "COPY":
+        if op == "COPY" and not arg.startswith("--from="):  # --from: another stage or a named build context
             for src in arg.split()[:-1]:
                 assert (ROOT / src).exists(), f"{dockerfile}: COPY source {src} is missing"
     user = [arg for op, arg in steps if op == "USER"]
     assert user and user[-1] not in ("root", "0")
+
+
+def test_the_singa_image_builds_what_setup_built_here():
+    """Same script, same source archive, and the Debian packages at the versions this machine built and tested with."""
+    text = (ROOT / "docker" / "singa.Dockerfile").read_text()
+    steps = dockerfile_instructions(ROOT / "docker" / "singa.Dockerfile")
+    assert ("COPY", "scripts/build_singa.sh ./scripts/") in steps
+    assert "/singa-source/apache-singa-4ddb5629.tar.gz" in text and (ROOT.parent / "shared" / "third_party" /
+                                                                     "apache-singa-4ddb5629.tar.gz").exists()
+    pins = dict(p.split("=", 1) for p in re.findall(r"\b([a-z0-9+.-]+=[0-9][^\s]*)", text)
+                if not p.startswith(("KILN", "curl", "ca-certificates")))  # the build's inputs, not the downloader
+    assert {"swig", "libprotobuf-dev", "libgoogle-glog-dev", "libopenblas-dev", "libopenblas0"} <= set(pins)
+    installed = {name: subprocess.run(["dpkg-query", "-W", "-f=${Version}", name], capture_output=True, text=True).stdout
+                 for name in pins}
+    assert installed == pins
+    assert any("grep -E '^numpy==' requirements.txt" in arg for op, arg in steps if op == "RUN")  # the numpy it compiles against
 
 
 def test_project_image_installs_the_pinned_requirements():

@@ -52,7 +52,8 @@ def test_a_hung_stage_is_killed_with_its_process_group_after_its_timeout(data_ro
     silent.close()
 
 
-def test_a_stage_that_ends_before_its_timeout_keeps_its_own_outcome(data_root, tmp_path, user_datasets):
+def test_a_stage_that_ends_before_its_timeout_keeps_its_own_outcome(data_root, tmp_path, user_datasets,
+                                                                   monkeypatch):
     """Skip (exit 99) and bad input (exit 2) are reported as such, never as a timeout."""
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
     from kiln.operators.stage import KilnStageOperator
@@ -62,7 +63,11 @@ def test_a_stage_that_ends_before_its_timeout_keeps_its_own_outcome(data_root, t
                                  arguments=["--data-root", str(data_root), "--ds", "2026-03-01", *args],
                                  result_path=str(tmp_path / f"{name}.json"))
 
-    with pytest.raises(AirflowSkipException, match="Apache Singa is not installed"):
+    # An environment without Singa: a package of that name that fails to import shadows the real one.
+    (tmp_path / "no_singa" / "singa").mkdir(parents=True)
+    (tmp_path / "no_singa" / "singa" / "__init__.py").write_text("raise ImportError('no Singa here')\n")
+    with monkeypatch.context() as env, pytest.raises(AirflowSkipException, match="Apache Singa is not installed"):
+        env.setenv("PYTHONPATH", f"{tmp_path / 'no_singa'}:{os.environ.get('PYTHONPATH', '')}")
         stage("train-singa").execute(context={})
     user_datasets("mine", "{kind: file, path: /nowhere.csv}")
     with pytest.raises(AirflowFailException, match="rejected its input: .*input path '/nowhere.csv' does not exist"):
