@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := $(CURDIR)/.venv
 STAMP := $(VENV)/.kiln-setup-stamp
-SINGA_STAMP := $(VENV)/.kiln-singa-stamp
 # Apache Singa's source archive (a path or an https URL of an Apache Singa source release)
 export KILN_SINGA_SOURCE ?= $(abspath $(CURDIR)/../shared/third_party/apache-singa-4ddb5629.tar.gz)
 
@@ -24,11 +23,11 @@ export PYTHONPATH := $(CURDIR)/plugins
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint ignite-up ignite-down airflow-up airflow-down clean
+.PHONY: setup singa demo test bench lint ignite-up ignite-down airflow-up airflow-down clean
 
 # `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed and the
 # DB is migrated. Singa compiles once per machine (~2.5 min on 2 cores); its wheel is cached in ~/.cache/kiln.
-setup: $(STAMP) $(SINGA_STAMP) $(AIRFLOW_HOME)/airflow.db
+setup: $(STAMP) singa $(AIRFLOW_HOME)/airflow.db
 
 $(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
 	scripts/system_deps.sh
@@ -38,9 +37,9 @@ $(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
 	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
-$(SINGA_STAMP): $(STAMP) scripts/build_singa.sh
-	scripts/build_singa.sh $(VENV)/bin/python
-	touch $@
+# Always asked, silent when this source's build is installed: changing KILN_SINGA_SOURCE rebuilds.
+singa: $(STAMP)
+	@scripts/build_singa.sh $(VENV)/bin/python
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)

@@ -6,8 +6,9 @@
 # KILN_SINGA_SOURCE  the source archive: a path or an https URL of an Apache Singa source release
 #                    (default: ../shared/third_party/apache-singa-4ddb5629.tar.gz beside the repo)
 # KILN_CACHE_DIR     where built wheels are kept (default ~/.cache/kiln): the key is the archive's
-#                    SHA-256, the interpreter's version and this script's, so a second setup, or a
-#                    fresh clone on the same machine, installs the cached wheel instead of compiling.
+#                    SHA-256, the interpreter's and numpy's versions and this script's, so a fresh clone
+#                    on the same machine installs the cached wheel instead of compiling, and a run with
+#                    that build already installed does nothing (another source archive: another build).
 #
 # The same script builds the image (docker/singa.Dockerfile), so pods run what the tests ran.
 set -euo pipefail
@@ -32,8 +33,6 @@ ensure_packages() {  # Debian packages: installed as root, otherwise named for t
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 }
 
-if "$PY" -c "import singa.singa_wrap" 2>/dev/null; then exit 0; fi
-
 mkdir -p "$CACHE/src"
 if [[ "$SOURCE" == https://* ]]; then
   archive="$CACHE/src/$(basename "$SOURCE")"
@@ -46,6 +45,10 @@ fi
 pyver=$("$PY" -c 'import sys, numpy; print(f"cp{sys.version_info[0]}{sys.version_info[1]} numpy {numpy.__version__}")')
 key=$( (sha256sum < "$archive"; echo "$pyver"; sha256sum < "$0") | sha256sum | cut -c1-16)
 wheel_dir="$CACHE/$key"
+installed_key="$("$PY" -c 'import sys; print(sys.prefix)')/.kiln-singa-key"
+if [ "$(cat "$installed_key" 2>/dev/null)" = "$key" ] && "$PY" -c "import singa.singa_wrap" 2>/dev/null; then
+  exit 0  # this very build is installed: nothing to do
+fi
 
 if ! ls "$wheel_dir"/singa-*.whl >/dev/null 2>&1; then
   ensure_packages "${BUILD_PACKAGES[@]}"
@@ -71,4 +74,5 @@ fi
 ensure_packages libprotobuf32 libgoogle-glog0v6 libopenblas0
 "$PY" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/singa-*.whl
 "$PY" -c "from singa import device, layer, model, opt, tensor" || { log "the installed Singa does not import"; exit 1; }
+echo "$key" > "$installed_key"
 log "Singa $("$PY" -c 'import importlib.metadata as m; print(m.version("singa"))') installed from $wheel_dir"
