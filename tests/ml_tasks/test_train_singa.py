@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from sklearn.metrics import r2_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from ml_tasks.layout import CandidateFiles
 from ml_tasks.mlp import MLPConfig, count_rows
@@ -39,19 +39,6 @@ def test_singa_mlp_learns_logs_each_epoch_and_writes_the_candidate(small_feature
     assert set(np.load(cand.singa_states).files) == {"hidden0.W", "hidden0.b", "hidden1.W", "hidden1.b", "out.W", "out.b"}
 
 
-def test_same_data_and_seed_give_the_same_model(small_features, tmp_path):
-    assert run(small_features, tmp_path, "a")["params_digest"] == run(small_features, tmp_path, "b")["params_digest"]
-
-
-def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_model(small_features, tmp_path, caplog):
-    straight = run(small_features, tmp_path, "straight")["params_digest"]
-    run(small_features, tmp_path, "resumed", MLPConfig(epochs=2, batch_size=128))
-    caplog.set_level("INFO")
-    resumed = run(small_features, tmp_path, "resumed")
-    assert "resuming after epoch 2" in caplog.text
-    assert resumed["params_digest"] == straight  # weights and Adam's moments restored exactly
-
-
 def test_the_exported_mlp_scores_what_singa_scored(small_features, tmp_path):
     """What serving loads (no Singa import) reproduces Singa's own held-out scores."""
     from ml_tasks.portable import predict_score
@@ -63,10 +50,3 @@ def test_the_exported_mlp_scores_what_singa_scored(small_features, tmp_path):
     test = test.drop_duplicates("entity_id", keep=False)
     served = predict_score(np.stack(test["features"].to_numpy()), json.loads(cand.portable_model.read_text()))
     assert np.max(np.abs(served - offline.loc[test["entity_id"]].to_numpy())) < 1e-5
-
-
-def test_regression_singa_mlp_answers_in_the_label_unit(diabetes_features, tmp_path):
-    result = run(diabetes_features, tmp_path, "reg", MLPConfig(epochs=30, batch_size=16), task="regression")
-    preds = pd.read_parquet(CandidateFiles(tmp_path / "reg" / "candidate").predictions)
-    assert result["task"] == "regression" and result["test_rmse"] == pytest.approx(((preds.label - preds.score) ** 2).mean() ** 0.5)
-    assert r2_score(preds.label, preds.score) > 0.2 and 50 < preds.score.mean() < 250
