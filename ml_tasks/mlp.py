@@ -117,12 +117,12 @@ def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_wor
     checkpointed must not pick up later epochs' weights.
     """
     wanted = checkpoint_key(cfg, fingerprint, task)
-    for epoch_dir in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
-        if int(epoch_dir.name.split("-")[1]) > cfg.epochs:
+    for folder in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
+        if int(folder.name.split("-")[1]) > cfg.epochs:
             continue
-        metas = [epoch_dir / f"rank-{r}" / "done.json" for r in range(num_workers)]
+        metas = [folder / f"rank-{r}" / "done.json" for r in range(num_workers)]
         if all(m.exists() and {k: v for k, v in read_json(m).items() if k != "epoch"} == wanted for m in metas):
-            return int(epoch_dir.name.split("-")[1])
+            return int(folder.name.split("-")[1])
     if any(checkpoint_dir.glob("epoch-*")):
         log.warning("no checkpoint in %s matches this model, data and worker count; starting afresh", checkpoint_dir)
     return 0
