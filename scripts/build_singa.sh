@@ -12,9 +12,13 @@
 #
 # The same script builds the image (docker/singa.Dockerfile), so pods run what the tests ran.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${1:-.venv/bin/python}
-SOURCE=${KILN_SINGA_SOURCE:-../shared/third_party/apache-singa-4ddb5629.tar.gz}
+SELF=$(realpath "$0")
+SOURCE=${KILN_SINGA_SOURCE:-$(dirname "$SELF")/../../shared/third_party/apache-singa-4ddb5629.tar.gz}
+[[ "$SOURCE" == https://* ]] || SOURCE=$(realpath -m "$SOURCE")  # relative to where it was asked for
+PY=${1:-}  # absolute before the cd below, without resolving the venv's symlink to its base interpreter
+[[ "$PY" == */* ]] && PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
+cd "$(dirname "$SELF")/.."
+PY=${PY:-.venv/bin/python}
 CACHE=${KILN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/singa
 BUILD_PACKAGES=(cmake g++ make swig protobuf-compiler libprotobuf-dev libgoogle-glog-dev libopenblas-dev)
 JOBS=${KILN_BUILD_JOBS:-$(nproc)}
@@ -43,7 +47,7 @@ else
 fi
 # The wheel is bound to the interpreter's version and to numpy's C headers it compiled against.
 pyver=$("$PY" -c 'import sys, numpy; print(f"cp{sys.version_info[0]}{sys.version_info[1]} numpy {numpy.__version__}")')
-key=$( (sha256sum < "$archive"; echo "$pyver"; sha256sum < "$0") | sha256sum | cut -c1-16)
+key=$( (sha256sum < "$archive"; echo "$pyver"; sha256sum < "$SELF") | sha256sum | cut -c1-16)
 wheel_dir="$CACHE/$key"
 installed_key="$("$PY" -c 'import sys; print(sys.prefix)')/.kiln-singa-key"
 if [ "$(cat "$installed_key" 2>/dev/null)" = "$key" ] && "$PY" -c "import singa.singa_wrap" 2>/dev/null; then
