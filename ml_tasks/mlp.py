@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,17 @@ def iter_minibatches(directory: Path, batch_size: int, rank: int, num_workers: i
                 if made == steps:
                     return
             index += 1
+
+
+def score_rows(directory: Path, score: Callable[[np.ndarray], np.ndarray],
+               chunk: int = 8192) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(scores, labels, entity_ids) of every row in ``directory``, ``score`` applied ``chunk`` rows at a time."""
+    scores, labels, ids = [], [], []
+    for x, y, entity in iter_arrays(directory):
+        scores.extend(score(x[start:start + chunk]) for start in range(0, len(y), chunk))
+        labels.append(y)
+        ids.extend(entity)
+    return np.concatenate(scores), np.concatenate(labels), ids
 
 
 def label_output(task: str, train_dir: Path) -> dict[str, Any]:

@@ -14,6 +14,9 @@ from ml_tasks.errors import KilnError
 from ml_tasks.layout import VersionFiles
 from ml_tasks.portable import apply_output, predict_score, transform_matrix
 
+# Frameworks whose models are exported as plain numpy models (``portable_model.json``), checked when trained.
+PORTABLE_FRAMEWORKS = ("spark_mllib", "singa")
+
 
 @dataclass
 class ModelBundle:
@@ -31,7 +34,7 @@ class ModelBundle:
         files = VersionFiles(version_dir)
         info = read_json(files.model.info)
         transform = read_json(files.transform.portable)
-        if info["framework"] in ("spark_mllib", "singa"):  # exported as plain numpy models, checked when trained
+        if info["framework"] in PORTABLE_FRAMEWORKS:
             model: Any = read_json(files.model.portable_model)
         elif info["framework"] == "mxnet":
             from ml_tasks.train_mxnet import import_mxnet
@@ -55,7 +58,7 @@ class ModelBundle:
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         """The probability of the positive class (binary) or the predicted value (regression)."""
-        if self.framework in ("spark_mllib", "singa"):
+        if self.framework in PORTABLE_FRAMEWORKS:
             return predict_score(x, self.model)
         from ml_tasks.train_mxnet import import_mxnet
 

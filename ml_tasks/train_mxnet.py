@@ -35,10 +35,10 @@ from ml_tasks.mlp import (
     data_fingerprint,
     epoch_dir,
     finish_epoch,
-    iter_arrays,
     iter_minibatches,
     label_output,
     resume_epoch,
+    score_rows,
 )
 from ml_tasks.portable import apply_output
 
@@ -81,14 +81,7 @@ def build_net(cfg: MLPConfig):
 
 def predict(net, directory: Path, output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     mx = import_mxnet()
-    scores, labels, ids = [], [], []
-    for x, y, entity in iter_arrays(directory):
-        for start in range(0, len(y), 8192):
-            out = net(mx.nd.array(x[start:start + 8192]))
-            scores.append(apply_output(out.asnumpy(), output))
-        labels.append(y)
-        ids.extend(entity)
-    return np.concatenate(scores), np.concatenate(labels), ids
+    return score_rows(directory, lambda x: apply_output(net(mx.nd.array(x)).asnumpy(), output))
 
 
 def params_digest(net) -> str:

@@ -34,10 +34,10 @@ from ml_tasks.mlp import (
     data_fingerprint,
     epoch_dir,
     finish_epoch,
-    iter_arrays,
     iter_minibatches,
     label_output,
     resume_epoch,
+    score_rows,
 )
 from ml_tasks.portable import apply_output, predict_score
 
@@ -145,18 +145,17 @@ def train_singa(features: FeatureFiles, candidate_files: CandidateFiles, checkpo
     def states() -> dict[str, np.ndarray]:
         return {name: tensor.to_numpy(value) for name, value in net.get_states().items()}
 
-    def predict(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def singa_score(x: np.ndarray) -> np.ndarray:
+        raw = tensor.to_numpy(net(to_tensor(x))).astype(np.float64)
+        return apply_output(raw[:, 1] - raw[:, 0] if task == "binary" else raw, output)
+
+    def predict(directory: Path, score=singa_score) -> tuple[np.ndarray, np.ndarray, list[str]]:
         net.eval()
         net.masks = None
-        scores, labels, ids = [], [], []
-        for x, y, entity in iter_arrays(directory):
-            for start in range(0, len(y), 8192):
-                raw = tensor.to_numpy(net(to_tensor(x[start:start + 8192]))).astype(np.float64)
-                scores.append(apply_output(raw[:, 1] - raw[:, 0] if task == "binary" else raw, output))
-            labels.append(y)
-            ids.extend(entity)
-        net.train()
-        return np.concatenate(scores), np.concatenate(labels), ids
+        try:
+            return score_rows(directory, score)
+        finally:
+            net.train()
 
     start_epoch = resume_epoch(checkpoint_dir, cfg, fingerprint, 1, task)
     if start_epoch:
@@ -198,10 +197,10 @@ def train_singa(features: FeatureFiles, candidate_files: CandidateFiles, checkpo
         finish_epoch(checkpoint_dir, 0, epoch, cfg, fingerprint, task)
 
     final = states()
-    scores, labels, ids = predict(test_dir)
     portable = export_portable(final, cfg, task, output)
+    both, labels, ids = predict(test_dir, lambda x: np.column_stack([singa_score(x), predict_score(x.astype(np.float64), portable)]))
+    scores, exported = both[:, 0], both[:, 1]
     if np.isfinite(scores).all():  # otherwise evaluation fails the candidate, naming how many scores are not finite
-        exported = np.concatenate([predict_score(x.astype(np.float64), portable) for x, _, _ in iter_arrays(test_dir)])
         check_parity(exported, scores, EXPORT_TOLERANCE * max(1.0, float(np.abs(scores).max())),
                      f"exported Singa MLP vs Singa's own scores of {test_dir}")
     result: dict[str, Any] = {"candidate": candidate, "framework": "singa", "task": task, "config": asdict(cfg),
