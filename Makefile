@@ -23,11 +23,12 @@ export PYTHONPATH := $(CURDIR)/plugins
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 
-.PHONY: setup singa demo test bench lint ignite-up ignite-down airflow-up airflow-down clean
+.PHONY: setup singa k8s-binaries demo test bench lint ignite-up ignite-down airflow-up airflow-down k8s-up k8s-down clean
 
-# `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed and the
-# DB is migrated. Singa compiles once per machine (~2.5 min on 2 cores); its wheel is cached in ~/.cache/kiln.
-setup: $(STAMP) singa $(AIRFLOW_HOME)/airflow.db
+# `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed, the
+# Kubernetes control plane is built and the DB is migrated. Singa compiles once per machine (~2.5 min on
+# 2 cores), the control plane too (~8 min): both are cached in ~/.cache/kiln.
+setup: $(STAMP) singa k8s-binaries $(AIRFLOW_HOME)/airflow.db
 
 $(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
 	scripts/system_deps.sh
@@ -40,6 +41,10 @@ $(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
 # Always asked, silent when this source's build is installed: changing KILN_SINGA_SOURCE rebuilds.
 singa: $(STAMP)
 	@scripts/build_singa.sh $(VENV)/bin/python
+
+# Always asked, silent when built: etcd, kube-apiserver, controller manager, scheduler and kwok (tools/).
+k8s-binaries:
+	@scripts/build_k8s.sh > /dev/null
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
@@ -73,5 +78,12 @@ airflow-up: setup
 airflow-down:
 	scripts/airflow.sh down
 
+# A real control plane on loopback (kwok plays the node); prints the kubeconfig to point kubectl at.
+k8s-up: k8s-binaries
+	scripts/k8s.sh up
+
+k8s-down:
+	scripts/k8s.sh down
+
 clean:
-	rm -rf $(AIRFLOW_HOME) data .ignite/run
+	rm -rf $(AIRFLOW_HOME) data .ignite/run .k8s
