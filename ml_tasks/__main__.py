@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ml_tasks.atomic import write_json
 from ml_tasks.cli_types import DATASET, DS
-from ml_tasks.errors import SKIP_EXIT_CODE, KilnError, StageSkipped
+from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, KilnError, StageSkipped
 from ml_tasks.layout import Layout, default_data_root
 from ml_tasks.run_settings import SETTINGS, resolve
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, load_named
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return SKIP_EXIT_CODE
     except (KilnError, ValueError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT_CODE
     if result is None:  # the stage printed its own output (a spec, a server's log)
         return 0
     if getattr(args, "result_file", None):

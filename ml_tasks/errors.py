@@ -22,3 +22,15 @@ class StageSkipped(KilnError):
 
 
 SKIP_EXIT_CODE = 99
+BAD_INPUT_EXIT_CODE = 2  # KilnError or ValueError: a retry would fail the same way
+
+
+def failure_reason(output: str) -> str:
+    """From a stage's last output lines: its ``ERROR:`` / ``SKIPPED:`` message (with the detail lines that
+    follow it, e.g. every broken validation rule), else its last line."""
+    lines = [ln.rstrip() for ln in output.splitlines() if ln.strip()]
+    marked = [i for i, ln in enumerate(lines) if ln.startswith(("ERROR:", "SKIPPED:"))]
+    if not marked:
+        return lines[-1] if lines else ""
+    first, *rest = lines[marked[-1]:]
+    return "\n".join([first.removeprefix("ERROR: ").removeprefix("SKIPPED: "), *rest])

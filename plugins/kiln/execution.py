@@ -6,7 +6,10 @@ DAG file never changes between a laptop and a cluster.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+from typing import Any
 
 MODES = ("local", "kubernetes")
 
@@ -21,3 +24,15 @@ def resolve_execution(explicit: str | None = None) -> str:
     if mode not in MODES:
         raise ValueError(f"KILN_EXECUTION={mode!r} is not one of {MODES}")
     return mode
+
+
+def read_result(stage: str, path: str) -> dict[str, Any]:
+    """A finished stage's result manifest, the task's XCom; missing means the stage ran where we cannot see."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        from airflow.sdk.exceptions import AirflowException
+
+        raise AirflowException(
+            f"stage {stage} finished but its result {path} is not there: in Kubernetes mode the pods' artifact "
+            "volume must be the data root this worker sees (docs/kubernetes.md)") from None

@@ -2,17 +2,17 @@
 
 Locally it runs 1 scheduler, S servers and W workers as real processes through
 ``ml_tasks.mxnet_cluster.run_cluster`` (role-prefixed logs, fail-fast, nothing left behind);
-``on_kill`` stops them the same way. In Kubernetes mode it creates one pod per role plus a Service
-for the scheduler (``build_role_manifests``, a pure builder tests compare field by field), waits for
-the workers, and deletes everything. Rank 0's result manifest is the XCom in both modes.
+``on_kill`` stops them the same way. In Kubernetes mode it builds one pod per role plus a Service for
+the scheduler (``build_role_objects``, from the same ``kiln.pod_spec`` pieces as ``KilnPodOperator``)
+and hands them to ``KilnKubernetesHook``: create, wait for the workers, delete, also on failure and
+``on_kill``. Names are unique per try and an earlier try's leftovers are deleted first. Rank 0's result
+manifest is the XCom in both modes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,10 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 SCHEDULER_PORT = 9091
-DEFAULT_IMAGE = "kiln/kiln:latest"
+ROLE_PRESETS = {"scheduler": "small", "server": "medium", "worker": "medium"}
 
 
-def build_role_manifests(
+def build_role_objects(
     *,
     name: str,
     namespace: str,
@@ -32,59 +32,47 @@ def build_role_manifests(
     num_servers: int,
     num_workers: int,
     labels: dict[str, str],
-    artifact_claim: str = "kiln-data",
-) -> list[dict[str, Any]]:
-    """Pods for scheduler, servers and workers, and the scheduler's Service, as plain manifests."""
+    data_mount: str,
+) -> list[Any]:
+    """The scheduler's Service, then pods for scheduler, servers and workers (``V1Service``/``V1Pod``)."""
+    from kubernetes.client import models as k8s
+
+    from kiln import pod_spec
+
     service = f"{name}-scheduler"
-    common_env = [
-        {"name": "DMLC_PS_ROOT_URI", "value": f"{service}.{namespace}.svc"},
-        {"name": "DMLC_PS_ROOT_PORT", "value": str(SCHEDULER_PORT)},
-        {"name": "DMLC_NUM_SERVER", "value": str(num_servers)},
-        {"name": "DMLC_NUM_WORKER", "value": str(num_workers)},
-        {"name": "DMLC_INTERFACE", "value": "eth0"},
-        {"name": "DMLC_NODE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "OMP_NUM_THREADS", "value": "1"},
+    dmlc_env = [
+        k8s.V1EnvVar(name="DMLC_PS_ROOT_URI", value=f"{service}.{namespace}.svc"),
+        k8s.V1EnvVar(name="DMLC_PS_ROOT_PORT", value=str(SCHEDULER_PORT)),
+        k8s.V1EnvVar(name="DMLC_NUM_SERVER", value=str(num_servers)),
+        k8s.V1EnvVar(name="DMLC_NUM_WORKER", value=str(num_workers)),
+        k8s.V1EnvVar(name="DMLC_INTERFACE", value="eth0"),
+        k8s.V1EnvVar(name="DMLC_NODE_HOST", value_from=k8s.V1EnvVarSource(
+            field_ref=k8s.V1ObjectFieldSelector(field_path="status.podIP"))),
+        k8s.V1EnvVar(name="OMP_NUM_THREADS", value="1"),
     ]
     ps_cmd = ["python", "-c", "from ml_tasks.train_mxnet import import_mxnet; import_mxnet()"]
     worker_cmd = ["python", "-m", "ml_tasks", "train-mxnet", *worker_args, "--kvstore", "dist_sync"]
+    job_labels = {**labels, "kiln.io/mxnet-job": name}
 
-    def pod(role: str, index: int, command: list[str], cpu: str, memory: str) -> dict[str, Any]:
-        pod_name = f"{name}-{role}" if role == "scheduler" else f"{name}-{role}-{index}"
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod_name, "namespace": namespace,
-                         "labels": {**labels, "kiln.io/mxnet-role": role, "kiln.io/mxnet-job": name}},
-            "spec": {
-                "restartPolicy": "Never",
-                "securityContext": {"runAsNonRoot": True, "runAsUser": 50000, "fsGroup": 0},
-                "containers": [{
-                    "name": role,
-                    "image": image,
-                    "command": command,
-                    "env": [*common_env, {"name": "DMLC_ROLE", "value": role}],
-                    "ports": [{"containerPort": SCHEDULER_PORT, "name": "ps"}] if role == "scheduler" else [],
-                    "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
-                    "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                        "capabilities": {"drop": ["ALL"]}},
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}, {"name": "tmp", "mountPath": "/tmp"}],
-                }],
-                "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": artifact_claim}},
-                            {"name": "tmp", "emptyDir": {}}],
-            },
-        }
+    def role_pod(role: str, index: int, command: list[str]) -> k8s.V1Pod:
+        ports = [k8s.V1ContainerPort(container_port=SCHEDULER_PORT, name="ps")] if role == "scheduler" else None
+        return pod_spec.pod(
+            name=f"{name}-{role}" if role == "scheduler" else f"{name}-{role}-{index}", namespace=namespace,
+            labels={**job_labels, "kiln.io/mxnet-role": role},
+            containers=[pod_spec.container(name=role, image=image, command=command, preset=ROLE_PRESETS[role],
+                                           data_mount=data_mount, ports=ports,
+                                           env=[*dmlc_env, k8s.V1EnvVar(name="DMLC_ROLE", value=role)])])
 
-    manifests: list[dict[str, Any]] = [{
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": service, "namespace": namespace, "labels": {**labels, "kiln.io/mxnet-job": name}},
-        "spec": {"selector": {"kiln.io/mxnet-job": name, "kiln.io/mxnet-role": "scheduler"},
-                 "ports": [{"name": "ps", "port": SCHEDULER_PORT, "targetPort": SCHEDULER_PORT}]},
-    }]
-    manifests.append(pod("scheduler", 0, ps_cmd, "250m", "512Mi"))
-    manifests += [pod("server", i, ps_cmd, "1", "2Gi") for i in range(num_servers)]
-    manifests += [pod("worker", i, worker_cmd, "2", "4Gi") for i in range(num_workers)]
-    return manifests
+    return [
+        k8s.V1Service(api_version="v1", kind="Service",
+                      metadata=k8s.V1ObjectMeta(name=service, namespace=namespace, labels=job_labels),
+                      spec=k8s.V1ServiceSpec(selector={"kiln.io/mxnet-job": name, "kiln.io/mxnet-role": "scheduler"},
+                                             ports=[k8s.V1ServicePort(name="ps", port=SCHEDULER_PORT,
+                                                                      target_port=SCHEDULER_PORT)])),
+        role_pod("scheduler", 0, ps_cmd),
+        *(role_pod("server", i, ps_cmd) for i in range(num_servers)),
+        *(role_pod("worker", i, worker_cmd) for i in range(num_workers)),
+    ]
 
 
 class MXNetDistributedOperator(BaseOperator):
@@ -109,8 +97,8 @@ class MXNetDistributedOperator(BaseOperator):
         num_workers: int | str = 2,
         cluster_timeout: float | str = 1800.0,
         execution: str | None = None,
-        image: str = DEFAULT_IMAGE,
-        namespace: str = "kiln",
+        image: str | None = None,
+        namespace: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -123,16 +111,17 @@ class MXNetDistributedOperator(BaseOperator):
         self.execution = execution
         self.image = image
         self.namespace = namespace
-        self._roles: list[Any] = []
+        self._roles: list[Any] = []  # local role processes, for on_kill
+        self._pods: tuple[Any, list[Any], str] | None = None  # hook, objects, namespace: for on_kill
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from kiln.execution import resolve_execution
+        from kiln.execution import read_result, resolve_execution
         from kiln.settings import mask_kiln_connections
 
         mask_kiln_connections()  # the roles inherit the task's environment and their output is logged
         Path(self.result_path).unlink(missing_ok=True)
         if resolve_execution(self.execution) == "kubernetes":
-            self._run_on_kubernetes(context)
+            self.run_on_kubernetes(context)
         else:
             from ml_tasks.mxnet_cluster import run_cluster
 
@@ -141,12 +130,15 @@ class MXNetDistributedOperator(BaseOperator):
             run_cluster(worker_cmd, int(self.num_servers), int(self.num_workers), log=self.log.info,
                         timeout=float(self.cluster_timeout), pid_file=Path(self.checkpoint_dir) / "pids.json",
                         on_start=self._roles.extend)
-        return json.loads(Path(self.result_path).read_text())
+        return read_result("train-mxnet (dist_sync)", self.result_path)
 
     def on_kill(self) -> None:
         from ml_tasks.mxnet_cluster import stop_all
 
         stop_all(self._roles)
+        if self._pods is not None:
+            hook, objects, namespace = self._pods
+            hook.delete_objects(objects, namespace, self.log.warning)
 
     @staticmethod
     def job_identity(dag_id: str, task_id: str, run_id: str, try_number: int) -> tuple[str, dict[str, str]]:
@@ -157,49 +149,39 @@ class MXNetDistributedOperator(BaseOperator):
                   "kiln.io/mxnet-run": run_hash, "kiln.io/try": str(try_number)}
         return f"kiln-mx-{run_hash}-t{try_number}", labels
 
-    def manifests(self, context: Any) -> list[dict[str, Any]]:
+    def role_objects(self, context: Any) -> list[Any]:
+        """This try's Service and role pods (image and namespace default as for every Kiln pod)."""
+        from kiln import pod_spec
+        from kiln.settings import data_root
+
         ti = context["ti"]
         name, labels = self.job_identity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number))
-        return build_role_manifests(name=name, namespace=self.namespace, image=self.image,
-                                    worker_args=[*map(str, self.worker_args), "--result-file", self.result_path],
-                                    num_servers=int(self.num_servers), num_workers=int(self.num_workers), labels=labels)
+        return build_role_objects(name=name, namespace=self.namespace or pod_spec.default_namespace(),
+                                  image=self.image or pod_spec.default_image(),
+                                  worker_args=[*map(str, self.worker_args), "--result-file", self.result_path],
+                                  num_servers=int(self.num_servers), num_workers=int(self.num_workers),
+                                  labels=labels, data_mount=data_root())
 
-    def _run_on_kubernetes(self, context: Any) -> None:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    def run_on_kubernetes(self, context: Any) -> None:
+        """Create this try's role pods and Service, wait for the workers, delete everything (also on failure)."""
+        from kiln.hooks.kubernetes import KilnKubernetesHook
 
-        core = KubernetesHook(conn_id="kubernetes_default").core_v1_client
-        manifests = self.manifests(context)
-        pods = [m["metadata"]["name"] for m in manifests if m["kind"] == "Pod"]
-        workers = [p for p in pods if "-worker-" in p]
-        self._delete_earlier_tries(core, manifests[0]["metadata"]["labels"]["kiln.io/mxnet-run"])
+        hook = KilnKubernetesHook()
+        objects = self.role_objects(context)
+        namespace = objects[0].metadata.namespace
+        pods = [o.metadata.name for o in objects if o.kind == "Pod"]
+        workers = [o.metadata.name for o in objects if o.metadata.labels.get("kiln.io/mxnet-role") == "worker"]
+        # An earlier try killed hard never ran its cleanup: its pods would hold the slots and the Service.
+        earlier = hook.delete_labelled(f"kiln.io/mxnet-run={objects[0].metadata.labels['kiln.io/mxnet-run']}",
+                                       namespace, self.log.warning)
+        if earlier:
+            self.log.info("deleted %d objects of earlier tries: %s", len(earlier), ", ".join(earlier))
+        self._pods = (hook, objects, namespace)
         try:
-            for m in manifests:
-                create = core.create_namespaced_service if m["kind"] == "Service" else core.create_namespaced_pod
-                create(namespace=self.namespace, body=m)
-            deadline = time.monotonic() + float(self.cluster_timeout)
-            while time.monotonic() < deadline:
-                phases = {p: core.read_namespaced_pod(p, self.namespace).status.phase for p in pods}
-                failed = [p for p, ph in phases.items() if ph == "Failed"]
-                if failed:
-                    raise RuntimeError(f"MXNet pod {failed[0]} failed: "
-                                       f"{core.read_namespaced_pod_log(failed[0], self.namespace, tail_lines=20)}")
-                if all(phases[w] == "Succeeded" for w in workers):
-                    return
-                time.sleep(5)
-            raise RuntimeError(f"MXNet pods timed out after {float(self.cluster_timeout):.0f}s")
+            hook.create_objects(objects, namespace)
+            self.log.info("created %s in namespace %s; waiting for workers %s", ", ".join(pods), namespace,
+                          ", ".join(workers))
+            hook.wait_for_pods(pods, workers, namespace, timeout=float(self.cluster_timeout))
         finally:
-            for m in manifests:
-                delete = core.delete_namespaced_service if m["kind"] == "Service" else core.delete_namespaced_pod
-                try:
-                    delete(m["metadata"]["name"], self.namespace)
-                except Exception as exc:  # cleanup must try every object; report what could not go
-                    self.log.warning("could not delete %s %s: %s", m["kind"], m["metadata"]["name"], exc)
-
-    def _delete_earlier_tries(self, core: Any, run_hash: str) -> None:
-        """An earlier try killed hard never ran its cleanup: remove its pods and Service before starting."""
-        selector = f"kiln.io/mxnet-run={run_hash}"
-        for pod in core.list_namespaced_pod(self.namespace, label_selector=selector).items:
-            self.log.info("deleting pod %s of an earlier try", pod.metadata.name)
-            core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
-        for service in core.list_namespaced_service(self.namespace, label_selector=selector).items:
-            core.delete_namespaced_service(service.metadata.name, self.namespace)
+            hook.delete_objects(objects, namespace, self.log.warning)
+            self._pods = None

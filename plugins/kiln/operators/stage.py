@@ -10,7 +10,6 @@ manifest (not the pod's XCom sidecar) becomes the task's XCom.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -23,10 +22,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from ml_tasks.errors import SKIP_EXIT_CODE  # the stage cannot run here and says why
+from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, failure_reason
 from ml_tasks.processes import die_with_parent
-
-BAD_INPUT_EXIT_CODE = 2  # a retry would fail the same way
 
 
 class KilnStageOperator(BaseOperator):
@@ -82,12 +79,31 @@ class KilnStageOperator(BaseOperator):
         mask_kiln_connections()  # before the stage, which inherits them, can print anything
         Path(self.result_path).unlink(missing_ok=True)  # never return a previous try's manifest
         if resolve_execution(self.execution) == "kubernetes":
-            from kiln.operators.pod import KilnPodOperator
-
-            KilnPodOperator.for_stage(self, context).execute(context)
+            # KPO's execute, minus Airflow's warning about an operator run inside another one
+            pod = self._pod_operator(context)
+            if pod.deferrable:
+                pod.execute_async(context)  # raises TaskDeferred: trigger_reentry below takes over
+            else:
+                pod.execute_sync(context)
         else:
             self._run_local()
-        return json.loads(Path(self.result_path).read_text())
+        return self._result()
+
+    def trigger_reentry(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Deferrable pods: the triggerer saw the pod finish; exit codes map as in ``execute``."""
+        self._pod_operator(context).trigger_reentry(context, event)
+        return self._result()
+
+    def _pod_operator(self, context: Any) -> Any:
+        from kiln.operators.pod import KilnPodOperator
+        from kiln.settings import data_root
+
+        return KilnPodOperator.for_stage(self, context, data_root())
+
+    def _result(self) -> dict[str, Any]:
+        from kiln.execution import read_result
+
+        return read_result(self.stage, self.result_path)
 
     def _stage_env(self) -> dict[str, str]:
         from airflow.sdk import BaseHook
@@ -133,11 +149,11 @@ class KilnStageOperator(BaseOperator):
                                    f"its process group {self._proc.pid} was killed")
         if code == 0:
             return
-        reason = next((ln for ln in reversed(last_lines) if ln.startswith(("ERROR:", "SKIPPED:"))), last_lines[-1] if last_lines else "")
+        reason = failure_reason("\n".join(last_lines))
         if code == SKIP_EXIT_CODE:
-            raise AirflowSkipException(reason.removeprefix("SKIPPED: "))
+            raise AirflowSkipException(reason)
         if code == BAD_INPUT_EXIT_CODE:
-            raise AirflowFailException(f"stage {self.stage} rejected its input: {reason.removeprefix('ERROR: ')}")
+            raise AirflowFailException(f"stage {self.stage} rejected its input: {reason}")
         raise RuntimeError(f"stage {self.stage} exited with code {code}: {reason}")
 
     def _kill_group(self, grace: float = 10.0) -> None:
