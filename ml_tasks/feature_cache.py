@@ -46,7 +46,7 @@ SEPARATOR = "__"
 class WarmOptions:
     batch_size: int = 1000
     retain: int = 2
-    backups: int = 0
+    backups: int | None = None  # None: the cluster's own (kiln.ignite.backups in kiln-ignite.xml)
     expiry_seconds: float | None = None
     verify_sample: int = 100
     lease_seconds: float = 30.0  # a dead warmer's lease expires after this; a live one renews it
@@ -98,6 +98,13 @@ def count_source(path: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in source_files(path))
 
 
+def cluster_backups(client) -> int:
+    """The cluster's backups setting: the alias cache is created by name, so it took the nodes' "*" template."""
+    from pyignite.datatypes.prop_codes import PROP_BACKUPS_NUMBER
+
+    return client.get_or_create_cache(ALIAS_CACHE).settings[PROP_BACKUPS_NUMBER]
+
+
 def _create_cache(client, full_name: str, options: WarmOptions):
     from pyignite.datatypes.cache_config import CacheMode
     from pyignite.datatypes.prop_codes import (
@@ -107,8 +114,9 @@ def _create_cache(client, full_name: str, options: WarmOptions):
         PROP_NAME,
     )
 
+    backups = cluster_backups(client) if options.backups is None else options.backups
     settings: dict[int, Any] = {PROP_NAME: full_name, PROP_CACHE_MODE: CacheMode.PARTITIONED,
-                                PROP_BACKUPS_NUMBER: options.backups}
+                                PROP_BACKUPS_NUMBER: backups}
     if options.expiry_seconds:
         from pyignite.datatypes import ExpiryPolicy
 

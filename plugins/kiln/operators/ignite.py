@@ -32,7 +32,7 @@ class IgniteCacheWarmOperator(BaseOperator):
         key: str = "entity_id",
         batch_size: int = 1000,
         retain: int = 2,
-        backups: int = 0,
+        backups: int | None = None,
         expiry_seconds: float | None = None,
         ignite_conn_id: str = "ignite_default",
         **kwargs: Any,
