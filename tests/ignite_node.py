@@ -16,10 +16,13 @@ class IgniteNode:
     port: int = 10900
     discovery_port: int = 47600
     communication_port: int = 47200
+    backups: int = 0
+    activate: bool = True  # False: left inactive, as a fresh persistent cluster starts
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "KILN_IGNITE_DIR": str(self.state_dir), "KILN_IGNITE_PERSISTENCE": "true",
+                "KILN_IGNITE_BACKUPS": str(self.backups), "KILN_IGNITE_ACTIVATE": str(self.activate).lower(),
                 "KILN_IGNITE_PORT": str(self.port), "KILN_IGNITE_DISCOVERY_PORT": str(self.discovery_port),
                 "KILN_IGNITE_COMMUNICATION_PORT": str(self.communication_port)}
 

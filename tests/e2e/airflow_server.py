@@ -26,6 +26,7 @@ class AirflowServer:
     port: int = 8180
     pg_port: int = 5533
     log_port: int = 8893
+    extra_env: dict[str, str] = field(default_factory=dict)
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -34,7 +35,7 @@ class AirflowServer:
                 "KILN_PG_PORT": str(self.pg_port), "KILN_LOG_SERVER_PORT": str(self.log_port),
                 "KILN_DATA_ROOT": str(self.data_root), "AIRFLOW_CONN_IGNITE_DEFAULT": self.ignite_uri,
                 "AIRFLOW_CONN_KUBERNETES_DEFAULT": f"kubernetes://kiln:{MASK_PROBE_PASSWORD}@localhost",
-                **({"KILN_DATASETS_DIR": str(self.datasets)} if self.datasets else {})}
+                **({"KILN_DATASETS_DIR": str(self.datasets)} if self.datasets else {}), **self.extra_env}
 
     def secret(self, name: str) -> str:
         return dict(line.split("=", 1) for line in (self.state / "secrets.env").read_text().split())[name]

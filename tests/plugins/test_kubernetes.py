@@ -1,4 +1,5 @@
-"""The Kubernetes path, checked offline: pods built by the operators, manifests in k8s/, the images."""
+"""The Kubernetes path, checked offline: pods built by the operators, manifests in k8s/, the images.
+(tests/k8s/ runs the same against a real API server.)"""
 
 from __future__ import annotations
 
@@ -51,14 +52,14 @@ def rendered_pod(dag, task_id: str) -> dict:
                        .replace("{{ ti.xcom_pull(task_ids='plan', key='ds') }}", "2026-11-24") for a in map(str, stage.arguments)]
     stage.result_path = f"/data/runs/ds=2026-11-24/_results/{task_id}.json"
     stage.timeout_minutes = "30"  # what the form's stage_timeout_minutes renders to
-    pod_op = KilnPodOperator.for_stage(stage, context={})
+    pod_op = KilnPodOperator.for_stage(stage, context={}, data_root="/data")
     pod = pod_op.build_pod_request_obj({"ti": TI(task_id), "run_id": TI.run_id, "dag": FakeDag()}, dry_run=True)
     return ApiClient().sanitize_for_serialization(pod)
 
 
 @pytest.mark.parametrize("task_id", sorted(HEAVY_STAGES))
 def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
-    from kiln.operators.pod import PRESETS
+    from kiln.pod_spec import PRESETS
 
     manifest = rendered_pod(dag, task_id)
     validate(manifest)
@@ -74,6 +75,7 @@ def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
     assert labels["kiln.io/stage"] == stage and labels["app.kubernetes.io/part-of"] == "kiln"
     assert re.fullmatch(r"[A-Za-z0-9_.-]{1,63}", labels["run_id"])
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 50000
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}}
     assert spec["activeDeadlineSeconds"] == 1800  # the stage timeout, enforced by the kubelet
@@ -93,11 +95,14 @@ def test_gpu_preset_requests_a_gpu():
 
 
 def test_mxnet_roles_render_as_valid_pods_and_a_scheduler_service():
-    from kiln.operators.mxnet import build_role_manifests
+    from kiln.operators.mxnet import build_role_objects
+    from kiln.pod_spec import PRESETS, pod_security_context
+    from kubernetes.client import ApiClient
 
-    manifests = build_role_manifests(name="kiln-mx-run1", namespace="kiln", image="kiln/kiln:latest",
-                                     worker_args=["--data-root", "/data", "--ds", "2026-11-24"], num_servers=2,
-                                     num_workers=3, labels={"app.kubernetes.io/part-of": "kiln"})
+    objects = build_role_objects(name="kiln-mx-run1", namespace="kiln", image="kiln/kiln:latest",
+                                 worker_args=["--data-root", "/data", "--ds", "2026-11-24"], num_servers=2,
+                                 num_workers=3, labels={"app.kubernetes.io/part-of": "kiln"}, data_mount="/data")
+    manifests = [ApiClient().sanitize_for_serialization(o) for o in objects]
     for m in manifests:
         validate(m)
     kinds = [(m["kind"], m["metadata"]["labels"].get("kiln.io/mxnet-role")) for m in manifests]
@@ -106,13 +111,34 @@ def test_mxnet_roles_render_as_valid_pods_and_a_scheduler_service():
     worker = manifests[-1]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in worker["env"]}
     assert env["DMLC_ROLE"] == "worker" and env["DMLC_NUM_WORKER"] == "3" and env["DMLC_NUM_SERVER"] == "2"
-    assert env["DMLC_PS_ROOT_URI"] == "kiln-mx-run1-scheduler.kiln.svc"
+    assert env["DMLC_PS_ROOT_URI"] == "kiln-mx-run1-scheduler.kiln.svc" and env["KILN_DATA_ROOT"] == "/data"
     assert worker["command"][-2:] == ["--kvstore", "dist_sync"]
+    assert worker["resources"] == PRESETS["medium"]
+    # The same restricted contexts as every stage pod (one builder: kiln.pod_spec).
+    stage_pod = ApiClient().sanitize_for_serialization(pod_security_context())
+    assert all(m["spec"]["securityContext"] == stage_pod for m in manifests if m["kind"] == "Pod")
+
+
+def test_mxnet_pods_take_the_image_and_namespace_every_kiln_pod_takes(monkeypatch):
+    from kiln.operators.mxnet import MXNetDistributedOperator
+
+    class TI:
+        dag_id, task_id, run_id, try_number = "kiln_training", "train_mxnet_dist", "r1", 1
+
+    monkeypatch.setenv("KILN_IMAGE", "registry.example/kiln:1.2.3")
+    monkeypatch.setenv("KILN_NAMESPACE", "ml")
+    monkeypatch.setenv("KILN_DATA_ROOT", "/mnt/kiln")
+    op = MXNetDistributedOperator(task_id="train_mxnet_dist", worker_args=[], result_path="/mnt/kiln/r.json",
+                                  checkpoint_dir="/mnt/kiln/c")
+    pods = [o for o in op.role_objects({"ti": TI()}) if o.kind == "Pod"]
+    assert {p.spec.containers[0].image for p in pods} == {"registry.example/kiln:1.2.3"}
+    assert {p.metadata.namespace for p in pods} == {"ml"}
+    assert {m.mount_path for p in pods for m in p.spec.containers[0].volume_mounts if m.name == "data"} == {"/mnt/kiln"}
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
 def test_every_overlay_renders_and_validates_strictly(overlay):
-    out = subprocess.run(["kubectl", "kustomize", "--load-restrictor=LoadRestrictionsNone", str(ROOT / "k8s" / "overlays" / overlay)],
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],  # no extra flags
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     objects = [o for o in yaml.safe_load_all(out.stdout) if o]
@@ -120,9 +146,22 @@ def test_every_overlay_renders_and_validates_strictly(overlay):
         validate(obj)
     kinds = {o["kind"] for o in objects}
     assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "StatefulSet", "Service", "ConfigMap", "Deployment",
-            "HorizontalPodAutoscaler", "NetworkPolicy", "Job", "PersistentVolumeClaim"} <= kinds
+            "HorizontalPodAutoscaler", "NetworkPolicy", "PersistentVolumeClaim"} <= kinds
+    assert ("Job" in kinds) == (overlay == "prod")  # prod's Ignite activation; nothing runs on apply otherwise
     ignite_cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "kiln-ignite-config")
     assert ignite_cm["data"]["kiln-ignite.xml"] == (ROOT / "ignite" / "kiln-ignite.xml").read_text()
+    assert ignite_cm["data"]["kiln-ignite-admin.sh"] == (ROOT / "ignite" / "kiln-ignite-admin.sh").read_text()
+    ignite = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "kiln-ignite")
+    node = ignite["spec"]["template"]["spec"]["containers"][0]
+    jvm = next(e["value"] for e in node["env"] if e["name"] == "JVM_OPTS")
+    backups = int(re.search(r"-Dkiln\.ignite\.backups=(\d+)", jvm).group(1))
+    assert backups >= 1 if ignite["spec"]["replicas"] > 1 else backups == 0  # losing a pod loses no entry
+    assert "tcpSocket" not in node["readinessProbe"]  # an open port is not a node that answers
+    assert "kiln-ignite-admin.sh ready" in " ".join(node["readinessProbe"]["exec"]["command"])
+    if "-Dkiln.ignite.persistence=true" in jvm:  # a persistent cluster starts inactive: something activates it
+        activate = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "kiln-ignite-activate")
+        command = activate["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[1:4] == ["/etc/kiln/kiln-ignite-admin.sh", "activate", "kiln-ignite-0.kiln-ignite-discovery"]
     namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
     assert namespaces == {"kiln-dev" if overlay == "dev" else "kiln"}
     rules = [r for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "kiln-pod-launcher" for r in o["rules"]]

@@ -1,0 +1,96 @@
+"""KILN_EXECUTION=kubernetes with deferrable pods on a running Airflow (scheduler, worker, triggerer):
+kiln_training's first heavy stage runs as a pod, the task defers, the triggerer watches the pod to its
+end, and the worker maps its exit code: bad input fails the task with no retry, the skip code skips it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.airflow_server import AirflowServer
+from tests.k8s.conftest import NAMESPACE
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
+
+# Airflow's cluster policy for pods, loaded by every Airflow process from $AIRFLOW_HOME/config: it
+# tells kwok how a pod's container ends (kwok runs none), by the DAG run the pod belongs to.
+LOCAL_SETTINGS = '''
+OUTCOMES = {"kwok_bad_input": ("2", "ERROR: input path '/nowhere.csv' does not exist"),
+            "kwok_skip": ("99", "SKIPPED: this stage cannot run here")}
+
+
+def pod_mutation_hook(pod):
+    run_id = (pod.metadata.labels or {}).get("run_id", "")
+    for prefix, (code, message) in OUTCOMES.items():
+        if run_id.startswith(prefix):
+            pod.metadata.annotations = {**(pod.metadata.annotations or {}), "kwok.kiln.dev/exit-code": code,
+                                        "kwok.kiln.dev/message": message, "kwok.kiln.dev/run-duration": "3s"}
+'''
+
+
+@pytest.fixture(scope="module")
+def k8s_airflow(worker_connection, tmp_path_factory):
+    """Its own Airflow on its own ports, every Kiln stage in Kubernetes, pods deferred to the triggerer."""
+    state = Path(tempfile.mkdtemp(prefix="kiln-airflow-state-k8s-"))
+    state.chmod(0o755)
+    (state / "home" / "config").mkdir(parents=True)
+    (state / "home" / "config" / "airflow_local_settings.py").write_text(LOCAL_SETTINGS)
+    server = AirflowServer(state=state, data_root=tmp_path_factory.mktemp("k8s-airflow") / "data",
+                           ignite_uri="ignite://127.0.0.1:10999", port=8280, pg_port=5633, log_port=8993,
+                           extra_env={"KILN_EXECUTION": "kubernetes", "KILN_POD_DEFERRABLE": "true",
+                                      "KILN_POD_LOGS": "false", "KILN_NAMESPACE": NAMESPACE,
+                                      "AIRFLOW_CONN_KUBERNETES_DEFAULT": worker_connection})
+    server.up()
+    try:
+        server.wait_for_dag("kiln_training")
+        yield server
+    finally:
+        server.down()
+        leftovers = server.leftovers()
+        shutil.rmtree(state, ignore_errors=True)
+        assert not leftovers, f"airflow.sh down left {leftovers}"
+
+
+def trigger(server: AirflowServer, run_id: str) -> dict:
+    with server.api() as api:
+        assert api.patch("/dags/kiln_training", json={"is_paused": False}).status_code == 200
+        resp = api.post("/dags/kiln_training/dagRuns", json={
+            "dag_run_id": run_id, "logical_date": None,
+            "conf": {"rows": 2000, "candidates": ["mxnet_mlp"], "partition_date": "2026-03-01"}})
+    assert resp.status_code == 200, resp.text
+    return server.wait_for_run("kiln_training", run_id, timeout=300)
+
+
+def pods_of(prod, run_id: str) -> list[str]:
+    return [p["metadata"]["name"] for p in prod.objects("pods") if p["metadata"]["labels"].get("dag_id") == "kiln_training"
+            and p["metadata"]["labels"].get("run_id", "").startswith(run_id[:20])]
+
+
+def test_bad_input_in_a_deferred_pod_fails_the_task_once_with_no_retry(k8s_airflow, prod):
+    run_id = f"kwok_bad_input_{int(time.time())}"
+    run = trigger(k8s_airflow, run_id)
+    tis = k8s_airflow.task_instances("kiln_training", run_id)
+    assert run["state"] == "failed" and tis["plan"]["state"] == "success"
+    assert tis["ingest"]["state"] == "failed"
+    assert tis["ingest"]["try_number"] == 1  # retries=1, yet bad input is not retried
+    log = k8s_airflow.task_log("kiln_training", run_id, "ingest", 1)
+    assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log  # the triggerer watched the pod
+    assert "stage ingest rejected its input: input path '/nowhere.csv' does not exist" in log
+    assert pods_of(prod, run_id) == []  # deleted after the trigger saw it end
+
+
+def test_the_skip_code_in_a_deferred_pod_skips_the_task(k8s_airflow, prod):
+    run_id = f"kwok_skip_{int(time.time())}"
+    trigger(k8s_airflow, run_id)
+    tis = k8s_airflow.task_instances("kiln_training", run_id)
+    assert tis["ingest"]["state"] == "skipped", json.dumps({t: ti["state"] for t, ti in tis.items()})
+    assert tis["validate"]["state"] == "skipped"
+    log = k8s_airflow.task_log("kiln_training", run_id, "ingest", 1)
+    assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log
+    assert "this stage cannot run here" in log
+    assert pods_of(prod, run_id) == []
