@@ -22,8 +22,6 @@ from kubernetes.client import models as k8s
 from kiln import pod_spec
 from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, failure_reason
 
-BASE_CONTAINER = "base"  # KPO's name for the stage's container
-
 
 class KilnPodOperator(KubernetesPodOperator):
     """Run ``python -m ml_tasks <stage> ...`` in the Kiln image.
@@ -83,7 +81,7 @@ class KilnPodOperator(KubernetesPodOperator):
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """KPO's cleanup (delete the pod, map the skip code), then the stage's exit codes with its reason."""
-        code, message = exit_status(remote_pod)
+        code, message = exit_status(remote_pod, self.base_container_name)
         reason = failure_reason(message)
         try:
             super().cleanup(pod, remote_pod, *args, **kwargs)
@@ -97,11 +95,11 @@ class KilnPodOperator(KubernetesPodOperator):
                                    f"(exit code {code}): {reason or failure}") from failure
 
 
-def exit_status(remote_pod: k8s.V1Pod | None) -> tuple[int | None, str]:
-    """The stage container's exit code and termination message, if it terminated."""
+def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | None, str]:
+    """The container's exit code and termination message, if it terminated."""
     statuses = (remote_pod.status.container_statuses if remote_pod is not None and remote_pod.status else None) or []
     for status in statuses:
-        if status.name == BASE_CONTAINER and status.state and status.state.terminated:
+        if status.name == container and status.state and status.state.terminated:
             return status.state.terminated.exit_code, status.state.terminated.message or ""
     return None, ""
 
