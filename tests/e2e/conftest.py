@@ -13,7 +13,7 @@ from tests.e2e.helpers import ARTIFACTS
 SUBSET = ["mxnet_mlp"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # stopped when tests/e2e is done: its scheduler and parser use CPU
 def airflow_server(tmp_path_factory, ignite_node):
     """A real Airflow (PostgreSQL, LocalExecutor, 4 components) on its own ports and data root.
 

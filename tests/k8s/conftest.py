@@ -1,5 +1,6 @@
-"""A real Kubernetes control plane for the session (scripts/k8s.sh on its own ports), Kiln's prod overlay
-applied to it, and the Airflow worker's service account as the identity the operators run with."""
+"""A real Kubernetes control plane for tests/k8s (scripts/k8s.sh on its own ports, stopped when these tests
+are done), Kiln's prod overlay applied to it, and the Airflow worker's ServiceAccount as the identity the
+operators run with."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def wait_until(condition, timeout: float = 60, what: str = "condition") -> Any:
     raise AssertionError(f"{what} not reached within {timeout} s")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory) -> Cluster:
     """etcd, kube-apiserver, controller manager, scheduler and kwok; everything stopped at the end."""
     busy = [p for p in PORTS.values() if port_open(p)]
@@ -109,7 +110,7 @@ def storage_for(kube: Cluster, namespace: str) -> None:
                  "claimRef": {"namespace": namespace, "name": "kiln-data"}}}))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def prod(cluster: Cluster) -> Cluster:
     """``kubectl apply -k k8s/overlays/prod`` (no extra flags): namespace kiln, RBAC, Ignite, serving."""
     storage_for(cluster, NAMESPACE)  # first: the claim binds the moment it exists
@@ -120,7 +121,7 @@ def prod(cluster: Cluster) -> Cluster:
     return cluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_connection(prod: Cluster, tmp_path_factory) -> str:
     """Airflow's ``kubernetes_default`` as the airflow-worker ServiceAccount: the operators get only its rights."""
     kubeconfig = prod.service_account_kubeconfig("airflow-worker", NAMESPACE,
