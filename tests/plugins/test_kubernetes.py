@@ -175,6 +175,9 @@ def test_airflow_helm_values_use_the_kiln_image_and_kubernetes_executor():
     assert values["images"]["airflow"]["repository"] == "kiln/kiln"
     assert values["dags"]["gitSync"]["enabled"] is False and values["dags"]["persistence"]["enabled"] is False
     assert {"name": "KILN_EXECUTION", "value": "kubernetes"} in values["env"]
+    # the account k8s/base/rbac.yaml grants pod rights to (tests/k8s checks them), for workers and the
+    # triggerer that watches deferred pods
+    assert values["workers"]["serviceAccount"]["name"] == values["triggerer"]["serviceAccount"]["name"] == "airflow-worker"
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
