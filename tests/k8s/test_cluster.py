@@ -60,7 +60,9 @@ def test_every_overlay_applies_with_no_extra_flags_and_its_controllers_create_ev
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
     rendered = [o for o in yaml.safe_load_all(prod.kubectl("kustomize", str(ROOT / "k8s" / "overlays" / overlay)).stdout) if o]
-    workloads = {o["metadata"]["name"]: (o["spec"].get("replicas", 1) if o["kind"] != "Job" else 1)
+    autoscaled = {o["spec"]["scaleTargetRef"]["name"]: o["spec"]["minReplicas"]
+                  for o in rendered if o["kind"] == "HorizontalPodAutoscaler"}
+    workloads = {o["metadata"]["name"]: autoscaled.get(o["metadata"]["name"], o["spec"].get("replicas", 1))
                  for o in rendered if o["kind"] in ("Deployment", "StatefulSet", "Job")}
     assert workloads, "the overlay has workloads"
     seen: list[dict[str, int]] = []

@@ -156,6 +156,9 @@ def test_every_overlay_renders_and_validates_strictly(overlay):
     jvm = next(e["value"] for e in node["env"] if e["name"] == "JVM_OPTS")
     backups = int(re.search(r"-Dkiln\.ignite\.backups=(\d+)", jvm).group(1))
     assert backups >= 1 if ignite["spec"]["replicas"] > 1 else backups == 0  # losing a pod loses no entry
+    autoscaled = {o["spec"]["scaleTargetRef"]["name"] for o in objects if o["kind"] == "HorizontalPodAutoscaler"}
+    assert all("replicas" not in o["spec"] for o in objects if o["kind"] == "Deployment"
+               and o["metadata"]["name"] in autoscaled)  # the autoscaler owns the count; apply must not reset it
     assert "tcpSocket" not in node["readinessProbe"]  # an open port is not a node that answers
     assert "kiln-ignite-admin.sh ready" in " ".join(node["readinessProbe"]["exec"]["command"])
     if "-Dkiln.ignite.persistence=true" in jvm:  # a persistent cluster starts inactive: something activates it
