@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow.settings import pod_mutation_hook
@@ -25,9 +24,6 @@ class PodFailed(RuntimeError):
 
 
 class KilnKubernetesHook(KubernetesHook):
-    def __init__(self, conn_id: str = KubernetesHook.default_conn_name, **kwargs: Any) -> None:
-        super().__init__(conn_id=conn_id, **kwargs)
-
     def create_objects(self, objects: Iterable[KubeObject], namespace: str) -> None:
         """Create in order; pods first pass Airflow's ``pod_mutation_hook``, as KubernetesPodOperator's do."""
         core = self.core_v1_client
