@@ -94,19 +94,21 @@ def free_port() -> int:
 def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]:
     import httpx
 
+    from ml_tasks.candidates import BUILTIN_TRAINERS
     from ml_tasks.evaluate import Thresholds, evaluate
     from ml_tasks.ingest import ingest
     from ml_tasks.online_features import latest_features
     from ml_tasks.preprocess import preprocess
     from ml_tasks.registry import register
     from ml_tasks.spec import load_named
-    from ml_tasks.train_spark import train_spark
+    from ml_tasks.trainer import train_candidate
 
     spec = load_named("transactions")  # the service serves every spec; the bench's data root has this one's model
     lay = Layout(work / "data", spec.name, "2026-01-01")
     ingest(spec, lay.ds, lay.raw_dir, rows=max(4 * requests, 40_000))
     preprocess(lay.raw_dir, lay.features, lay.transform)
-    train_spark("gbt", "binary", lay.features, lay.candidate("spark_gbt"), {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4})
+    train_candidate(BUILTIN_TRAINERS["spark_gbt"], {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4},
+                    task="binary", features=lay.features, candidate=lay.candidate("spark_gbt"), checkpoint_dir=lay.checkpoint_dir("spark"))
     evaluate("binary", lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
     register(lay.evaluation, lay.registry_root, spec.registry_name, lay.ds, lay.transform_dir)
     online = latest_features(lay.raw_dir, lay.online_features)

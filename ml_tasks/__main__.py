@@ -14,12 +14,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from ml_tasks.atomic import write_json
 from ml_tasks.cli_types import DATASET, DS
 from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, KilnError, StageSkipped
 from ml_tasks.layout import Layout, default_data_root
-from ml_tasks.run_settings import SETTINGS, resolve
+from ml_tasks.run_settings import SETTINGS, resolve, spec_settings
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, load_named
 from ml_tasks.stages import STAGES, Run, Stage
 
@@ -59,10 +60,28 @@ def stage_run(args: argparse.Namespace) -> Run:
         spec = load_named(args.dataset)
     given = {name: SETTINGS[name].from_cli(getattr(args, f"setting_{name}")) for name in stage.settings
              if getattr(args, f"setting_{name}") is not None}
+    given.update(candidate_params(spec, args))
     settings = resolve(spec, given, where="option")
     if lay is not None and stage.name == "ingest":
         write_json(lay.spec_snapshot, json.loads(spec.model_dump_json()))
     return Run(args, spec, settings, lay)
+
+
+def candidate_params(spec: DatasetSpec, args: argparse.Namespace) -> dict[str, Any]:
+    """``train``'s ``--param SETTING=VALUE`` options: only the settings the chosen candidate takes."""
+    if not getattr(args, "param", None):
+        return {}
+    ref = spec.trainer_refs.get(args.candidate)
+    takes = ref.settings if ref else ()
+    known = spec_settings(spec)
+    given = {}
+    for item in args.param:
+        name, sep, text = item.partition("=")
+        if not sep or name not in takes:
+            raise KilnError(f"option --param {item!r}: candidate {args.candidate!r} takes "
+                            f"{', '.join(f'{t}=VALUE' for t in takes) or 'no settings'}")
+        given[name] = known[name].from_cli(text)
+    return given
 
 
 def main(argv: list[str] | None = None) -> int:

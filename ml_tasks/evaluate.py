@@ -104,21 +104,30 @@ def rank_key(task: str, row: dict[str, Any]) -> tuple[float, str]:
 
 
 def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds: Thresholds,
-             only: list[str] | None = None) -> dict[str, Any]:
+             only: list[str] | None = None, failures_dir: Path | None = None) -> dict[str, Any]:
     """Score the finished candidates under ``candidates_root`` (``only`` these names, when given).
 
     ``only`` keeps a rerun with fewer candidates from re-scoring folders an earlier run left behind;
-    a chosen candidate that did not train (a skipped step) is named in the log and left out.
+    a chosen candidate that did not train (a skipped step) is named in the log and left out, and one
+    whose trainer failed its contract is listed under ``failed`` with the reason from ``failures_dir``.
     """
     found = [CandidateFiles(p) for p in sorted(candidates_root.glob("*/"))] if candidates_root.exists() else []
     found = [c for c in found if c.predictions.exists()]
+    failed = []
     if only is not None:
         missing = sorted(set(only) - {c.dir.name for c in found})
+        for name in missing:
+            record = failures_dir / f"{name}.json" if failures_dir is not None else None
+            if record is not None and record.exists():
+                failed.append(read_json(record))
         if missing:
-            log.warning("chosen candidates without a trained model (skipped or not run): %s", ", ".join(missing))
+            log.warning("chosen candidates without a trained model (skipped, not run or failed): %s", ", ".join(missing))
+        for record in failed:
+            log.warning("left out: %s", record["reason"])
         found = [c for c in found if c.dir.name in only]
     if not found:
-        raise KilnError(f"no trained candidates under {candidates_root}" + (f" among {', '.join(only)}" if only else ""))
+        raise KilnError(f"no trained candidates under {candidates_root}" + (f" among {', '.join(only)}" if only else "")
+                        + "".join(f"; {r['reason']}" for r in failed))
     table = []
     for cand in found:
         info = read_json(cand.info)
@@ -136,6 +145,7 @@ def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds
         "primary_metric": metric,
         "higher_is_better": HIGHER_IS_BETTER[metric],
         "candidates": ranked,
+        "failed": failed,
         "best": best["candidate"],
         "best_dir": best["dir"],
         "blessed": best["passes"],
@@ -144,7 +154,8 @@ def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds
     write_json(evaluation_path, verdict)
     log.info("evaluation: %s", format_table(task, ranked))
     return {"best": best["candidate"], "blessed": best["passes"], metric: best["metrics"][metric],
-            "primary_metric": metric, "evaluation": str(evaluation_path), "candidates": len(ranked)}
+            "primary_metric": metric, "evaluation": str(evaluation_path), "candidates": len(ranked),
+            "failed": [r["candidate"] for r in failed]}
 
 
 def format_table(task: str, rows: list[dict[str, Any]]) -> str:

@@ -105,6 +105,11 @@ class CandidateFiles:
         return self.dir / "model-0000.params"
 
     @property
+    def mlp_output(self) -> Path:
+        """How an exported MLP's raw output becomes a prediction (``ml_tasks.portable.apply_output``)."""
+        return self.dir / "mlp_output.json"
+
+    @property
     def singa_states(self) -> Path:
         """Singa's trained weights by layer name (``np.load`` -> ``net.set_states``)."""
         return self.dir / "singa_states.npz"
@@ -258,6 +263,14 @@ class Layout:
     @property
     def candidates_root(self) -> Path:
         return self.run_dir / "candidates"
+
+    @property
+    def candidate_failures_dir(self) -> Path:
+        """Why a candidate's trainer failed its contract (one JSON per candidate), for evaluation's table."""
+        return self.run_dir / "candidate_failures"
+
+    def candidate_failure(self, name: str) -> Path:
+        return self.candidate_failures_dir / f"{check_name('candidate', name)}.json"
 
     @property
     def evaluation(self) -> Path:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,17 @@ class MLPConfig:
     epochs: int = 4
     batch_size: int = 256
     seed: int = 7
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], seed: int) -> MLPConfig:
+        """From the ``mlp_*`` run settings a trainer receives."""
+        return cls(hidden=params["mlp_hidden"], layers=params["mlp_layers"], dropout=params["mlp_dropout"],
+                   learning_rate=params["mlp_learning_rate"], epochs=params["mlp_epochs"],
+                   batch_size=params["mlp_batch_size"], seed=seed)
+
+    def as_settings(self) -> dict[str, Any]:
+        """The ``mlp_*`` run settings of this configuration."""
+        return {f"mlp_{k}": v for k, v in asdict(self).items()}
 
 
 def parquet_files(directory: Path) -> list[Path]:

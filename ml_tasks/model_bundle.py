@@ -1,8 +1,9 @@
-"""A registered model version loaded for scoring without Spark: numpy transform + numpy or MXNet model."""
+"""A registered model version loaded for scoring without Spark: the numpy transform, then the candidate's
+scorer (``ml_tasks.trainer``), whichever framework trained it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,10 @@ from typing import Any
 import numpy as np
 
 from ml_tasks.atomic import read_json
+from ml_tasks.candidates import LEGACY_SCORERS
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import VersionFiles
-from ml_tasks.portable import apply_output, predict_score, transform_matrix
-
-# Frameworks whose models are exported as plain numpy models (``portable_model.json``), checked when trained.
-PORTABLE_FRAMEWORKS = ("spark_mllib", "singa")
+from ml_tasks.portable import transform_matrix
 
 
 @dataclass
@@ -26,27 +25,22 @@ class ModelBundle:
     framework: str
     task: str
     transform: dict[str, Any]
-    model: Any = field(repr=False)
-    output: dict[str, Any] = field(default_factory=lambda: {"kind": "sigmoid"})
+    scorer: Callable[[np.ndarray], np.ndarray] = field(repr=False)
 
     @classmethod
     def load(cls, version_dir: Path) -> ModelBundle:
         files = VersionFiles(version_dir)
         info = read_json(files.model.info)
         transform = read_json(files.transform.portable)
-        if info["framework"] in PORTABLE_FRAMEWORKS:
-            model: Any = read_json(files.model.portable_model)
-        elif info["framework"] == "mxnet":
-            from ml_tasks.train_mxnet import import_mxnet
+        scorer_path = info.get("scorer") or LEGACY_SCORERS.get(info["framework"])
+        if scorer_path is None:
+            raise KilnError(f"cannot serve framework {info['framework']!r} of {version_dir}: it names no scorer")
+        from ml_tasks.trainer import load_scorer
 
-            mx = import_mxnet()
-            model = mx.gluon.SymbolBlock.imports(str(files.model.mxnet_symbol), ["data"], str(files.model.mxnet_params))
-        else:
-            raise KilnError(f"cannot serve framework {info['framework']!r} of {version_dir}")
+        scorer = load_scorer(scorer_path, files.model.dir, info.get("python_path", ()))
         lineage = read_json(files.lineage) if files.lineage.exists() else {}
         return cls(lineage.get("version", version_dir.name), lineage.get("registration", version_dir.name),
-                   info["candidate"], info["framework"], info.get("task", "binary"), transform, model,
-                   info.get("output", {"kind": "sigmoid"}))
+                   info["candidate"], info["framework"], info.get("task", "binary"), transform, scorer)
 
     def features(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         columns: dict[str, list[Any]] = {}
@@ -58,12 +52,7 @@ class ModelBundle:
 
     def score_features(self, x: np.ndarray) -> np.ndarray:
         """The probability of the positive class (binary) or the predicted value (regression)."""
-        if self.framework in PORTABLE_FRAMEWORKS:
-            return predict_score(x, self.model)
-        from ml_tasks.train_mxnet import import_mxnet
-
-        mx = import_mxnet()
-        return apply_output(self.model(mx.nd.array(x.astype(np.float32))).asnumpy(), self.output)
+        return np.asarray(self.scorer(x), dtype=np.float64).reshape(-1)
 
     def score(self, rows: Sequence[Mapping[str, Any]]) -> np.ndarray:
         return self.score_features(self.features(rows))

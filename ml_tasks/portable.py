@@ -7,7 +7,8 @@ own output (parity).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,3 +74,12 @@ def apply_output(raw: np.ndarray, output: dict[str, Any]) -> np.ndarray:
     if output["kind"] == "sigmoid":
         return 1.0 / (1.0 + np.exp(-raw))
     return raw * output["scale"] + output["shift"]
+
+
+def load(model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The scorer of a candidate exported as ``portable_model.json`` (Spark MLlib models, the Singa MLP)."""
+    from ml_tasks.atomic import read_json
+    from ml_tasks.layout import CandidateFiles
+
+    model = read_json(CandidateFiles(model_dir).portable_model)
+    return lambda features: predict_score(np.asarray(features, dtype=np.float64), model)

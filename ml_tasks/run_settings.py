@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
+from ml_tasks.candidates import BUILTIN_CANDIDATES
 from ml_tasks.errors import KilnError
 
 if TYPE_CHECKING:
@@ -23,10 +24,7 @@ if TYPE_CHECKING:
 TASK_TIMEOUT = timedelta(hours=24)
 BINARY, REGRESSION = "binary", "regression"
 TASKS = (BINARY, REGRESSION)
-CANDIDATES = {
-    BINARY: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist", "singa_mlp"),
-    REGRESSION: ("spark_lr", "spark_gbt", "mxnet_mlp", "mxnet_dist", "singa_mlp"),
-}
+CANDIDATES = {BINARY: BUILTIN_CANDIDATES, REGRESSION: BUILTIN_CANDIDATES}
 
 
 @dataclass(frozen=True)
@@ -140,9 +138,9 @@ _SETTINGS = [
     _s("candidates", {"type": "array", "items": {"type": "string", "enum": list(CANDIDATES[BINARY])}, "minItems": 1,
                       "uniqueItems": True}, list(CANDIDATES[BINARY]),
        "Models to train and compare: Spark MLlib linear model and gradient-boosted trees, the MXNet MLP in one process and "
-       "on a dist_sync cluster, and the Apache Singa MLP.",
-       spec_schema=lambda spec: {"items": {"type": "string", "enum": list(CANDIDATES[spec.task])}},
-       spec_default=lambda spec: list(CANDIDATES[spec.task])),
+       "on a dist_sync cluster, the Apache Singa MLP, and the dataset spec's own trainers.",
+       spec_schema=lambda spec: {"items": {"type": "string", "enum": [*CANDIDATES[spec.task], *spec.trainers]}},
+       spec_default=lambda spec: [*CANDIDATES[spec.task], *spec.trainers]),
     _s("min_auc", {"type": "number", "minimum": 0.5, "maximum": 1}, 0.65,
        "Blessing: smallest held-out ROC AUC.", tasks=(BINARY,)),
     _s("max_log_loss", {"type": "number", "exclusiveMinimum": 0, "maximum": 10}, 0.69,
@@ -173,6 +171,11 @@ _SETTINGS = [
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
 
 
+def spec_settings(spec: DatasetSpec | None) -> dict[str, Setting]:
+    """Every setting a dataset can have: the global ones and those its spec's trainers declare."""
+    return SETTINGS if spec is None else {**SETTINGS, **spec.trainer_settings}
+
+
 def applies(name: str, task: str, source: str | None = None) -> bool:
     """Whether setting ``name`` means anything for a dataset of ``task`` read from a ``source`` kind."""
     setting = SETTINGS[name]
@@ -186,16 +189,20 @@ def settings_for(task: str, source: str | None = None, names: list[str] | tuple[
 def resolve(spec: DatasetSpec, given: Mapping[str, Any], where: str = "param") -> dict[str, Any]:
     """The run's settings: ``given`` over the spec's defaults over the global defaults, each checked, and
     the cross-field rules the per-field schema cannot express. Errors name the setting."""
+    known = spec_settings(spec)
     values = {s.name: s.default_for(spec) for s in settings_for(spec.task, spec.source.kind)}
+    values.update({name: s.default for name, s in spec.trainer_settings.items()})
     for name, value in given.items():
-        if name not in SETTINGS:
-            raise KilnError(f"{where} {name!r} is not a Kiln setting")
-        if not applies(name, spec.task, spec.source.kind):
+        if name not in known:
+            raise KilnError(f"{where} {name!r} is not a Kiln setting" + (
+                f" nor a parameter of dataset {spec.name!r}'s trainers ({', '.join(spec.trainer_settings)})"
+                if spec.trainer_settings else ""))
+        if name in SETTINGS and not applies(name, spec.task, spec.source.kind):
             raise KilnError(f"{where} {name!r} does not apply to {spec.task} dataset {spec.name!r} "
                             f"(a {spec.source.kind} source)")
         values[name] = value
     for name, value in values.items():
-        SETTINGS[name].check(value, spec, where)
+        known[name].check(value, spec, where)
     if spec.task == BINARY and values["min_positive_rate"] > values["max_positive_rate"]:
         raise KilnError(f"{where} 'min_positive_rate' must not exceed 'max_positive_rate'")
     return values

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ml_tasks.candidates import BUILTIN_TASK_IDS, BUILTIN_TRAINERS, TrainerRef, locate
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import PROJECT_ROOT, check_name
-from ml_tasks.run_settings import BINARY, SETTINGS, applies
+from ml_tasks.run_settings import BINARY, SETTINGS, Setting, applies
 from ml_tasks.schema import DatasetSchema
 
 SPEC_SUFFIX = ".yaml"
@@ -80,6 +81,36 @@ class Features(_Strict):
     categorical: list[str] = []
 
 
+class ParamSpec(_Strict):
+    """One hyper-parameter of a trainer: becomes the run setting ``<candidate>_<param>`` (form field, CLI)."""
+
+    type: Literal["integer", "number", "boolean", "string"]
+    default: Any
+    description: str = ""
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    enum: list[Any] | None = None
+
+    def schema(self) -> dict[str, Any]:
+        bounds = {"minimum": self.minimum, "maximum": self.maximum, "enum": self.enum}
+        return {"type": self.type, **{k: v for k, v in bounds.items() if v is not None}}
+
+
+class TrainerSpec(_Strict):
+    """A candidate of the dataset's own: a trainer function and a scorer by import path (``ml_tasks.trainer``)."""
+
+    entry: str = Field(description="module:function that trains, e.g. my_models.wide:train")
+    scorer: str | None = Field(None, description="module:function that loads the model for serving; default: load in the entry's module")
+    description: str = ""
+    params: dict[str, ParamSpec] = {}
+    seed: int = Field(7, ge=0, le=2**31 - 1, description="default of the run setting <candidate>_seed")
+    resources: Literal["small", "medium", "large", "gpu"] = "medium"
+
+    @property
+    def scorer_path(self) -> str:
+        return self.scorer or f"{self.entry.partition(':')[0]}:load"
+
+
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
@@ -93,6 +124,8 @@ class DatasetSpec(_Strict):
     schedule: str | None = "@daily"
     model_name: str | None = Field(None, description="registry name; default: the dataset's name")
     settings: dict[str, Any] = Field({}, description="defaults of the run settings (ml_tasks/run_settings.py)")
+    trainers: dict[str, TrainerSpec] = Field({}, description="candidates of this dataset's own, beside the built-in ones")
+    python_path: list[str] = Field(["."], description="folders the trainers' modules are imported from (relative: the spec's folder)")
     folder: Path = Field(Path("."), exclude=True, description="the spec file's folder (relative paths start there)")
 
     @field_validator("name", "model_name")
@@ -100,8 +133,19 @@ class DatasetSpec(_Strict):
     def _safe_name(cls, value: str | None) -> str | None:
         return value if value is None else check_name("name", value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _absolute_python_path(cls, raw: Any) -> Any:
+        """Relative folders start at the spec's folder; a run's snapshot keeps them absolute."""
+        if isinstance(raw, dict) and "folder" in raw:
+            folder = Path(raw["folder"])
+            raw = {**raw, "python_path": [str((folder / os.path.expanduser(p)).resolve())
+                                          for p in raw.get("python_path", ["."])]}
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
+        self._check_trainers()
         roles = self.columns + tuple(self.ignore)
         repeated = sorted({c for c in roles if roles.count(c) > 1})
         if repeated:
@@ -118,6 +162,51 @@ class DatasetSpec(_Strict):
             except KilnError as exc:
                 raise ValueError(str(exc)) from None  # pydantic reports ValueErrors with the file
         return self
+
+    def _check_trainers(self) -> None:
+        for name, trainer in self.trainers.items():
+            where = f"trainers.{name}"
+            try:
+                check_name("candidate", name)
+            except ValueError as exc:
+                raise ValueError(f"field '{where}': {exc}") from None
+            if name in BUILTIN_TRAINERS or f"train_{name}" in BUILTIN_TASK_IDS:
+                raise ValueError(f"field '{where}': {name!r} is taken by a built-in candidate; give yours another name")
+            for param, declared in trainer.params.items():
+                setting = f"{name}_{param}"
+                if not param.isidentifier() or param != param.lower() or setting in SETTINGS:
+                    raise ValueError(f"field '{where}.params.{param}': use a lower-case identifier whose setting "
+                                     f"{setting!r} is not a Kiln setting")
+                try:
+                    Setting(setting, declared.schema(), declared.default, "").check(declared.default, where="default")
+                except KilnError as exc:
+                    raise ValueError(f"field '{where}.params.{param}': {exc}") from None
+            for field_name, path in (("entry", trainer.entry), ("scorer", trainer.scorer_path)):
+                try:
+                    locate(path, self.python_path)
+                except KilnError as exc:
+                    raise ValueError(f"field '{where}.{field_name}': {exc}") from None
+
+    @cached_property
+    def trainer_settings(self) -> dict[str, Setting]:
+        """The run settings of this spec's trainers: ``<candidate>_<param>`` and ``<candidate>_seed``."""
+        out: dict[str, Setting] = {}
+        for name, trainer in self.trainers.items():
+            for param, declared in trainer.params.items():
+                out[f"{name}_{param}"] = Setting(f"{name}_{param}", declared.schema(), declared.default,
+                                                 f"{name}: {declared.description or param}", tasks=(self.task,))
+            out[f"{name}_seed"] = Setting(f"{name}_seed", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                                          trainer.seed, f"{name}: random seed of the trainer", tasks=(self.task,))
+        return out
+
+    @cached_property
+    def trainer_refs(self) -> dict[str, TrainerRef]:
+        """Every candidate this dataset can train: the built-in ones and its own, the same way."""
+        own = {name: TrainerRef(name, t.entry, t.scorer_path, params={f"{name}_{p}": p for p in t.params},
+                                seed=f"{name}_seed", default_seed=t.seed, python_path=tuple(self.python_path),
+                                resources=t.resources)
+               for name, t in self.trainers.items()}
+        return {**BUILTIN_TRAINERS, **own}
 
     @property
     def columns(self) -> tuple[str, ...]:

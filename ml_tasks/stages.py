@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ml_tasks.candidates import MLP_SETTINGS
 from ml_tasks.cli_types import CANDIDATE
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import Layout, registry_root
@@ -103,33 +104,36 @@ def _preprocess(r: Run) -> dict[str, Any]:
                       test_fraction=r.settings["test_fraction"])
 
 
+def run_candidate(r: Run, name: str, extra: Mapping[str, Any] | None = None, framework: str | None = None) -> dict[str, Any]:
+    """Train candidate ``name`` (built-in or the spec's own) through the trainer contract, with its run settings.
+    ``framework``: the built-in trainer of that name, whatever ``name`` (the MLP stages' folder) is."""
+    from dataclasses import replace
+
+    from ml_tasks.candidates import BUILTIN_TRAINERS
+    from ml_tasks.trainer import train_candidate
+
+    spec, lay = r.data_spec, r.lay
+    ref = replace(BUILTIN_TRAINERS[framework], name=name) if framework else spec.trainer_refs.get(name)
+    if ref is None:
+        raise KilnError(f"dataset {spec.name!r} has no candidate {name!r} (candidates: {', '.join(spec.trainer_refs)})")
+    return train_candidate(ref, r.settings, extra, task=spec.task, features=lay.features, candidate=lay.candidate(name),
+                           checkpoint_dir=lay.checkpoint_dir(name), transform_dir=lay.transform_dir,
+                           failure_file=lay.candidate_failure(name))
+
+
+def _train(r: Run) -> dict[str, Any]:
+    return run_candidate(r, r.args.candidate)
+
+
 def _train_spark(r: Run) -> dict[str, Any]:
-    from ml_tasks.train_spark import train_spark
-
-    params = {k: r.settings[k] for k in ("lr_reg", "gbt_max_iter", "gbt_max_depth")}
-    return train_spark(r.args.model, r.data_spec.task, r.lay.features, r.lay.candidate(f"spark_{r.args.model}"), params)
-
-
-def mlp_config(settings: Mapping[str, Any]):
-    from ml_tasks.mlp import MLPConfig
-
-    return MLPConfig(hidden=settings["mlp_hidden"], layers=settings["mlp_layers"], dropout=settings["mlp_dropout"],
-                     learning_rate=settings["mlp_learning_rate"], epochs=settings["mlp_epochs"],
-                     batch_size=settings["mlp_batch_size"], seed=settings["mlp_seed"])
+    return run_candidate(r, f"spark_{r.args.model}")
 
 
 def _train_mxnet(r: Run) -> dict[str, Any]:
-    from ml_tasks.train_mxnet import train_mxnet
-
-    lay, name = r.lay, r.args.candidate
-    result = train_mxnet(lay.features, lay.candidate(name), lay.checkpoint_dir(name), lay.transform_dir,
-                         mlp_config(r.settings), task=r.data_spec.task, kvstore=r.args.kvstore, candidate=name)
-    if result["rank"] != 0:
+    result = run_candidate(r, r.args.candidate, {"kvstore": r.args.kvstore}, framework="mxnet_mlp")
+    if result.get("secondary"):
         r.args.result_file = None  # only rank 0 reports for the whole run
     return result
-
-
-MLP_SETTINGS = ("mlp_epochs", "mlp_hidden", "mlp_layers", "mlp_dropout", "mlp_learning_rate", "mlp_batch_size", "mlp_seed")
 
 
 def mxnet_worker_command(r: Run) -> list[str]:
@@ -157,11 +161,7 @@ def _train_mxnet_dist(r: Run) -> dict[str, Any]:
 
 
 def _train_singa(r: Run) -> dict[str, Any]:
-    from ml_tasks.train_singa import train_singa
-
-    lay, name = r.lay, r.args.candidate
-    return train_singa(lay.features, lay.candidate(name), lay.checkpoint_dir(name), lay.transform_dir,
-                       mlp_config(r.settings), task=r.data_spec.task, candidate=name)
+    return run_candidate(r, r.args.candidate, framework="singa_mlp")
 
 
 def _evaluate(r: Run) -> dict[str, Any]:
@@ -169,7 +169,8 @@ def _evaluate(r: Run) -> dict[str, Any]:
 
     names = ("min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")
     thresholds = Thresholds(**{k: r.settings[k] for k in names if k in r.settings})
-    return evaluate(r.data_spec.task, r.lay.candidates_root, r.lay.evaluation, thresholds, r.settings["candidates"])
+    return evaluate(r.data_spec.task, r.lay.candidates_root, r.lay.evaluation, thresholds, r.settings["candidates"],
+                    failures_dir=r.lay.candidate_failures_dir)
 
 
 def _online_features(r: Run) -> dict[str, Any]:
@@ -249,6 +250,12 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
            (("--timeout",), {"type": float, "default": 1800.0, "help": "seconds before the cluster is stopped"}))),
     Stage("train-singa", "Apache Singa MLP (built from source by setup; skips where Singa is not installed)", _train_singa, MLP_SETTINGS,
           ((("--candidate",), {"default": "singa_mlp", "type": CANDIDATE, "help": MLP_OPTION_HELP}),)),
+    Stage("train", "train one candidate through the trainer contract: a built-in one or one of the dataset spec's "
+                   "own trainers", _train,
+          options=((("--candidate",), {"required": True, "type": CANDIDATE, "help": "a name from the candidates setting"}),
+                   (("--param",), {"action": "append", "default": [], "metavar": "SETTING=VALUE",
+                                   "help": "a run setting of this candidate (e.g. lr_reg=0.1, or <candidate>_<param>=... "
+                                           "for the spec's own trainers); repeatable"}))),
     Stage("evaluate", "compare candidates on the task's metrics, bless the best", _evaluate,
           ("candidates", "min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")),
     Stage("online-features", "latest row per entity, the table the Ignite cache serves", _online_features),

@@ -20,15 +20,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ml_tasks.atomic import atomic_dir, write_json
+from ml_tasks.atomic import read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import CandidateFiles, FeatureFiles
+from ml_tasks.layout import CandidateFiles
 from ml_tasks.mlp import (
     MLPConfig,
     count_rows,
@@ -41,6 +42,7 @@ from ml_tasks.mlp import (
     score_rows,
 )
 from ml_tasks.portable import apply_output
+from ml_tasks.trainer import Secondary, Trained, TrainerInput
 
 log = logging.getLogger(__name__)
 
@@ -103,25 +105,19 @@ def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, 
     finish_epoch(checkpoint_dir, rank, epoch, cfg, fingerprint, task)
 
 
-def train_mxnet(
-    features: FeatureFiles,
-    candidate_files: CandidateFiles,
-    checkpoint_dir: Path,
-    transform_dir: Path,
-    cfg: MLPConfig,
-    task: str = "binary",
-    kvstore: str = "local",
-    candidate: str = "mxnet_mlp",
-) -> dict[str, Any]:
-    """Train (or resume) the MLP; rank 0 writes the candidate. Returns metrics and the params digest."""
+def train(inp: TrainerInput) -> Trained | Secondary:
+    """Train (or resume) the MLP (trainer contract); in a ``dist_sync`` run (``inp.params['kvstore']``) only
+    rank 0 reports, the other workers return ``Secondary``. Its info holds the params digest and throughput."""
     mx = import_mxnet()
     from mxnet import autograd, gluon
 
     from ml_tasks.evaluate import PRIMARY_METRIC, compute_metrics
 
+    cfg, task, checkpoint_dir = MLPConfig.from_params(inp.params, inp.seed), inp.task, inp.checkpoint_dir
+    kvstore = inp.params.get("kvstore", "local")
     kv = mx.kv.create(kvstore)
     rank, num_workers = kv.rank, kv.num_workers
-    train_dir, test_dir = features.train, features.test
+    train_dir, test_dir = inp.train_dir, inp.held_out_dir
     total = count_rows(train_dir)
     steps = (total // cfg.batch_size) // num_workers
     if steps == 0:
@@ -180,21 +176,24 @@ def train_mxnet(
 
     digest = params_digest(net)
     write_json(checkpoint_dir / f"final-rank-{rank}.json", {"digest": digest, "rank": rank, "num_workers": num_workers})
-    result: dict[str, Any] = {"candidate": candidate, "framework": "mxnet", "task": task, "kvstore": kvstore, "rank": rank,
-                              "num_workers": num_workers, "params_digest": digest, "config": asdict(cfg),
-                              "time_to_first_batch_s": first_batch_at, "first_batch_unix": first_batch_wall,
+    result: dict[str, Any] = {"kvstore": kvstore, "rank": rank, "num_workers": num_workers, "params_digest": digest,
+                              "config": asdict(cfg), "time_to_first_batch_s": first_batch_at,
+                              "first_batch_unix": first_batch_wall,
                               "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None}
-    if rank == 0:
-        scores, labels, ids = predict(net, test_dir, output)
-        import pandas as pd
+    if rank != 0:
+        return Secondary(result)
+    scores, _, _ = predict(net, test_dir, output)
+    files = CandidateFiles(inp.output_dir)
+    net.export(str(files.mxnet_prefix), epoch=0)
+    write_json(files.mlp_output, output)
+    return Trained(scores, framework="mxnet", info={**result, "output": output})
 
-        with atomic_dir(candidate_files.dir) as tmp:
-            files = CandidateFiles(tmp)
-            net.export(str(files.mxnet_prefix), epoch=0)
-            label_values = labels.astype(np.int32) if task == "binary" else labels.astype(np.float64)
-            pd.DataFrame({"entity_id": ids, "label": label_values, "score": scores}).to_parquet(files.predictions, index=False)
-            write_json(files.info, {**result, "output": output, "transform_dir": str(transform_dir), "test_rows": len(labels)})
-        metric = PRIMARY_METRIC[task]
-        result[f"test_{metric}"] = compute_metrics(task, labels, scores)[metric]
-        result["candidate_dir"] = str(candidate_files.dir)
-    return result
+
+def load(model_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """The scorer: the exported symbol and params, and the output mapping (versions registered before it had
+    its own file keep it in ``candidate.json``)."""
+    mx = import_mxnet()
+    files = CandidateFiles(model_dir)
+    net = mx.gluon.SymbolBlock.imports(str(files.mxnet_symbol), ["data"], str(files.mxnet_params))
+    output = read_json(files.mlp_output) if files.mlp_output.exists() else read_json(files.info)["output"]
+    return lambda features: apply_output(net(mx.nd.array(np.asarray(features, dtype=np.float32))).asnumpy(), output)

@@ -7,8 +7,8 @@ loss and held-out metric and checkpoints the model and the optimizer state, so a
 after the newest finished epoch and ends bit-identical to an uninterrupted one.
 
 Serving does not import Singa: the trained weights are exported as a plain MLP
-(``portable_model.json``, scored by ``ml_tasks.portable``) and checked here against Singa's own
-scores of every held-out row before the candidate is written.
+(``portable_model.json``, scored by ``ml_tasks.portable.load``), which the trainer contract checks against
+Singa's own held-out scores before the candidate may compete.
 
 Singa is built from source by ``make setup`` (``scripts/build_singa.sh``). Where it cannot be imported
 the stage is skipped with that reason (exit code 99); it never reports a made-up metric.
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ml_tasks.atomic import atomic_dir, write_json
+from ml_tasks.atomic import write_json
 from ml_tasks.errors import KilnError, StageSkipped
-from ml_tasks.layout import CandidateFiles, FeatureFiles
+from ml_tasks.layout import CandidateFiles
 from ml_tasks.mlp import (
     MLPConfig,
     count_rows,
@@ -39,12 +39,12 @@ from ml_tasks.mlp import (
     resume_epoch,
     score_rows,
 )
-from ml_tasks.portable import apply_output, predict_score
+from ml_tasks.portable import apply_output
+from ml_tasks.trainer import Trained, TrainerInput
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = ("Apache Singa is not installed in this environment: `make setup` builds it from source "
                "(scripts/build_singa.sh, source set by KILN_SINGA_SOURCE); skipped, no metric reported")
-EXPORT_TOLERANCE = 1e-4  # Singa scores in float32, the exported MLP in float64
 
 
 def import_singa():
@@ -112,14 +112,14 @@ def export_portable(states: dict[str, np.ndarray], cfg: MLPConfig, task: str, ou
             "out": {"weights": w.ravel().tolist(), "bias": float(b[0])}, "output": output}
 
 
-def train_singa(features: FeatureFiles, candidate_files: CandidateFiles, checkpoint_dir: Path, transform_dir: Path,
-                cfg: MLPConfig, task: str = "binary", candidate: str = "singa_mlp") -> dict[str, Any]:
-    """Train (or resume) the Singa MLP and write the candidate. Returns metrics and the weights' digest."""
+def train(inp: TrainerInput) -> Trained:
+    """Train (or resume) the Singa MLP (trainer contract): leaves Singa's weights and their plain-MLP export
+    (served by ``ml_tasks.portable.load``) and returns Singa's own held-out scores, with the weights' digest."""
     _, device, _, _, opt, tensor = import_singa()
     from ml_tasks.evaluate import PRIMARY_METRIC, compute_metrics
-    from ml_tasks.parity import check_parity
 
-    train_dir, test_dir = features.train, features.test
+    cfg, task, checkpoint_dir = MLPConfig.from_params(inp.params, inp.seed), inp.task, inp.checkpoint_dir
+    train_dir, test_dir = inp.train_dir, inp.held_out_dir
     total = count_rows(train_dir)
     steps = total // cfg.batch_size
     if steps == 0:
@@ -197,22 +197,10 @@ def train_singa(features: FeatureFiles, candidate_files: CandidateFiles, checkpo
         finish_epoch(checkpoint_dir, 0, epoch, cfg, fingerprint, task)
 
     final = states()
-    portable = export_portable(final, cfg, task, output)
-    both, labels, ids = predict(test_dir, lambda x: np.column_stack([singa_score(x), predict_score(x.astype(np.float64), portable)]))
-    scores, exported = both[:, 0], both[:, 1]
-    if np.isfinite(scores).all():  # otherwise evaluation fails the candidate, naming how many scores are not finite
-        check_parity(exported, scores, EXPORT_TOLERANCE * max(1.0, float(np.abs(scores).max())),
-                     f"exported Singa MLP vs Singa's own scores of {test_dir}")
-    result: dict[str, Any] = {"candidate": candidate, "framework": "singa", "task": task, "config": asdict(cfg),
-                              "params_digest": states_digest(final), "first_batch_unix": first_batch_wall,
-                              "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None}
-    import pandas as pd
-
-    with atomic_dir(candidate_files.dir) as tmp:
-        files = CandidateFiles(tmp)
-        np.savez(files.singa_states, **final)  # Singa's own weights, by layer name (``net.set_states``)
-        write_json(files.portable_model, portable)
-        label_values = labels.astype(np.int32) if task == "binary" else labels.astype(np.float64)
-        pd.DataFrame({"entity_id": ids, "label": label_values, "score": scores}).to_parquet(files.predictions, index=False)
-        write_json(files.info, {**result, "output": output, "transform_dir": str(transform_dir), "test_rows": len(labels)})
-    return {**result, f"test_{metric}": compute_metrics(task, labels, scores)[metric], "candidate_dir": str(candidate_files.dir)}
+    scores, _, _ = predict(test_dir)
+    files = CandidateFiles(inp.output_dir)
+    np.savez(files.singa_states, **final)  # Singa's own weights, by layer name (``net.set_states``)
+    write_json(files.portable_model, export_portable(final, cfg, task, output))
+    return Trained(scores, framework="singa", info={
+        "config": asdict(cfg), "params_digest": states_digest(final), "first_batch_unix": first_batch_wall,
+        "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None, "output": output})

@@ -1,28 +1,21 @@
 """Train a Spark MLlib candidate on the preprocessed features: a linear model (logistic regression for a binary
 label, linear regression for a numeric one) or gradient-boosted trees (classifier or regressor).
 
-Writes into the candidate folder: the Spark model, its numpy export, and the held-out predictions
-(a probability, or the predicted value) that evaluation compares across all frameworks.
+Trainers under the contract of ``ml_tasks.trainer``: each leaves the Spark model and its numpy export
+(``portable_model.json``, served by ``ml_tasks.portable.load``) and returns Spark's own held-out scores.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from ml_tasks.atomic import atomic_dir, write_json
-from ml_tasks.errors import KilnError
-from ml_tasks.layout import CandidateFiles, FeatureFiles
-from ml_tasks.parity import check_parity
-from ml_tasks.portable import predict_score
-
-log = logging.getLogger(__name__)
-SPARK_MODELS = ("lr", "gbt")
-PARITY_TOLERANCE = 1e-6
+from ml_tasks.atomic import write_json
+from ml_tasks.layout import CandidateFiles
+from ml_tasks.trainer import Trained, TrainerInput
 
 
 def export_model(model, kind: str, task: str, model_path: Path) -> dict[str, Any]:
@@ -65,39 +58,38 @@ def fit(kind: str, task: str, train, params: dict[str, Any]):
     return trees(**common, maxIter=params["gbt_max_iter"], maxDepth=params["gbt_max_depth"], stepSize=0.2, seed=7).fit(train)
 
 
-def train_spark(kind: str, task: str, features: FeatureFiles, candidate: CandidateFiles, params: dict[str, Any]) -> dict[str, Any]:
-    """Fit ``kind`` (``lr`` or ``gbt``) for ``task`` on ``features.train``; write the candidate with its held-out predictions."""
-    if kind not in SPARK_MODELS:
-        raise KilnError(f"Spark model {kind!r} is not one of {SPARK_MODELS}")
+def train_lr(inp: TrainerInput) -> Trained:
+    """The linear model (trainer contract): logistic regression, or linear regression for a numeric label."""
+    return _train("lr", inp)
+
+
+def train_gbt(inp: TrainerInput) -> Trained:
+    """Gradient-boosted trees (trainer contract): a classifier, or a regressor for a numeric label."""
+    return _train("gbt", inp)
+
+
+def _train(kind: str, inp: TrainerInput) -> Trained:
+    """Fit on the training rows, score the held-out rows in Spark, and leave the Spark model with its numpy export."""
+    import pandas as pd
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     from ml_tasks.spark_session import get_spark
 
-    if not features.train.exists():
-        raise KilnError(f"no preprocessed features at {features.dir}; did preprocess run?")
     spark = get_spark(f"kiln-train-{kind}")
-    train = spark.read.parquet(str(features.train)).select("entity_id", "label", array_to_vector("features").alias("features"))
-    test = spark.read.parquet(str(features.test)).select("entity_id", "label", array_to_vector("features").alias("features"))
-    model = fit(kind, task, train.cache(), params)
-
-    output = vector_to_array("probability")[1] if task == "binary" else "prediction"
-    scored = model.transform(test).select("entity_id", "label", _named(output, "score"), vector_to_array("features").alias("f"))
-    rows = scored.toPandas()
-    with atomic_dir(candidate.dir) as tmp:
-        files = CandidateFiles(tmp)
-        model.write().overwrite().save(str(files.spark_model))
-        portable = export_model(model, kind, task, files.spark_model)
-        sample = rows.head(500)
-        if len(sample):
-            check_parity(predict_score(np.stack(sample["f"].to_numpy()), portable), sample["score"].to_numpy(),
-                         PARITY_TOLERANCE, f"portable {kind} model vs Spark")
-        write_json(files.portable_model, portable)
-        rows.drop(columns=["f"]).to_parquet(files.predictions, index=False)
-        result = {"candidate": f"spark_{kind}", "framework": "spark_mllib", "kind": portable["kind"], "task": task,
-                  "params": params, "test_rows": len(rows)}
-        write_json(files.info, result)
-    log.info("trained %s: %s", kind, result)
-    return {**result, "candidate_dir": str(candidate.dir)}
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    train = spark.read.parquet(str(inp.train_dir)).select("label", array_to_vector("features").alias("features"))
+    model = fit(kind, inp.task, train.cache(), inp.params)
+    # The contract's row order: held-out rows as Kiln reads them, numbered, scored by Spark, put back in order.
+    held_out = inp.held_out_features()
+    rows = spark.createDataFrame(pd.DataFrame({"row": np.arange(len(held_out)), "f": list(held_out)}))
+    output = vector_to_array("probability")[1] if inp.task == "binary" else "prediction"
+    scored = model.transform(rows.select("row", array_to_vector("f").alias("features")))
+    scores = scored.select("row", _named(output, "score")).toPandas().sort_values("row")["score"].to_numpy()
+    model_dir = CandidateFiles(inp.output_dir).spark_model
+    model.write().overwrite().save(str(model_dir))
+    portable = export_model(model, kind, inp.task, model_dir)
+    write_json(CandidateFiles(inp.output_dir).portable_model, portable)
+    return Trained(scores, framework="spark_mllib", info={"kind": portable["kind"]})
 
 
 def _named(column, name: str):

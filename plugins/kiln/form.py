@@ -11,18 +11,20 @@ from ml_tasks.spec import DatasetSpec
 
 
 def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> list[Setting]:
-    """The settings the form of ``spec``'s DAG shows: those of its task and its source, or only ``names``."""
-    return settings_for(spec.task, spec.source.kind, names)
+    """The settings the form of ``spec``'s DAG shows: those of its task and its source and its own trainers'
+    hyper-parameters, or only ``names``."""
+    own = [s for s in spec.trainer_settings.values() if names is None or s.name in names]
+    return [*settings_for(spec.task, spec.source.kind, names), *own]
 
 
 def form_params(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> dict[str, Param]:
-    return {s.name: Param(spec.default(s.name), description=s.description, **s.schema_for(spec))
+    return {s.name: Param(s.default_for(spec), description=s.description, **s.schema_for(spec))
             for s in form_settings(spec, names)}
 
 
-def param_template(name: str) -> str:
-    """The Jinja expression that renders form field ``name`` as its command-line value."""
-    setting = SETTINGS[name]
+def param_template(name: str, setting: Setting | None = None) -> str:
+    """The Jinja expression that renders form field ``name`` (a global setting, or ``setting``) as its command-line value."""
+    setting = setting or SETTINGS[name]
     kind = setting.schema["type"]
     if kind == "array":
         return "{{ params." + name + " | join(',') }}"

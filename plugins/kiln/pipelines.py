@@ -16,9 +16,10 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 
+from ml_tasks.candidates import MLP_SETTINGS
 from ml_tasks.run_settings import TASK_TIMEOUT
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
-from ml_tasks.stages import MLP_SETTINGS, STAGES
+from ml_tasks.stages import STAGES
 
 SPARK_APP = str(Path(__file__).resolve().parents[2] / "scripts" / "spark_stage.py")
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
@@ -60,6 +61,16 @@ def _stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = (),
                              timeout_minutes="{{ params.stage_timeout_minutes }}", **kwargs)
 
 
+def _trainer_stage(spec: DatasetSpec, name: str):
+    """One of the spec's own candidates: the ``train`` stage with the candidate's settings as form-field templates."""
+    from kiln.form import param_template
+
+    ref = spec.trainer_refs[name]
+    params = [arg for setting in ref.settings
+              for arg in ("--param", f"{setting}={param_template(setting, spec.trainer_settings[setting])}")]
+    return _stage(spec, ref.airflow_task_id, "train", ["--candidate", name, *params], pod_resources=ref.resources)
+
+
 def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = ()):
     from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
@@ -79,7 +90,7 @@ def training_dag(spec: DatasetSpec) -> DAG:
     doc = (f"### {training_dag_id(spec.name)}\n\n{spec.description or 'Training pipeline of dataset ' + spec.name}\n\n"
            f"Dataset spec `datasets/{spec.name}.yaml`: {spec.task} task, label `{spec.label}`, key `{spec.key}`, "
            f"{spec.source.kind} source. **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib, MXNet single "
-           "and dist_sync, Singa) -> evaluate -> register -> warm the Ignite "
+           f"and dist_sync, Singa{''.join(', ' + n for n in spec.trainers)}) -> evaluate -> register -> warm the Ignite "
            f"feature cache `{spec.feature_cache}`** when the champion of model `{spec.registry_name}` changes.\n\n"
            "Trigger it from the form (every field typed, bounded, described; defaults from the spec), let the "
            "schedule run it, or backfill: `airflow backfill create --dag-id "
@@ -124,7 +135,10 @@ def training_dag(spec: DatasetSpec) -> DAG:
         )
         trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
                                        pod_resources="medium", image=SINGA_IMAGE)
-        evaluate = _stage(spec, "evaluate", "evaluate", trigger_rule="none_failed_min_one_success")
+        trainers.update({name: _trainer_stage(spec, name) for name in spec.trainers})
+        # A trainer that fails its contract is left out, not the run: evaluate compares whoever trained (and
+        # fails, naming each failure, when none did).
+        evaluate = _stage(spec, "evaluate", "evaluate", trigger_rule="all_done")
         online_features = _stage(spec, "online_features", "online-features")
         register = _stage(spec, "register", "register", ["--params-json", "{{ params | tojson }}"])
 

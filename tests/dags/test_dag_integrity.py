@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_training_dag_schedule_and_concurrency(dagbag):
     trainers = {"train_spark_lr", "train_spark_gbt", "train_mxnet", "train_mxnet_dist", "train_singa"}
     assert trainers <= dag.get_task("evaluate").upstream_task_ids
     assert dag.get_task("choose_candidates").downstream_task_ids == trainers
-    assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("evaluate").trigger_rule == "all_done"  # a failed trainer is left out, not the run
 
 
 def test_every_param_is_a_described_bounded_form_field(dagbag):
@@ -184,3 +185,60 @@ def test_a_bad_form_value_is_refused_naming_the_param(dagbag, name, value, messa
     with pytest.raises(ParamValidationError, match=message):
         params[name] = value
         params.validate()
+
+
+EXAMPLES = DAGS_DIR.parent / "examples"
+
+
+@pytest.mark.parametrize(("folder", "candidate", "task_id", "fields"), [
+    ("sklearn_forest", "forest", "train_forest", {"forest_n_estimators": (10, 2000, 200), "forest_max_depth": (1, 64, 8)}),
+    ("gluon_wide_deep", "wide_deep", "train_wide_deep", {"wide_deep_hidden": (4, 512, 32), "wide_deep_epochs": (1, 1000, 60)}),
+])
+def test_an_example_spec_gives_its_trainer_a_task_form_fields_and_a_cli_command(monkeypatch, folder, candidate, task_id, fields):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from ml_tasks.__main__ import build_parser, candidate_params
+    from ml_tasks.spec import discover
+
+    monkeypatch.setenv("KILN_DATASETS_DIR", str(EXAMPLES / folder))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "kiln_datasets.py"))
+    assert not bag.import_errors
+    [(_, spec)] = discover()
+    dag = bag.get_dag(f"kiln_training_{spec.name}")
+    assert task_id in dag.get_task("choose_candidates").downstream_task_ids
+    assert task_id in dag.get_task("evaluate").upstream_task_ids
+    assert candidate in dag.params["candidates"] and candidate in dag.params.get_param("candidates").schema["items"]["enum"]
+    for name, (low, high, default) in fields.items():
+        schema = dag.params.get_param(name).schema
+        assert (schema["minimum"], schema["maximum"], dag.params[name]) == (low, high, default), name
+        assert dag.params.get_param(name).description
+    [command] = [c for c in rendered_commands(dag) if c[0] == "train"]
+    args = build_parser().parse_args(command)
+    assert args.candidate == candidate
+    assert candidate_params(spec, args) == {**{name: default for name, (_, _, default) in fields.items()},
+                                            **{k: dag.params[k] for k in dag.params if k.startswith(candidate) and k not in fields}}
+
+
+def test_a_trainer_import_path_that_does_not_resolve_is_an_import_error_naming_spec_and_path(tmp_path, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    spec = (EXAMPLES / "sklearn_forest" / "cancer_forest.yaml").read_text()
+    (tmp_path / "forest.yaml").write_text(spec.replace('python_path: ["."]', f'python_path: ["{EXAMPLES / "sklearn_forest"}"]'))
+    (tmp_path / "typo.yaml").write_text(spec.replace("entry: sklearn_forest:train", "entry: sklearn_forrest:train"))
+    monkeypatch.setenv("KILN_DATASETS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "kiln_datasets.py"))
+    assert set(bag.dag_ids) == {"kiln_training_forest", "kiln_cache_refresh_forest"}
+    [error] = bag.import_errors.values()
+    assert str(tmp_path / "typo.yaml") in error and "field 'trainers.forest.entry'" in error
+    assert "import path 'sklearn_forrest:train': no module 'sklearn_forrest'" in error
+
+
+def test_parsing_an_example_spec_imports_neither_its_trainer_nor_its_framework():
+    env = {**os.environ, "KILN_DATASETS_DIR": str(EXAMPLES / "gluon_wide_deep")}
+    probe = ("import sys\nfrom airflow.dag_processing.dagbag import DagBag\n"
+             f"bag = DagBag(dag_folder={str(DAGS_DIR / 'kiln_datasets.py')!r})\nassert not bag.import_errors, bag.import_errors\n"
+             "assert 'kiln_training_diabetes_wide_deep' in bag.dag_ids\n"
+             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {(*HEAVY_MODULES, 'gluon_wide_deep')!r}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

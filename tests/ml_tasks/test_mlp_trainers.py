@@ -7,21 +7,22 @@ import pandas as pd
 import pytest
 from sklearn.metrics import r2_score
 
+from ml_tasks.candidates import BUILTIN_TRAINERS
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import CandidateFiles
 from ml_tasks.mlp import MLPConfig
-from ml_tasks.train_mxnet import train_mxnet
-from ml_tasks.train_singa import train_singa
+from ml_tasks.trainer import train_candidate
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("framework", ["mxnet", "singa"])]
-TRAINERS = {"mxnet": train_mxnet, "singa": train_singa}
+TRAINERS = {"mxnet": BUILTIN_TRAINERS["mxnet_mlp"], "singa": BUILTIN_TRAINERS["singa_mlp"]}
 CFG = MLPConfig(epochs=3, batch_size=128)
 
 
 def run(framework: str, features, tmp_path, name: str, cfg: MLPConfig = CFG, task: str = "binary") -> dict:
     lay = features["layout"]
-    return TRAINERS[framework](lay.features, CandidateFiles(tmp_path / name / "candidate"), tmp_path / name / "ckpt",
-                               lay.transform_dir, cfg, task=task)
+    return train_candidate(TRAINERS[framework], cfg.as_settings(), task=task, features=lay.features,
+                           candidate=CandidateFiles(tmp_path / name / "candidate"), checkpoint_dir=tmp_path / name / "ckpt",
+                           transform_dir=lay.transform_dir)
 
 
 def test_same_data_and_seed_give_the_same_model(framework, small_features, tmp_path):

@@ -38,11 +38,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served(small_features, ignite_node):
     """Register a Spark LR champion, warm its features, and run the service on a free loopback port."""
+    from ml_tasks.candidates import BUILTIN_TRAINERS
     from ml_tasks.serving import Settings
-    from ml_tasks.train_spark import train_spark
+    from ml_tasks.trainer import train_candidate
 
     lay = small_features["layout"]
-    train_spark("lr", "binary", lay.features, lay.candidate("spark_lr"), {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1})
+    train_candidate(BUILTIN_TRAINERS["spark_lr"], {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1},
+                    task="binary", features=lay.features, candidate=lay.candidate("spark_lr"), checkpoint_dir=lay.checkpoint_dir("spark_lr"))
     evaluate("binary", lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
     register(lay.evaluation, lay.registry_root, "svc", lay.ds, lay.transform_dir)
     online = latest_features(lay.raw_dir, lay.online_features)
@@ -117,15 +119,17 @@ def test_online_scores_equal_offline_scores(served):
 @pytest.mark.parametrize("framework", ["mxnet", "singa"])
 def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, tmp_path):
     """From a raw row, as serving gets it: transform, then the MXNet net or the exported Singa MLP (no Singa import)."""
+    from ml_tasks.candidates import BUILTIN_TRAINERS
     from ml_tasks.mlp import MLPConfig
-    from ml_tasks.train_mxnet import train_mxnet
-    from ml_tasks.train_singa import train_singa
+    from ml_tasks.trainer import train_candidate
 
     lay = small_features["layout"]
     version = VersionFiles(tmp_path / "version")
     cand = version.model
-    train = {"mxnet": train_mxnet, "singa": train_singa}[framework]
-    train(lay.features, cand, tmp_path / "ckpt", lay.transform_dir, MLPConfig(epochs=1, batch_size=256))
+    ref = BUILTIN_TRAINERS[{"mxnet": "mxnet_mlp", "singa": "singa_mlp"}[framework]]
+    train_candidate(ref, MLPConfig(epochs=1, batch_size=256).as_settings(),
+                    task="binary", features=lay.features,
+                    candidate=cand, checkpoint_dir=tmp_path / "ckpt", transform_dir=lay.transform_dir)
     version.transform.dir.symlink_to(lay.transform_dir)
     bundle = ModelBundle.load(version.dir)
     raw = pq.read_table(lay.raw_dir).to_pandas()
@@ -204,11 +208,13 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
 
 def test_a_regression_champion_answers_its_value_on_its_datasets_route(diabetes_features, ignite_node):
     """The diabetes spec's route serves the predicted value (``prediction``), equal to the offline one."""
+    from ml_tasks.candidates import BUILTIN_TRAINERS
     from ml_tasks.serving import Settings
-    from ml_tasks.train_spark import train_spark
+    from ml_tasks.trainer import train_candidate
 
     lay, spec = diabetes_features["layout"], diabetes_features["spec"]
-    train_spark("lr", "regression", lay.features, lay.candidate("spark_lr"), {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1})
+    train_candidate(BUILTIN_TRAINERS["spark_lr"], {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1},
+                    task="regression", features=lay.features, candidate=lay.candidate("spark_lr"), checkpoint_dir=lay.checkpoint_dir("spark_lr"))
     evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds(min_r2=0.35))
     assert register(lay.evaluation, lay.registry_root, spec.registry_name, lay.ds, lay.transform_dir,
                     test_features_dir=lay.features.test)["promoted"]

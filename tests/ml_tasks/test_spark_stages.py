@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 
+from ml_tasks.candidates import BUILTIN_TRAINERS
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import CandidateFiles, FeatureFiles, TransformFiles
 from ml_tasks.portable import predict_score, transform_matrix
 from ml_tasks.preprocess import preprocess
-from ml_tasks.train_spark import train_spark
+from ml_tasks.trainer import train_candidate
 
 pytestmark = pytest.mark.slow
 PARAMS = {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4}
@@ -52,7 +53,8 @@ def test_preprocess_rejects_impossible_pca(small_features, tmp_path):
 def test_spark_candidate_learns_and_exports_exactly(small_features, tmp_path, kind, floor):
     lay = small_features["layout"]
     out = CandidateFiles(tmp_path / kind)
-    result = train_spark(kind, "binary", lay.features, out, {**PARAMS, "gbt_max_iter": 10})
+    result = train_candidate(BUILTIN_TRAINERS[f"spark_{kind}"], {**PARAMS, "gbt_max_iter": 10},
+                             task="binary", features=lay.features, candidate=out, checkpoint_dir=tmp_path / "ckpt")
     preds = pd.read_parquet(out.predictions)
     assert result["test_rows"] == len(preds) == small_features["summary"]["test_rows"]
     assert roc_auc_score(preds.label, preds.score) > floor
@@ -66,7 +68,8 @@ def test_spark_candidate_learns_and_exports_exactly(small_features, tmp_path, ki
 def test_training_is_reproducible(small_features, tmp_path):
     lay = small_features["layout"]
     for name in "ab":
-        train_spark("gbt", "binary", lay.features, CandidateFiles(tmp_path / name), {**PARAMS, "gbt_max_iter": 5})
+        train_candidate(BUILTIN_TRAINERS["spark_gbt"], {**PARAMS, "gbt_max_iter": 5},
+                        task="binary", features=lay.features, candidate=CandidateFiles(tmp_path / name), checkpoint_dir=tmp_path / "ckpt")
     a, b = (pd.read_parquet(CandidateFiles(tmp_path / n).predictions) for n in "ab")
     pd.testing.assert_frame_equal(a, b)
 
@@ -75,7 +78,8 @@ def test_training_is_reproducible(small_features, tmp_path):
 def test_spark_regression_candidate_learns_and_exports_exactly(diabetes_features, tmp_path, kind, kind_name, floor):
     lay = diabetes_features["layout"]
     out = CandidateFiles(tmp_path / kind)
-    result = train_spark(kind, "regression", lay.features, out, PARAMS)
+    result = train_candidate(BUILTIN_TRAINERS[f"spark_{kind}"], PARAMS,
+                             task="regression", features=lay.features, candidate=out, checkpoint_dir=tmp_path / "ckpt")
     preds = pd.read_parquet(out.predictions)
     assert result["kind"] == kind_name and len(preds) == diabetes_features["summary"]["test_rows"]
     assert r2_score(preds.label, preds.score) > floor  # a value in the label's unit, not a probability

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ml_tasks.candidates import BUILTIN_TRAINERS
 from ml_tasks.layout import CandidateFiles
 from ml_tasks.mlp import MLPConfig, iter_minibatches
-from ml_tasks.train_mxnet import train_mxnet
+from ml_tasks.trainer import train_candidate
 
 pytestmark = pytest.mark.slow
 CFG = MLPConfig(epochs=3, batch_size=128)
@@ -16,7 +17,9 @@ CFG = MLPConfig(epochs=3, batch_size=128)
 
 def run(small_features, tmp_path, name: str, cfg: MLPConfig = CFG) -> dict:
     lay = small_features["layout"]
-    return train_mxnet(lay.features, CandidateFiles(tmp_path / name / "candidate"), tmp_path / name / "ckpt", lay.transform_dir, cfg)
+    return train_candidate(BUILTIN_TRAINERS["mxnet_mlp"], cfg.as_settings(), task="binary", features=lay.features,
+                           candidate=CandidateFiles(tmp_path / name / "candidate"), checkpoint_dir=tmp_path / name / "ckpt",
+                           transform_dir=lay.transform_dir)
 
 
 def test_single_process_mlp_learns_and_writes_the_candidate(small_features, tmp_path):

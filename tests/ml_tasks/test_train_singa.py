@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ml_tasks.candidates import BUILTIN_TRAINERS
 from ml_tasks.layout import CandidateFiles
 from ml_tasks.mlp import MLPConfig, count_rows
-from ml_tasks.train_singa import train_singa
+from ml_tasks.trainer import train_candidate
 
 pytestmark = pytest.mark.slow
 CFG = MLPConfig(epochs=3, batch_size=128)
@@ -20,8 +21,9 @@ CFG = MLPConfig(epochs=3, batch_size=128)
 
 def run(features, tmp_path, name: str, cfg: MLPConfig = CFG, task: str = "binary") -> dict:
     lay = features["layout"]
-    return train_singa(lay.features, CandidateFiles(tmp_path / name / "candidate"), tmp_path / name / "ckpt",
-                       lay.transform_dir, cfg, task=task)
+    return train_candidate(BUILTIN_TRAINERS["singa_mlp"], cfg.as_settings(), task=task, features=lay.features,
+                           candidate=CandidateFiles(tmp_path / name / "candidate"), checkpoint_dir=tmp_path / name / "ckpt",
+                           transform_dir=lay.transform_dir)
 
 
 def test_singa_mlp_learns_logs_each_epoch_and_writes_the_candidate(small_features, tmp_path, caplog):

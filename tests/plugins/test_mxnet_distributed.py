@@ -40,8 +40,9 @@ def alive(pid: int) -> bool:
 
 
 def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_path):
+    from ml_tasks.candidates import BUILTIN_TRAINERS
     from ml_tasks.mlp import MLPConfig
-    from ml_tasks.train_mxnet import train_mxnet
+    from ml_tasks.trainer import train_candidate
 
     op = operator(small_features, tmp_path, epochs=3)
     result = op.execute(context={})
@@ -50,8 +51,9 @@ def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_
     assert len(digests) == 1, "workers ended with different parameters"
     assert result["num_workers"] == 2 and result["kvstore"] == "dist_sync"
     lay = small_features["layout"]
-    single = train_mxnet(lay.features, CandidateFiles(tmp_path / "single"), tmp_path / "single-ckpt", lay.transform_dir,
-                         MLPConfig(epochs=3, batch_size=128))
+    single = train_candidate(BUILTIN_TRAINERS["mxnet_mlp"], MLPConfig(epochs=3, batch_size=128).as_settings(), task="binary",
+                             features=lay.features, candidate=CandidateFiles(tmp_path / "single"),
+                             checkpoint_dir=tmp_path / "single-ckpt")
     assert abs(result["test_auc"] - single["test_auc"]) <= 0.02
     pids = json.loads((ckpt / "pids.json").read_text())
     assert set(pids) == {"scheduler", "server-0", "worker-0", "worker-1"}
