@@ -31,6 +31,8 @@ def report(layout: Layout, model_name: str) -> dict[str, Any]:
     version_dir = Path(registered["path"]) if registered else None
     print(f"\nKiln run for {layout.dataset} partition {layout.ds}")
     print(format_table(verdict.get("task", "binary"), verdict["candidates"]))
+    for failed in verdict.get("failed", []):
+        print(f"{failed['candidate']:<22}  left out: {failed['reason']}")
     print(f"\nbest candidate : {verdict['best']} (blessed: {verdict['blessed']})")
     print(f"this version   : {model_name}/{layout.ds} promoted={registered.get('promoted')} {'; '.join(registered.get('reasons', []))}")
     print(f"champion       : {model_name}/{state['champion']}")

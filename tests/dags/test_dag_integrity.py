@@ -192,7 +192,7 @@ EXAMPLES = DAGS_DIR.parent / "examples"
 
 @pytest.mark.parametrize(("folder", "candidate", "task_id", "fields"), [
     ("sklearn_forest", "forest", "train_forest", {"forest_n_estimators": (10, 2000, 200), "forest_max_depth": (1, 64, 8)}),
-    ("gluon_wide_deep", "wide_deep", "train_wide_deep", {"wide_deep_hidden": (4, 512, 32), "wide_deep_epochs": (1, 1000, 60)}),
+    ("gluon_wide_deep", "wide_deep", "train_wide_deep", {"wide_deep_hidden": (4, 512, 16), "wide_deep_epochs": (1, 1000, 100)}),
 ])
 def test_an_example_spec_gives_its_trainer_a_task_form_fields_and_a_cli_command(monkeypatch, folder, candidate, task_id, fields):
     from airflow.dag_processing.dagbag import DagBag

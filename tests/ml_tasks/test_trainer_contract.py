@@ -147,6 +147,8 @@ def test_through_the_cli_a_failed_trainer_is_left_out_and_named_and_alone_fails_
     assert [c["candidate"] for c in verdict["candidates"]] == ["mean"] and verdict["best"] == "mean"
     assert [f["candidate"] for f in verdict["failed"]] == ["fire"] and "GPU is on fire" in verdict["failed"][0]["reason"]
     capsys.readouterr()
+    assert main(["report", *where]) == 0
+    assert "fire                    left out: candidate fire (trainer broken_trainers:raises)" in capsys.readouterr().out
     assert main(["evaluate", *where, "--candidates", "fire"]) == BAD_INPUT_EXIT_CODE  # nothing valid: no verdict to register
     err = capsys.readouterr().err
     assert "no trained candidates" in err and "the GPU is on fire" in err
