@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ml_tasks.atomic import read_json, write_json
-from ml_tasks.errors import KilnError
+from ml_tasks.trainer import iter_batches, parquet_files
 
 log = logging.getLogger(__name__)
 READ_ROWS = 65_536  # rows per Parquet read: memory stays bounded whatever the partition size
@@ -50,25 +50,13 @@ class MLPConfig:
         return {f"mlp_{k}": v for k, v in asdict(self).items()}
 
 
-def parquet_files(directory: Path) -> list[Path]:
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        raise KilnError(f"no Parquet files in {directory}; did preprocess run?")
-    return files
-
-
 def count_rows(directory: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(directory))
 
 
 def iter_arrays(directory: Path, rows: int = READ_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
-    """Stream (features, labels, entity_ids) from a folder of Parquet files, ``rows`` at a time."""
-    for path in parquet_files(directory):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=["entity_id", "label", "features"]):
-            feats = batch.column("features")
-            width = len(feats[0]) if len(feats) else 0
-            x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
-            yield x, batch.column("label").to_numpy().astype(np.float32), batch.column("entity_id").to_pylist()
+    """Stream (features, labels, entity_ids) as float32 from a folder of Parquet files, ``rows`` at a time."""
+    return iter_batches(directory, rows, np.float32)
 
 
 def iter_minibatches(directory: Path, batch_size: int, rank: int, num_workers: int, steps: int, seed: int, epoch: int):

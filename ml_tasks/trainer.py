@@ -98,16 +98,17 @@ def parquet_files(directory: Path) -> list[Path]:
     return files
 
 
-def iter_batches(directory: Path, rows: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
-    """Stream (features float64, labels float64, entity_ids) ``rows`` at a time, in the contract's row order."""
+def iter_batches(directory: Path, rows: int = 65_536,
+                 dtype: type = np.float64) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Stream (features, labels, entity_ids) ``rows`` at a time, in the contract's row order."""
     import pyarrow.parquet as pq
 
     for path in parquet_files(directory):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=rows, columns=["entity_id", "label", "features"]):
             feats = batch.column("features")
             width = len(feats[0]) if len(feats) else 0
-            x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float64)
-            yield x, batch.column("label").to_numpy().astype(np.float64), batch.column("entity_id").to_pylist()
+            x = feats.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(dtype)
+            yield x, batch.column("label").to_numpy().astype(dtype), batch.column("entity_id").to_pylist()
 
 
 def read_rows(directory: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
