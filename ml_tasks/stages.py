@@ -161,6 +161,9 @@ def _train_mxnet_dist(r: Run) -> dict[str, Any]:
 
 
 def _train_singa(r: Run) -> dict[str, Any]:
+    from ml_tasks.train_singa import import_singa
+
+    import_singa()  # skips (exit 99) where Singa is not installed, before looking at any input
     return run_candidate(r, r.args.candidate, framework="singa_mlp")
 
 
