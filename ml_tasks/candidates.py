@@ -50,9 +50,10 @@ def split_path(path: str) -> tuple[str, str]:
     return module, attr
 
 
-def locate(path: str, search: Sequence[str | Path] = ()) -> Path:
-    """The source file that defines ``path`` (``module:function``), found without importing anything (DAG
-    parsing must stay light): in the ``search`` folders first, then on ``sys.path``. Raises naming what is missing."""
+def locate(path: str, search: Sequence[str | Path] = ()) -> None:
+    """Check that ``path`` (``module:function``) can be imported, without importing anything (DAG parsing must
+    stay light): its module in the ``search`` folders first, then on ``sys.path``, defining that name at its top
+    level. Raises naming what is missing."""
     module, attr = split_path(path)
     parts = module.split(".")
     where = [str(p) for p in search] + sys.path
@@ -66,11 +67,10 @@ def locate(path: str, search: Sequence[str | Path] = ()) -> Path:
         where = list(found.submodule_search_locations or [])
     assert found is not None
     if not found.origin or not found.origin.endswith(".py"):
-        return Path(found.origin or module)  # compiled or namespace: trust it, importing will tell
+        return  # compiled or a namespace package: importing it will tell
     source = Path(found.origin)
     if attr not in top_level_names(source.read_text()):
         raise KilnError(f"import path {path!r}: {source} defines no {attr!r} at its top level")
-    return source
 
 
 def top_level_names(source: str) -> set[str]:

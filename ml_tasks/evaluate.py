@@ -113,13 +113,11 @@ def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds
     """
     found = [CandidateFiles(p) for p in sorted(candidates_root.glob("*/"))] if candidates_root.exists() else []
     found = [c for c in found if c.predictions.exists()]
-    failed = []
+    failed: list[dict[str, Any]] = []
     if only is not None:
         missing = sorted(set(only) - {c.dir.name for c in found})
-        for name in missing:
-            record = failures_dir / f"{name}.json" if failures_dir is not None else None
-            if record is not None and record.exists():
-                failed.append(read_json(record))
+        records = [failures_dir / f"{name}.json" for name in missing] if failures_dir is not None else []
+        failed = [read_json(r) for r in records if r.exists()]
         if missing:
             log.warning("chosen candidates without a trained model (skipped, not run or failed): %s", ", ".join(missing))
         for record in failed:

@@ -171,9 +171,9 @@ _SETTINGS = [
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
 
 
-def spec_settings(spec: DatasetSpec | None) -> dict[str, Setting]:
+def spec_settings(spec: DatasetSpec) -> dict[str, Setting]:
     """Every setting a dataset can have: the global ones and those its spec's trainers declare."""
-    return SETTINGS if spec is None else {**SETTINGS, **spec.trainer_settings}
+    return {**SETTINGS, **spec.trainer_settings}
 
 
 def applies(name: str, task: str, source: str | None = None) -> bool:
