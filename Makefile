@@ -23,7 +23,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 
-.PHONY: setup singa k8s-binaries demo test bench lint ignite-up ignite-down airflow-up airflow-down k8s-up k8s-down clean
+.PHONY: setup singa k8s-binaries demo test bench lint ignite-up ignite-down spark-up spark-down airflow-up airflow-down k8s-up k8s-down clean
 
 # `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed, the
 # Kubernetes control plane is built and the DB is migrated. Singa compiles once per machine (~2.5 min on
@@ -72,6 +72,12 @@ ignite-up: setup
 ignite-down:
 	scripts/ignite.sh down
 
+spark-up: setup
+	scripts/spark.sh up
+
+spark-down:
+	scripts/spark.sh down
+
 airflow-up: setup
 	scripts/airflow.sh up
 
@@ -86,4 +92,4 @@ k8s-down:
 	scripts/k8s.sh down
 
 clean:
-	rm -rf $(AIRFLOW_HOME) data .ignite/run .k8s
+	rm -rf $(AIRFLOW_HOME) data .ignite/run .spark .k8s

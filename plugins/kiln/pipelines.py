@@ -77,7 +77,9 @@ def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str]
     return SparkSubmitOperator(
         task_id=task_id, conn_id="spark_default", application=SPARK_APP,
         application_args=[stage, *stage_arguments(spec, stage, options)], name=f"kiln-{spec.name}-{task_id}",
-        conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN"},
+        # The UI stays on: on a cluster it is the application's REST API, linked from the master's page. Kiln's data
+        # sits on a shared filesystem, so waiting for a data-local slot (3 s by default) only delays each stage.
+        conf={"spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN", "spark.locality.wait": "0"},
         pool_slots=2,
     )
 

@@ -11,8 +11,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def dags_test(dag_id: str, ds: str, data_root: Path, conf: dict | None = None, timeout: int = 600,
-              datasets: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KILN_DATA_ROOT": str(data_root), **({"KILN_DATASETS_DIR": str(datasets)} if datasets else {})}
+              datasets: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KILN_DATA_ROOT": str(data_root), **({"KILN_DATASETS_DIR": str(datasets)} if datasets else {}),
+           **(env or {})}
     cmd = ["airflow", "dags", "test", dag_id, ds]
     if conf:
         cmd += ["-c", json.dumps(conf)]

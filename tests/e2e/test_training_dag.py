@@ -1,5 +1,8 @@
-"""kiln_training end to end through `airflow dags test` on real Airflow, Spark, MXNet and Ignite.
+"""kiln_training end to end through `airflow dags test` on real Airflow, Spark, MXNet, Singa and Ignite.
 
+The built-in dataset's run goes to a Spark standalone cluster (a master and two workers from
+scripts/spark.sh): its Spark stages run as cluster applications with executors on both workers, one
+worker is killed with its executor mid-stage, and the results equal the same stages on local[*].
 Consecutive days, backfills, reruns and the full candidate set run on a running Airflow
 (test_running_airflow.py); here the form's `candidates` keeps the run short on 2 cores.
 """
@@ -10,6 +13,8 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -22,23 +27,130 @@ from ml_tasks.layout import CandidateFiles, VersionFiles
 from ml_tasks.spec import load_spec
 from tests.conftest import PROJECT_ROOT as ROOT
 from tests.e2e.helpers import dags_test
+from tests.spark_cluster import SparkCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 DS = "2026-02-01"
-CANDIDATES = ["mxnet_mlp", "singa_mlp"]
+CANDIDATES = ["spark_lr", "spark_gbt", "singa_mlp"]  # MXNet trains in the running-Airflow and diabetes runs
+CONF = {"rows": 6000, "candidates": CANDIDATES, "gbt_max_iter": 5}  # fewer trees: the cluster's JVMs share 2 cores
 AUC_FLOOR = 0.72  # the generator's hidden rule gives ~0.78; a pipeline that learns nothing gives 0.5
+SPARK_APPS = {"preprocess": "kiln-transactions-preprocess", "lr": "kiln-transactions-train_spark_lr",
+              "gbt": "kiln-transactions-train_spark_gbt"}  # the operator names each application
+CLUSTER_TOLERANCE = 1e-9  # cluster vs local[*]: same seed, same partitioning; measured identical
 
 
 @pytest.fixture(scope="module")
-def one_day(tmp_path_factory, ignite_node):
+def spark_cluster(tmp_path_factory):
+    cluster = SparkCluster(tmp_path_factory.mktemp("spark"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not cluster.leftovers(), "spark.sh down left processes or ports behind"
+
+
+class ClusterWatch(threading.Thread):
+    """Follows the run on the cluster through Spark's REST APIs: which workers ran executors of which
+    application, and, once the LR application has a task running, kill -9 of that task's worker (with its
+    executor) and a restart of the worker; the application's own API then shows the lost executor."""
+
+    def __init__(self, cluster: SparkCluster, victim_app: str):
+        super().__init__(daemon=True)
+        self.cluster, self.victim_app = cluster, victim_app
+        self.stop = threading.Event()
+        self.apps: dict[str, str] = {}  # application id -> name
+        self.ran_on: dict[str, set[str]] = {}  # application id -> ids of the workers that ran its executors
+        self.killed: dict | None = None
+        self.errors: list[str] = []
+
+    def _app_api(self, app_id: str) -> str | None:
+        for port in range(4040, 4060):  # each driver's UI takes the first free port from 4040
+            try:
+                ids = [a["id"] for a in httpx.get(f"http://127.0.0.1:{port}/api/v1/applications", timeout=1).json()]
+            except (httpx.HTTPError, ValueError):
+                continue
+            if app_id in ids:
+                return f"http://127.0.0.1:{port}/api/v1/applications/{app_id}"
+        return None
+
+    def _record_workers(self) -> dict[str, int]:
+        executor_worker = {}
+        for i in range(1, self.cluster.workers + 1):
+            try:
+                worker = self.cluster.worker_json(i)
+            except httpx.HTTPError:
+                continue  # a killed worker
+            for e in worker["executors"] + worker["finishedexecutors"]:
+                self.ran_on.setdefault(e["appid"], set()).add(worker["id"])
+                executor_worker[f"{e['appid']}/{e['id']}"] = i
+        return executor_worker
+
+    def _kill_mid_stage(self, app_id: str, executor_worker: dict[str, int]) -> None:
+        api = self._app_api(app_id)
+        if api is None:
+            return
+        busy = [e for e in httpx.get(f"{api}/executors", timeout=2).json() if e["id"] != "driver" and e["activeTasks"] > 0]
+        if not busy or f"{app_id}/{busy[0]['id']}" not in executor_worker:
+            return
+        victim = executor_worker[f"{app_id}/{busy[0]['id']}"]
+        self.cluster.kill_worker(victim)
+        self.killed = {"app": app_id, "executor": busy[0]["id"], "worker": victim, "active_tasks": busy[0]["activeTasks"]}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the application's own account of the loss
+            lost = [e for e in httpx.get(f"{api}/allexecutors", timeout=2).json() if e["id"] == busy[0]["id"]]
+            if lost and not lost[0]["isActive"]:
+                self.killed["remove_reason"] = lost[0].get("removeReason", "")
+                break
+            time.sleep(0.2)
+        self.cluster.start()  # the worker comes back for the stages after this one
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                master = self.cluster.master_json()
+                self.apps.update({a["id"]: a["name"] for a in master["activeapps"] + master["completedapps"]})
+                executor_worker = self._record_workers()
+                if self.killed is None:
+                    for app in master["activeapps"]:
+                        if app["name"] == self.victim_app:
+                            self._kill_mid_stage(app["id"], executor_worker)
+            except (httpx.HTTPError, ValueError, RuntimeError) as exc:
+                self.errors.append(repr(exc))
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def one_day(tmp_path_factory, ignite_node, spark_cluster):
     data_root = tmp_path_factory.mktemp("e2e") / "data"
-    out = dags_test("kiln_training", DS, data_root, {"rows": 6000, "candidates": CANDIDATES})
+    watch = ClusterWatch(spark_cluster, SPARK_APPS["lr"])
+    watch.start()
+    try:
+        out = dags_test("kiln_training", DS, data_root, CONF, env={"AIRFLOW_CONN_SPARK_DEFAULT": spark_cluster.master_url})
+    finally:
+        watch.stop.set()
+        watch.join(timeout=30)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return data_root, out.stdout + out.stderr
+    return data_root, out.stdout + out.stderr, watch, spark_cluster.master_json()
+
+
+@pytest.fixture(scope="module")
+def local_stages(tmp_path_factory, one_day):
+    """The same partition's Spark stages in this process on local[2] (conftest's KILN_SPARK_MASTER): the baseline."""
+    from ml_tasks.__main__ import main
+
+    root = tmp_path_factory.mktemp("local") / "data"
+    common = ["--data-root", str(root), "--ds", DS, "--run-id", "local"]
+    assert main(["ingest", *common, "--rows", str(CONF["rows"])]) == 0
+    assert main(["preprocess", *common]) == 0
+    assert main(["train-spark", *common, "--model", "lr"]) == 0
+    assert main(["train-spark", *common, "--model", "gbt", "--gbt-max-iter", str(CONF["gbt_max_iter"])]) == 0
+    (run_dir,) = (root / "transactions" / "runs" / f"ds={DS}").glob("run=*")
+    return run_dir
 
 
 def test_the_whole_dag_registers_a_champion_that_learned(one_day):
-    data_root, _ = one_day
+    data_root, *_ = one_day
     registry = data_root / "registry" / "transactions"
     state = json.loads((registry / "registry.json").read_text())
     assert state["champion"] == DS
@@ -61,14 +173,14 @@ def test_the_whole_dag_registers_a_champion_that_learned(one_day):
     assert not list(data_root.rglob(".*tmp-*")), "half-written output left behind"
 
 
-def test_chosen_candidates_compete_singa_trained_for_real_beside_mxnet(one_day):
-    data_root, log = one_day
+def test_chosen_candidates_compete_singa_trained_for_real_beside_spark(one_day):
+    data_root, log, *_ = one_day
     (run_dir,) = (data_root / "transactions" / "runs" / f"ds={DS}").glob("run=*")  # this run's own folder
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     metrics = {c["candidate"]: c["metrics"] for c in evaluation["candidates"]}
-    assert set(metrics) == {"mxnet_mlp", "singa_mlp"}
+    assert set(metrics) == set(CANDIDATES)
     assert all(m["auc"] > AUC_FLOOR for m in metrics.values())
-    assert metrics["singa_mlp"]["auc"] != metrics["mxnet_mlp"]["auc"]  # its own numbers, not a copy
+    assert metrics["singa_mlp"]["auc"] not in (metrics["spark_lr"]["auc"], metrics["spark_gbt"]["auc"])  # its own numbers
     assert "singa epoch 4/4 loss=" in log and "Apache Singa is not installed" not in log
     singa = json.loads(CandidateFiles(run_dir / "candidates" / "singa_mlp").info.read_text())
     assert singa["framework"] == "singa" and singa["test_rows"] == metrics["singa_mlp"]["rows"]
@@ -77,10 +189,56 @@ def test_chosen_candidates_compete_singa_trained_for_real_beside_mxnet(one_day):
 def test_the_new_champion_warmed_the_online_cache_with_its_own_features(one_day, ignite_node):
     from ml_tasks.feature_cache import source_version
 
-    data_root, _ = one_day
+    data_root, *_ = one_day
     state = json.loads((data_root / "registry" / "transactions" / "registry.json").read_text())
     champion_features = Path(state["versions"][DS]["path"]) / "online_features.parquet"
     assert current_version(ignite_node.client(), "kiln_features_transactions") == f"{DS}-{source_version(champion_features)}"
+
+
+def test_the_spark_stages_ran_as_cluster_applications_with_executors_on_both_workers(one_day):
+    _, log, watch, master = one_day
+    by_name = {name: app_id for app_id, name in watch.apps.items()}
+    assert set(SPARK_APPS.values()) <= set(by_name), f"applications the master saw: {watch.apps}"
+    finished = {a["id"]: a["state"] for a in master["completedapps"]}
+    assert all(finished.get(by_name[name]) == "FINISHED" for name in SPARK_APPS.values()), finished
+    for stage in ("preprocess", "gbt"):  # before the kill, or after the killed worker came back (a new worker id)
+        workers = watch.ran_on.get(by_name[SPARK_APPS[stage]], set())
+        assert len(workers) == 2, f"{stage} had executors on {workers} only"
+    assert f'"spark_master": "{watch.cluster.master_url}"' in log  # the stage reports where it ran
+
+
+def test_a_worker_killed_with_its_executor_mid_stage_costs_the_stage_nothing(one_day):
+    _, _, watch, master = one_day
+    assert watch.killed, f"no LR task was seen running to kill under (apps {watch.apps}, errors {watch.errors[-3:]})"
+    assert watch.killed["active_tasks"] >= 1
+    assert "remove_reason" in watch.killed, f"the application never reported executor {watch.killed['executor']} lost"
+    dead = [w for w in master["workers"] if w["state"] == "DEAD"]
+    assert len(dead) == 1 and master["aliveworkers"] == 2, master["workers"]  # the lost worker; its replacement is in
+    # and the stage succeeded (one_day asserts the run did); its output equals local[*]'s (next test)
+
+
+def canonical_features(folder: Path) -> pd.DataFrame:
+    """A feature split in an order that does not depend on how Spark partitioned it."""
+    frame = pd.read_parquet(folder)
+    matrix = np.stack(frame["features"].to_numpy())
+    order = np.lexsort([*matrix.T[::-1], frame["label"].to_numpy(), frame["entity_id"].to_numpy()])
+    return frame.iloc[order].reset_index(drop=True)
+
+
+def test_the_clusters_features_and_models_equal_the_local_runs(one_day, local_stages):
+    data_root = one_day[0]
+    (cluster_run,) = (data_root / "transactions" / "runs" / f"ds={DS}").glob("run=*")
+    for split in ("train", "test"):
+        cluster, local = (canonical_features(run / "features" / split) for run in (cluster_run, local_stages))
+        assert cluster["entity_id"].tolist() == local["entity_id"].tolist() and cluster["label"].equals(local["label"])
+        diff = np.abs(np.stack(cluster["features"].to_numpy()) - np.stack(local["features"].to_numpy())).max()
+        assert diff <= CLUSTER_TOLERANCE, f"{split} features differ by {diff}"
+    for name in ("spark_lr", "spark_gbt"):
+        cluster, local = (json.loads(CandidateFiles(run / "candidates" / name).info.read_text()) for run in (cluster_run, local_stages))
+        assert cluster["params"] == local["params"] and cluster["seed"] == local["seed"]
+        assert abs(cluster["test_auc"] - local["test_auc"]) <= CLUSTER_TOLERANCE, (name, cluster["test_auc"], local["test_auc"])
+        scores = [pd.read_parquet(CandidateFiles(run / "candidates" / name).predictions) for run in (cluster_run, local_stages)]
+        assert np.abs(scores[0]["score"].to_numpy() - scores[1]["score"].to_numpy()).max() <= CLUSTER_TOLERANCE
 
 
 def credit_csv(path: Path, rows: int = 3_000) -> None:
