@@ -53,6 +53,16 @@ class WarmOptions:
     lease_wait_seconds: float = 1800.0  # how long a second warmer waits for the first to finish
 
 
+def parse_addresses(hosts: str, default_port: int = 10800) -> list[tuple[str, int]]:
+    """``"a,b:10801"`` -> ``[("a", default_port), ("b", 10801)]``: every node a client may fail over to."""
+    addresses = []
+    for item in (h.strip() for h in hosts.split(",")):
+        if item:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+            addresses.append((host, int(port) if port else default_port))
+    return addresses
+
+
 def cache_name(name: str, version: str) -> str:
     return f"{name}{SEPARATOR}{version}"
 

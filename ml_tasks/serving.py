@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError
-from ml_tasks.feature_cache import ALIAS_CACHE, cache_name
+from ml_tasks.feature_cache import ALIAS_CACHE, cache_name, cluster_backups, parse_addresses
 from ml_tasks.layout import default_data_root, registry_root
 from ml_tasks.model_bundle import ModelBundle
 from ml_tasks.registry import STATE_FILE, champion_dir, model_root
@@ -86,11 +87,16 @@ class Settings:
     data_root: Path = field(default_factory=default_data_root)
     routes: list[Route] = field(default_factory=routes_from_specs)
     default_dataset: str = field(default_factory=lambda: os.environ.get("KILN_DEFAULT_DATASET", "transactions"))
+    # One node or several (``a,b:10801``): a request whose node died is retried once on another.
     ignite_host: str = field(default_factory=lambda: os.environ.get("KILN_IGNITE_HOST", "127.0.0.1"))
     ignite_port: int = field(default_factory=lambda: int(os.environ.get("KILN_IGNITE_PORT", "10800")))
     prediction_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_PREDICTION_TTL", "300")))
     reload_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RELOAD_INTERVAL", "2")))
     ignite_timeout: float = 2.0
+
+    @property
+    def ignite_addresses(self) -> list[tuple[str, int]]:
+        return parse_addresses(self.ignite_host, self.ignite_port)
 
 
 class BatchRequest(BaseModel):
@@ -157,14 +163,16 @@ class Predictor:
         if conn is None:
             from pyignite import Client
             from pyignite.datatypes import ExpiryPolicy
-            from pyignite.datatypes.prop_codes import PROP_EXPIRY_POLICY, PROP_NAME
+            from pyignite.datatypes.prop_codes import PROP_BACKUPS_NUMBER, PROP_EXPIRY_POLICY, PROP_NAME
 
             # Partition awareness would re-fetch the partition map in pure Python whenever the topology
             # moves (any cache created or dropped): ~60 ms per request here.
             client = Client(timeout=self.settings.ignite_timeout, partition_aware=False)
-            client.connect(self.settings.ignite_host, self.settings.ignite_port)
+            addresses = self.settings.ignite_addresses
+            random.shuffle(addresses)  # pyignite talks to the first node that answers: spread the threads
+            client.connect(addresses)
             predictions = client.get_or_create_cache(  # re-created here after a node restart lost it
-                {PROP_NAME: PREDICTION_CACHE,
+                {PROP_NAME: PREDICTION_CACHE, PROP_BACKUPS_NUMBER: cluster_backups(client),
                  PROP_EXPIRY_POLICY: ExpiryPolicy(create=timedelta(seconds=self.settings.prediction_ttl))})
             conn = (client, client.get_or_create_cache(ALIAS_CACHE), predictions)
             self._local.conn = conn
@@ -182,11 +190,16 @@ class Predictor:
                 conn[0].close()
 
     def _with_ignite(self, work):
-        try:
-            return work(*self._ignite())
-        except ignite_errors() as exc:
-            self._drop_ignite()
-            raise Unavailable(f"Ignite unavailable: {type(exc).__name__}: {exc}") from exc
+        # Twice at most: a node lost mid-request is retried at once on a fresh client, which connects to
+        # another node (a cluster with backups answers for it); a second failure is a 503.
+        for attempt in (1, 2):
+            try:
+                return work(*self._ignite())
+            except ignite_errors() as exc:
+                self._drop_ignite()
+                if attempt == 2:
+                    raise Unavailable(f"Ignite unavailable: {type(exc).__name__}: {exc}") from exc
+                log.warning("Ignite node lost mid-request, retrying on another: %s: %s", type(exc).__name__, exc)
 
     def _champion(self) -> ModelBundle:
         bundle = self.bundle

@@ -1,4 +1,4 @@
-"""A real Ignite node for tests: started with scripts/ignite.sh on its own ports, native persistence on."""
+"""Real Ignite for tests: one node (native persistence on) or a cluster, started with scripts/ignite.sh on its own ports."""
 
 from __future__ import annotations
 
@@ -16,13 +16,16 @@ class IgniteNode:
     port: int = 10900
     discovery_port: int = 47600
     communication_port: int = 47200
-    backups: int = 0
+    backups: int | None = None  # None: the script's default (1 with two or more nodes, else 0)
     activate: bool = True  # False: left inactive, as a fresh persistent cluster starts
+    nodes: int = 1  # node i listens on each port + i
+    persistence: bool = True
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KILN_IGNITE_DIR": str(self.state_dir), "KILN_IGNITE_PERSISTENCE": "true",
-                "KILN_IGNITE_BACKUPS": str(self.backups), "KILN_IGNITE_ACTIVATE": str(self.activate).lower(),
+        return {**os.environ, "KILN_IGNITE_DIR": str(self.state_dir), "KILN_IGNITE_PERSISTENCE": str(self.persistence).lower(),
+                "KILN_IGNITE_NODES": str(self.nodes),
+                **({"KILN_IGNITE_BACKUPS": str(self.backups)} if self.backups is not None else {}), "KILN_IGNITE_ACTIVATE": str(self.activate).lower(),
                 "KILN_IGNITE_PORT": str(self.port), "KILN_IGNITE_DISCOVERY_PORT": str(self.discovery_port),
                 "KILN_IGNITE_COMMUNICATION_PORT": str(self.communication_port)}
 
@@ -39,13 +42,24 @@ class IgniteNode:
 
     @property
     def pid(self) -> int:
-        return int((self.state_dir / "run" / "ignite.pid").read_text())
+        return self.pids[0]
+
+    @property
+    def pids(self) -> list[int]:
+        """Each node's pid (node 0 first)."""
+        names = ["ignite.pid", *(f"ignite-{i}.pid" for i in range(1, self.nodes))]
+        return [int((self.state_dir / "run" / name).read_text()) for name in names]
+
+    @property
+    def hosts(self) -> str:
+        """Every node's thin-client address, as a connection's host or KILN_IGNITE_HOST lists them."""
+        return ",".join(f"127.0.0.1:{self.port + i}" for i in range(self.nodes))
 
     def client(self):
         from pyignite import Client
 
         c = Client(timeout=10.0)
-        c.connect("127.0.0.1", self.port)
+        c.connect([("127.0.0.1", self.port + i) for i in range(self.nodes)])
         return c
 
     def connection_uri(self) -> str:

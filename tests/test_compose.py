@@ -50,7 +50,8 @@ def test_secrets_are_required_not_defaulted(composecheck):
 
 
 def test_the_full_stack_is_there(project):
-    assert set(project["services"]) == {"postgres", *AIRFLOW_COMMANDS, "spark-master", "spark-worker", "ignite", "serving"}
+    assert set(project["services"]) == {"postgres", *AIRFLOW_COMMANDS, "spark-master", "spark-worker-1", "spark-worker-2",
+                                        "ignite", "ignite-2", "serving"}
 
 
 def test_airflow_services_come_from_the_project_image(project):
@@ -60,7 +61,8 @@ def test_airflow_services_come_from_the_project_image(project):
         assert Path(svc["build"]["context"]).resolve() == ROOT
         assert svc["command"] == command
         assert svc["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-api-server:8080/execution/"
-        assert svc["environment"]["AIRFLOW_CONN_IGNITE_DEFAULT"] == "ignite://ignite:10800"
+        assert json.loads(svc["environment"]["AIRFLOW_CONN_IGNITE_DEFAULT"]) == {"conn_type": "ignite", "host": "ignite,ignite-2",
+                                                                                  "port": 10800}
         assert any(v["target"] == "/data" for v in svc["volumes"])
     assert (ROOT / "Dockerfile").exists()
 
@@ -72,7 +74,7 @@ def test_ports_match_the_configs_they_come_from(project):
     assert project["services"]["serving"]["command"][project["services"]["serving"]["command"].index("--port") + 1] == "8000"
     xml = (ROOT / "ignite" / "kiln-ignite.xml").read_text()
     thin_port = re.search(r"kiln.ignite.port'\] \?: '(\d+)'", xml).group(1)
-    assert published["ignite"] == {int(thin_port)}
+    assert published["ignite"] == published["ignite-2"] == {int(thin_port)}
     assert "/api/v2/monitor/health" in " ".join(project["services"]["airflow-api-server"]["healthcheck"]["test"])
 
 
@@ -101,3 +103,19 @@ def test_dependency_order_and_health_checks(project):
     for name in ("postgres", "airflow-api-server", "spark-master", "ignite", "serving"):
         assert services[name]["healthcheck"]["test"], name
     assert set(project["volumes"]) >= {"kiln-data", "postgres-data", "ignite-data"}
+
+
+def test_two_spark_workers_and_two_ignite_nodes_with_a_backup_each(project):
+    services = project["services"]
+    for name in ("spark-worker-1", "spark-worker-2"):
+        worker = services[name]
+        command = worker["command"]
+        assert command[:3] == ["spark-class", "org.apache.spark.deploy.worker.Worker", "spark://spark-master:7077"]
+        offered_gb = int(command[command.index("--memory") + 1].rstrip("g"))
+        assert int(command[command.index("--cores") + 1]) <= float(worker["cpus"])  # offers no more than it may use
+        assert offered_gb * 2**30 < int(worker["mem_limit"])  # and leaves room for the worker daemon itself
+    nodes = {name: services[name]["environment"]["JVM_OPTS"] for name in ("ignite", "ignite-2")}
+    for opts in nodes.values():
+        assert "-Dkiln.ignite.backups=1" in opts and "-Dkiln.ignite.discovery=ignite:47500,ignite-2:47500" in opts
+    assert services["ignite"]["volumes"] != services["ignite-2"]["volumes"]  # each node its own work folder
+    assert services["serving"]["environment"]["KILN_IGNITE_HOST"] == "ignite,ignite-2"

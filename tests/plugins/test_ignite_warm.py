@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -201,3 +202,11 @@ def test_an_incomplete_live_version_is_topped_up_in_place_never_destroyed(ignite
     assert again["version"] == live and current_version(client, "t_topup") == live
     assert cache.get_size() == 3_000 and cache.get("e0000010") is not None
     assert failures == [] and len(reads) > 100 and all(r is not None for r in reads)
+
+
+def test_the_connection_lists_every_node_with_its_own_port(monkeypatch):
+    from kiln.hooks.ignite import IgniteHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_IGNITE_PAIR", json.dumps({"conn_type": "ignite", "host": "a, b:10801,c", "port": 10900}))
+    addresses, _ = IgniteHook("ignite_pair").client_config()
+    assert addresses == [("a", 10900), ("b", 10801), ("c", 10900)]  # each node the client may fail over to

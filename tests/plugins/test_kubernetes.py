@@ -172,6 +172,22 @@ def test_every_overlay_renders_and_validates_strictly(overlay):
     assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
 
 
+@pytest.mark.parametrize("overlay", ["prod", "dev"])
+def test_spark_workers_offer_executors_no_more_than_their_container_may_use(overlay):
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], capture_output=True, text=True, timeout=60)
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    workers = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kiln-spark-worker")
+    assert workers["spec"]["replicas"] == {"prod": 2, "dev": 1}[overlay]
+    container = workers["spec"]["template"]["spec"]["containers"][0]
+    command, limits = container["command"], container["resources"]["limits"]
+    assert command[-1] == "spark://kiln-spark-master:7077"
+    assert int(command[command.index("--cores") + 1]) <= int(limits["cpu"])
+    offered_gib = int(command[command.index("--memory") + 1].rstrip("g"))
+    assert offered_gib < int(limits["memory"].rstrip("Gi"))  # room for the worker daemon itself
+    master = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "kiln-spark-master")
+    assert {p["port"] for p in master["spec"]["ports"]} == {7077, 8080}
+
+
 def test_airflow_helm_values_use_the_kiln_image_and_kubernetes_executor():
     values = yaml.safe_load((ROOT / "k8s" / "airflow" / "values.yaml").read_text())
     assert values["executor"] == "KubernetesExecutor"

@@ -1,7 +1,7 @@
 """``IgniteHook``: owns the connection to Apache Ignite's thin-client port (pyignite).
 
-Connection ``ignite_default`` (type ``ignite``): host may list several nodes (``a,b,c``), port
-defaults to 10800, login/password for authentication, extras ``use_ssl`` (bool), ``ssl_ca_file``,
+Connection ``ignite_default`` (type ``ignite``): host may list several nodes (``a,b,c``), each with its
+own port if it differs (``a:10800,b:10801``), port defaults to 10800, login/password for authentication, extras ``use_ssl`` (bool), ``ssl_ca_file``,
 ``ssl_certfile``, ``ssl_keyfile``, ``timeout`` (seconds) and ``partition_aware`` (default false: pyignite
 re-fetches a cache's partition map in pure Python whenever the topology moves, and ``put_all`` goes to
 one node anyway). Resolution order: argument >
@@ -50,8 +50,9 @@ class IgniteHook(BaseHook):
             self.log.info("connection %s is not defined; using the local node 127.0.0.1:%d", self.ignite_conn_id, DEFAULT_PORT)
             return [("127.0.0.1", DEFAULT_PORT)], {"timeout": 10.0, "partition_aware": False}
         extra = conn.extra_dejson
-        port = int(conn.port or DEFAULT_PORT)
-        addresses = [(h.strip(), port) for h in (conn.host or "127.0.0.1").split(",") if h.strip()]
+        from ml_tasks.feature_cache import parse_addresses
+
+        addresses = parse_addresses(conn.host or "127.0.0.1", int(conn.port or DEFAULT_PORT))
         kwargs: dict[str, Any] = {"timeout": float(extra.get("timeout", 10.0)),
                                   "partition_aware": str(extra.get("partition_aware", "false")).lower() == "true"}
         if conn.login:
