@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -316,6 +317,8 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
     finally:
         stop.set()
         pair.stop()
+    left = subprocess.run(["pgrep", "-f", str(pair.state_dir)], capture_output=True, text=True).stdout.split()
+    assert not left, f"ignite.sh down left nodes running: {left}"
     counts = {p: dict(sorted(collections.Counter(c for q, _, c in events if q == p).items()))
               for p in ("both", "node 0 killed", "node 0 rejoined", "node 1 killed")}
     late_failures = [(p, round(t - max(k for k in kills if k <= t), 2), c) for p, t, c in events
