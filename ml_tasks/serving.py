@@ -10,9 +10,10 @@ model registration and feature version, so a new champion or a re-warm never ser
 
 Faults: the only answers are 200, 404 (unknown entity), 422 (malformed request) and 503 (no champion
 yet, Ignite down or restarted, cache not warmed). Handlers are plain functions that FastAPI runs in
-its thread pool, each thread with its own Ignite client (pyignite's is not thread-safe); an Ignite
-error drops that client, and the next request reconnects and re-creates the caches it needs, so the
-service recovers by itself once a node and a warm are back. The champion is reloaded by a background
+its thread pool, each thread with its own Ignite client (pyignite's is not thread-safe) connected to one
+of the nodes ``KILN_IGNITE_HOST`` lists (``a,b:10801``); an Ignite error drops that client and the request
+is retried once on a fresh one (another node, when one died), then it is a 503; the next request
+reconnects and re-creates the caches it needs, so the service recovers by itself once a node and a warm are back. The champion is reloaded by a background
 thread when the registry changes; a reload never blocks a request, and a failed one keeps the old model.
 ``/healthz`` is 200 only when a champion is loaded and the aliased feature cache answers.
 """
