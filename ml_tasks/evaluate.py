@@ -103,6 +103,12 @@ def rank_key(task: str, row: dict[str, Any]) -> tuple[float, str]:
     return (np.inf if not np.isfinite(value) else sign * value, row["candidate"])
 
 
+def trained_candidates(candidates_root: Path) -> list[CandidateFiles]:
+    """The candidates a trainer published (a trainer publishes its folder whole, predictions included)."""
+    found = [CandidateFiles(p) for p in sorted(candidates_root.glob("*/"))] if candidates_root.exists() else []
+    return [c for c in found if c.predictions.exists()]
+
+
 def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds: Thresholds,
              only: list[str] | None = None, failures_dir: Path | None = None) -> dict[str, Any]:
     """Score the finished candidates under ``candidates_root`` (``only`` these names, when given).
@@ -111,8 +117,7 @@ def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds
     a chosen candidate that did not train (a skipped step) is named in the log and left out, and one
     whose trainer failed its contract is listed under ``failed`` with the reason from ``failures_dir``.
     """
-    found = [CandidateFiles(p) for p in sorted(candidates_root.glob("*/"))] if candidates_root.exists() else []
-    found = [c for c in found if c.predictions.exists()]
+    found = trained_candidates(candidates_root)
     failed: list[dict[str, Any]] = []
     if only is not None:
         missing = sorted(set(only) - {c.dir.name for c in found})

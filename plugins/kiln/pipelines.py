@@ -138,10 +138,7 @@ def training_dag(spec: DatasetSpec) -> DAG:
         trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
                                        pod_resources="medium", image=SINGA_IMAGE)
         trainers.update({name: _trainer_stage(spec, name) for name in spec.trainers})
-        # A trainer that fails its contract is left out, not the run: evaluate compares whoever trained, once
-        # every chosen trainer is done. When none trained (or ingest already failed) there is nothing to compare:
-        # evaluate does not start (no pod, no process) and each trainer's task names its own failure.
-        evaluate = _stage(spec, "evaluate", "evaluate", trigger_rule="all_done_min_one_success")
+        evaluate = _stage(spec, "evaluate", "evaluate")
         online_features = _stage(spec, "online_features", "online-features")
         register = _stage(spec, "register", "register", ["--params-json", "{{ params | tojson }}"])
 
@@ -149,6 +146,20 @@ def training_dag(spec: DatasetSpec) -> DAG:
         def choose_candidates(params=None) -> list[str]:
             """Run only the trainers chosen in the form; the others are skipped, not failed."""
             return [trainers[name].task_id for name in params["candidates"] if name in trainers]
+
+        # A trainer that fails its contract is left out, not the run: once every chosen trainer is done (failed
+        # ones too), evaluate compares whoever trained. When none did (or ingest already failed) nothing is left
+        # to compare: evaluate and what follows are skipped, no pod or process starts, the failed tasks say why.
+        @task.short_circuit(trigger_rule="all_done")
+        def any_candidate_trained(ti=None) -> bool:
+            from ml_tasks.evaluate import trained_candidates
+            from ml_tasks.layout import Layout
+
+            plan = {key: ti.xcom_pull(task_ids="plan", key=key) for key in ("data_root", "dataset", "ds", "run_id")}
+            trained = [c.dir.name for c in trained_candidates(
+                Layout(Path(plan["data_root"]), plan["dataset"], plan["ds"], plan["run_id"]).candidates_root)]
+            print(f"candidates trained: {', '.join(trained) or 'none'}")
+            return bool(trained)
 
         @task.short_circuit(ignore_downstream_trigger_rules=True)
         def champion_changed(params=None, ti=None) -> bool:
@@ -184,7 +195,8 @@ def training_dag(spec: DatasetSpec) -> DAG:
         )
         register >> announce_champion()
         register >> champion_changed() >> warm_cache
-        plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values()) >> evaluate
+        plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values())
+        list(trainers.values()) >> any_candidate_trained() >> evaluate
         evaluate >> online_features >> register
 
     return pipeline()
