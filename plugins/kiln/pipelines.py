@@ -148,18 +148,21 @@ def training_dag(spec: DatasetSpec) -> DAG:
             return [trainers[name].task_id for name in params["candidates"] if name in trainers]
 
         # A trainer that fails its contract is left out, not the run: once every chosen trainer is done (failed
-        # ones too), evaluate compares whoever trained. When none did (or ingest already failed) nothing is left
-        # to compare: evaluate and what follows are skipped, no pod or process starts, the failed tasks say why.
-        @task.short_circuit(trigger_rule="all_done")
-        def any_candidate_trained(ti=None) -> bool:
+        # ones too), evaluate compares whoever trained. When none did (or ingest already failed) this task fails
+        # instead, so evaluate and what follows start no pod or process and the run ends failed, not green.
+        @task(trigger_rule="all_done")
+        def any_candidate_trained(ti=None) -> list[str]:
+            from airflow.sdk.exceptions import AirflowFailException
+
             from ml_tasks.evaluate import trained_candidates
             from ml_tasks.layout import Layout
 
             plan = {key: ti.xcom_pull(task_ids="plan", key=key) for key in ("data_root", "dataset", "ds", "run_id")}
             trained = [c.dir.name for c in trained_candidates(
                 Layout(Path(plan["data_root"]), plan["dataset"], plan["ds"], plan["run_id"]).candidates_root)]
-            print(f"candidates trained: {', '.join(trained) or 'none'}")
-            return bool(trained)
+            if not trained:
+                raise AirflowFailException("no candidate trained in this run: the failed or skipped tasks before this one say why")
+            return trained
 
         @task.short_circuit(ignore_downstream_trigger_rules=True)
         def champion_changed(params=None, ti=None) -> bool:
