@@ -142,6 +142,39 @@ def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, t
     np.testing.assert_allclose(bundle.score(rows.to_dict("records")), preds.loc[rows.entity_id].score.to_numpy(), atol=1e-6)
 
 
+class RequestStream:
+    """Concurrent clients asking the service for entities in turn, each answer recorded as (phase, when, status),
+    labelled with the phase it was answered in. Started and stopped as a context manager."""
+
+    def __init__(self, url: str, entities: list[str], phase: str, clients: int = 3, pause: float = 0.0):
+        self.url, self.entities, self.phase, self.pause = url, entities, phase, pause
+        self.events: list[tuple[str, float, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(k * len(entities) // clients,)) for k in range(clients)]
+
+    def _run(self, offset: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as http:
+            i = offset
+            while not self._stop.is_set():
+                code = http.get(f"/predict/{self.entities[i % len(self.entities)]}").status_code
+                self.events.append((self.phase, time.monotonic(), code))
+                i += 1
+                time.sleep(self.pause)
+
+    def counts(self, phases: list[str]) -> dict[str, dict[int, int]]:
+        return {p: dict(sorted(collections.Counter(c for q, _, c in self.events if q == p).items())) for p in phases}
+
+    def __enter__(self) -> RequestStream:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=15)
+
+
 def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewarm(served, tmp_path_factory):
     """kill -9 the node under a stream of requests, restart it empty, re-warm: only 200/404/503, then 200 again."""
     from ml_tasks.serving import Settings
@@ -152,29 +185,13 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
     lay = served["layout"]
     features = lay.online_features
     entities = single_row_test_entities(lay, 20)
-    codes: list[tuple[str, int]] = []
-    phase = ["before"]
-    stop = threading.Event()
     try:
         warm(node.client(), "svc_features", features, version_prefix=lay.ds + "-")
         settings = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=node.port,
                             prediction_ttl=60, ignite_timeout=1.0)
-        with running_service(settings) as url:
-
-            def stream() -> None:
-                with httpx.Client(base_url=url, timeout=10) as http:
-                    i = 0
-                    while not stop.is_set():
-                        code = http.get(f"/predict/{entities[i % len(entities)]}").status_code
-                        codes.append((phase[0], code))  # labelled when answered: the phase it was answered in
-                        i += 1
-                        time.sleep(0.005)
-
-            streaming = [threading.Thread(target=stream) for _ in range(3)]  # concurrent clients
-            for t in streaming:
-                t.start()
+        with running_service(settings) as url, RequestStream(url, entities, "before", pause=0.005) as stream:
             time.sleep(1.0)
-            phase[0] = "down"
+            stream.phase = "down"
             os.kill(node.pid, signal.SIGKILL)
             time.sleep(2.0)
             with httpx.Client(base_url=url, timeout=10) as http:
@@ -182,28 +199,23 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
                 node.stop()
                 shutil.rmtree(node.state_dir / "work")  # restarted empty, as an in-memory node restarts
                 node.start()  # every cache, the alias and the prediction cache are gone
-                phase[0] = "restarted"
+                stream.phase = "restarted"
                 time.sleep(1.0)
                 assert http.get("/healthz").status_code == 503  # up but not warmed: still not green
-                phase[0] = "rewarmed"
+                stream.phase = "rewarmed"
                 warm(node.client(), "svc_features", features, version_prefix=lay.ds + "-")
                 deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not [c for p, c in codes[-20:] if p == "rewarmed" and c == 200]:
+                while time.monotonic() < deadline and not [c for p, _, c in stream.events[-20:] if p == "rewarmed" and c == 200]:
                     time.sleep(0.2)
                 time.sleep(1.0)
                 health = http.get("/healthz")
-            stop.set()
-            for t in streaming:
-                t.join(timeout=15)
     finally:
-        stop.set()
         node.stop()
-    counts = {p: dict(sorted(collections.Counter(c for q, c in codes if q == p).items()))
-              for p in ("before", "down", "restarted", "rewarmed")}
+    counts = stream.counts(["before", "down", "restarted", "rewarmed"])
     print(f"status codes per phase: {counts}")
-    assert {c for _, c in codes} <= {200, 404, 503}, counts
+    assert {c for _, _, c in stream.events} <= {200, 404, 503}, counts
     assert set(counts["before"]) == {200} and 503 in counts["down"] and set(counts["restarted"]) == {503}, counts
-    tail = [c for p, c in codes if p == "rewarmed"][-30:]
+    tail = [c for p, _, c in stream.events if p == "rewarmed"][-30:]
     assert tail and set(tail) == {200}, counts  # recovered without restarting the service
     assert health.status_code == 200 and health.json()["feature_version"].startswith(lay.ds)
 
@@ -262,10 +274,7 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
     pair.start()
     lay = served["layout"]
     entities = sorted(pd.read_parquet(lay.online_features, columns=["entity_id"]).entity_id)
-    events: list[tuple[str, float, int]] = []  # (phase, when, status)
     changes: list[tuple[float, float]] = []  # topology changes: (start, end) of a kill (an instant) or a join
-    phase = ["both"]
-    stop = threading.Event()
     try:
         monkeypatch.setenv("AIRFLOW_CONN_IGNITE_DEFAULT", json.dumps({"conn_type": "ignite", "host": pair.hosts}))
         warmed = IgniteCacheWarmOperator(task_id="warm", source=str(lay.online_features), cache_name="svc_features",
@@ -277,24 +286,12 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
         client.close()
         settings = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_host=pair.hosts,
                             prediction_ttl=60, ignite_timeout=1.0)
-        with running_service(settings) as url:
-
-            def stream(offset: int) -> None:
-                with httpx.Client(base_url=url, timeout=10) as http:
-                    i = offset
-                    while not stop.is_set():
-                        code = http.get(f"/predict/{entities[i % len(entities)]}").status_code
-                        events.append((phase[0], time.monotonic(), code))
-                        i += 1
-
-            streaming = [threading.Thread(target=stream, args=(k * len(entities) // 3,)) for k in range(3)]
-            for t in streaming:
-                t.start()
+        with running_service(settings) as url, RequestStream(url, entities, "both") as stream:
             time.sleep(1.0)
             first, second = pair.pids
             changes.append((time.monotonic(), time.monotonic()))
             os.kill(first, signal.SIGKILL)
-            phase[0] = "node 0 killed"
+            stream.phase = "node 0 killed"
             time.sleep(3.0)
             joining = time.monotonic()
             pair.start()  # starts the missing node only; it rejoins and takes its share back from the backups
@@ -302,11 +299,11 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
             client = pair.client()
             wait_until_backed_up(client, features, len(entities))
             client.close()
-            phase[0] = "node 0 rejoined"
+            stream.phase = "node 0 rejoined"
             time.sleep(1.0)
             changes.append((time.monotonic(), time.monotonic()))
             os.kill(second, signal.SIGKILL)  # only the rejoined node is left: it must hold every entry
-            phase[0] = "node 1 killed"
+            stream.phase = "node 1 killed"
             time.sleep(3.0)
             with httpx.Client(base_url=url, timeout=30) as http:
                 answered = [http.post("/predict", json={"entity_ids": entities[i:i + 1000]}).json()
@@ -314,16 +311,12 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
                 missing = [e for batch in answered for e in batch["unknown"]]
                 served_ids = {p["entity_id"] for batch in answered for p in batch["predictions"]}
                 health = http.get("/healthz")
-            stop.set()
-            for t in streaming:
-                t.join(timeout=15)
     finally:
-        stop.set()
         pair.stop()
     left = subprocess.run(["pgrep", "-f", str(pair.state_dir)], capture_output=True, text=True).stdout.split()
     assert not left, f"ignite.sh down left nodes running: {left}"
-    counts = {p: dict(sorted(collections.Counter(c for q, _, c in events if q == p).items()))
-              for p in ("both", "node 0 killed", "node 0 rejoined", "node 1 killed")}
+    events = stream.events
+    counts = stream.counts(["both", "node 0 killed", "node 0 rejoined", "node 1 killed"])
     late_failures = [(p, round(t - changes[0][0], 2), c) for p, t, c in events
                      if c != 200 and not any(start <= t <= end + FAILOVER_WINDOW_S for start, end in changes)]
     print(f"status codes per phase: {counts}; requests answered: {len(events)}")
