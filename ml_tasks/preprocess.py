@@ -9,6 +9,7 @@ training split only, so the held-out set never leaks into imputation or scaling 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,8 @@ def preprocess(
         "feature_dim": len(transform_matrix({c: [np.nan] for c in schema.numeric}
                                             | {c: [None] for c in schema.categorical}, spec)[0]),
         "parity_max_abs_diff": max_diff,
-        "spark_master": spark.sparkContext.master,
+        "spark_master": spark.conf.get("spark.master"),
+        "spark_connect": os.environ.get("SPARK_REMOTE", "").split(";")[0] or None,  # the server, when over Connect
     }
     log.info("preprocessed %s", summary)
     return summary

@@ -1,8 +1,13 @@
-"""One way to get a SparkSession: under spark-submit it joins the submitted app, alone it runs local[*]."""
+"""One way to get a SparkSession: a Spark Connect session when ``SPARK_REMOTE`` names a server (no JVM here),
+the submitted application under spark-submit, else local[*] in this process."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
+import sys
+import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,6 +19,20 @@ def get_spark(app_name: str) -> SparkSession:
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder
+    if os.environ.get("SPARK_REMOTE"):
+        # A long-running Spark Connect server: the session is ours, the server's static settings stand.
+        session = (builder.remote(os.environ["SPARK_REMOTE"]).appName(app_name)
+                   .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "8"))
+                   .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+        # Release the session (its cached frames and fitted models on the server) before the interpreter tears
+        # down: pyspark 4.2's model finalizers otherwise send a delete RPC at shutdown that can block for good
+        # (SPARK-57655). After stop() the finalizers see no active session and do nothing.
+        atexit.register(session.stop)
+        if threading.current_thread() is threading.main_thread():
+            # A timeout or on_kill SIGTERMs the stage: exit through atexit, so the released session takes its
+            # running jobs on the server with it instead of leaving them to run for a client that is gone.
+            signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+        return session
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         # Not launched by spark-submit (tests, the CLI by hand): choose name, master and tuning here. Under
         # spark-submit what was submitted (--name, --master, --conf) stands and must not be overridden.

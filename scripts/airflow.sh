@@ -6,7 +6,8 @@
 # The same PostgreSQL holds database kiln_source (role kiln_source) for datasets read from PostgreSQL,
 # exported to Airflow as connection kiln_source (AIRFLOW_CONN_KILN_SOURCE).
 # Env (defaults): KILN_AIRFLOW_STATE (.airflow/server), KILN_AIRFLOW_PORT (8080), KILN_PG_PORT (5433),
-# KILN_LOG_SERVER_PORT (8793; the triggerer's is +1), KILN_AIRFLOW_PARALLELISM (4).
+# KILN_LOG_SERVER_PORT (8793; the triggerer's is +1), KILN_AIRFLOW_PARALLELISM (4), AIRFLOW_CONN_SPARK_DEFAULT
+# (sc://127.0.0.1:15002: a Spark Connect server `up` starts, and `down` stops, when it is not already running).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${KILN_AIRFLOW_STATE:-$root/.airflow/server}"
@@ -49,7 +50,10 @@ write_env() {
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$state/admin-password.json"
   export AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL=10
   export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=10
-  export AIRFLOW_CONN_SPARK_DEFAULT="${AIRFLOW_CONN_SPARK_DEFAULT:-spark://local%5B%2A%5D}"
+  # Spark stages attach to a Spark Connect server (started by `up` when it is this machine's and not running);
+  # a spark:// or local[*] URL makes them spark-submit instead.
+  export AIRFLOW_CONN_SPARK_DEFAULT="${AIRFLOW_CONN_SPARK_DEFAULT:-sc://127.0.0.1:15002}"
+  export KILN_SPARK_CONNECT_DIR="$state/spark-connect"
   export AIRFLOW_CONN_IGNITE_DEFAULT="${AIRFLOW_CONN_IGNITE_DEFAULT:-ignite://127.0.0.1:10800}"
   export KILN_DATA_ROOT="${KILN_DATA_ROOT:-$root/data}"
   # A PostgreSQL database for datasets' own tables (source kind postgres), read through this connection.
@@ -88,6 +92,7 @@ up() {
     if port_open "$p" && ! [ -f "$run/api-server.pid" ]; then echo "airflow: port $p is already in use" >&2; exit 1; fi
   done
   postgres_up
+  "$root/scripts/spark_connect.sh" ensure "$AIRFLOW_CONN_SPARK_DEFAULT"
   airflow db migrate > "$run/migrate.log" 2>&1 || { tail -20 "$run/migrate.log" >&2; exit 1; }
   for c in "${components[@]}"; do
     if [ -f "$run/$c.pid" ] && kill -0 "$(cat "$run/$c.pid")" 2>/dev/null; then continue; fi
@@ -125,6 +130,7 @@ down() {
     rm -f "$run/$c.pid"
   done
   if [ -f "$pgdata/PG_VERSION" ]; then as_pg "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop > /dev/null 2>&1 || true; fi
+  "$root/scripts/spark_connect.sh" down > /dev/null  # only the server `up` started (its pid file is in $state)
   echo "airflow: stopped"
 }
 

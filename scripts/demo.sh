@@ -7,9 +7,12 @@ ds=${1:?usage: demo.sh YYYY-MM-DD}
 cd "$(dirname "$0")/.."
 log="$AIRFLOW_HOME/demo-$ds.log"
 if (exec 3<>/dev/tcp/127.0.0.1/10800) 2>/dev/null; then ignite=1; conf='{}'; else ignite=0; conf='{"warm_cache": false}'; fi
-echo "== kiln_training for partition $ds (SQLite metadata DB, Spark local[*], data in $KILN_DATA_ROOT)"
+echo "== kiln_training for partition $ds (SQLite metadata DB, Spark $AIRFLOW_CONN_SPARK_DEFAULT, data in $KILN_DATA_ROOT)"
+# The Spark stages attach to a Spark Connect server: started here if it is this machine's and not running, and
+# left running for the next runs (make spark-connect-down stops it).
+scripts/spark_connect.sh ensure "$AIRFLOW_CONN_SPARK_DEFAULT"
 [ "$ignite" = 1 ] || echo "   no Ignite node on 127.0.0.1:10800: cache warming is off for this run (make ignite-up to include it)"
-echo "   running 'airflow dags test kiln_training $ds' (about 3 minutes; log: $log)"
+echo "   running 'airflow dags test kiln_training $ds' (about a minute; log: $log)"
 if ! airflow dags test kiln_training "$ds" -c "$conf" > "$log" 2>&1; then
   grep -E "ERROR|Error|rejected" "$log" | tail -15
   echo "demo: kiln_training failed for $ds (full log: $log)"

@@ -90,3 +90,15 @@ def ignite_node(tmp_path_factory: pytest.TempPathFactory):
     os.environ["AIRFLOW_CONN_IGNITE_DEFAULT"] = node.connection_uri()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_connect(tmp_path_factory: pytest.TempPathFactory):
+    """One real Spark Connect server (scripts/spark_connect.sh, its own ports) for the session's Spark stages."""
+    from tests.spark_cluster import SparkConnectServer
+
+    server = SparkConnectServer(tmp_path_factory.mktemp("spark-connect"))
+    server.start()
+    yield server
+    server.stop()
+    assert not server.running(), "spark_connect.sh down left the server running"

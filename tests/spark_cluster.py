@@ -70,3 +70,44 @@ class SparkCluster:
         out = subprocess.run(["pgrep", "-f", str(self.state_dir)], capture_output=True, text=True)
         left += [f"process {pid}" for pid in out.stdout.split()]
         return left
+
+
+@dataclass
+class SparkConnectServer:
+    """A Spark Connect server started with scripts/spark_connect.sh on its own ports."""
+
+    state_dir: Path
+    port: int = 15202
+    ui_port: int = 4145
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KILN_SPARK_CONNECT_DIR": str(self.state_dir), "KILN_SPARK_CONNECT_PORT": str(self.port),
+                "KILN_SPARK_CONNECT_UI_PORT": str(self.ui_port)}
+
+    @property
+    def url(self) -> str:
+        return f"sc://127.0.0.1:{self.port}"
+
+    def _script(self, action: str) -> str:
+        out = subprocess.run([str(ROOT / "scripts" / "spark_connect.sh"), action], env=self.env, capture_output=True,
+                             text=True, timeout=180)
+        if out.returncode != 0:
+            raise RuntimeError(f"spark_connect.sh {action} failed: {out.stdout}\n{out.stderr}")
+        return out.stdout
+
+    def start(self) -> None:
+        self._script("up")
+
+    def stop(self) -> None:
+        self._script("down")
+
+    def running(self) -> bool:
+        return subprocess.run([str(ROOT / "scripts" / "spark_connect.sh"), "status"], env=self.env,
+                              capture_output=True).returncode == 0
+
+    def jobs(self, status: str | None = None) -> list[dict]:
+        """The server's Spark jobs from its own REST API (``status``: running, succeeded, failed)."""
+        base = f"http://127.0.0.1:{self.ui_port}/api/v1/applications"
+        (app,) = httpx.get(base, timeout=5).json()
+        return httpx.get(f"{base}/{app['id']}/jobs", params={"status": status} if status else None, timeout=5).json()

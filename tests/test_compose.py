@@ -51,7 +51,7 @@ def test_secrets_are_required_not_defaulted(composecheck):
 
 def test_the_full_stack_is_there(project):
     assert set(project["services"]) == {"postgres", *AIRFLOW_COMMANDS, "spark-master", "spark-worker-1", "spark-worker-2",
-                                        "ignite", "ignite-2", "serving"}
+                                        "spark-connect", "ignite", "ignite-2", "serving"}
 
 
 def test_airflow_services_come_from_the_project_image(project):
@@ -103,6 +103,18 @@ def test_dependency_order_and_health_checks(project):
     for name in ("postgres", "airflow-api-server", "spark-master", "ignite", "serving"):
         assert services[name]["healthcheck"]["test"], name
     assert set(project["volumes"]) >= {"kiln-data", "postgres-data", "ignite-data"}
+
+
+def test_spark_stages_attach_to_the_connect_server_on_the_cluster(project):
+    services = project["services"]
+    assert services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_SPARK_DEFAULT"].startswith("sc://spark-connect:15002")
+    connect = services["spark-connect"]
+    command = connect["command"]
+    assert command[command.index("--class") + 1] == "org.apache.spark.sql.connect.service.SparkConnectServer"
+    assert command[command.index("--master") + 1] == "spark://spark-master:7077"
+    assert "spark.connect.grpc.binding.port=15002" in command and "spark.driver.host=spark-connect" in command
+    assert any(v["source"] == "kiln-data" and v["target"] == "/data" for v in connect["volumes"])  # it reads the data root
+    assert connect["healthcheck"]["test"]
 
 
 def test_two_spark_workers_and_two_ignite_nodes_with_a_backup_each(project):

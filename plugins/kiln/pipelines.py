@@ -21,7 +21,6 @@ from ml_tasks.run_settings import TASK_TIMEOUT
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
 from ml_tasks.stages import STAGES
 
-SPARK_APP = str(Path(__file__).resolve().parents[2] / "scripts" / "spark_stage.py")
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
@@ -72,15 +71,17 @@ def _trainer_stage(spec: DatasetSpec, name: str):
 
 
 def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = ()):
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+    """A Spark stage: over Spark Connect when ``spark_default`` is a Connect server, else spark-submit."""
+    from kiln.operators.spark import KilnSparkStageOperator
 
-    return SparkSubmitOperator(
-        task_id=task_id, conn_id="spark_default", application=SPARK_APP,
-        application_args=[stage, *stage_arguments(spec, stage, options)], name=f"kiln-{spec.name}-{task_id}",
+    return KilnSparkStageOperator(
+        task_id=task_id, stage=stage, arguments=stage_arguments(spec, stage, options),
+        result_path=plan_value("results_dir") + f"/{task_id}.json", timeout_minutes="{{ params.stage_timeout_minutes }}",
+        conn_id="spark_default", application_name=f"kiln-{spec.name}-{task_id}",
         # The UI stays on: on a cluster it is the application's REST API, linked from the master's page. Kiln's data
         # sits on a shared filesystem, so waiting for a data-local slot (3 s by default) only delays each stage.
-        conf={"spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN", "spark.locality.wait": "0"},
-        pool_slots=2,
+        submit_conf={"spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN", "spark.locality.wait": "0"},
+        pool_slots=2, pod_resources="medium",
     )
 
 

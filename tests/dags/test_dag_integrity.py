@@ -69,8 +69,6 @@ def rendered_commands(dag) -> list[list[str]]:
     for t in dag.tasks:
         if hasattr(t, "stage"):
             args = [t.stage, *t.arguments]
-        elif hasattr(t, "application_args"):
-            args = list(t.application_args)
         elif hasattr(t, "worker_args"):
             args = ["train-mxnet", *t.worker_args]
         else:

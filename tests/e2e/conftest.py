@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,8 +14,21 @@ from tests.e2e.helpers import ARTIFACTS
 SUBSET = ["mxnet_mlp"]
 
 
+@pytest.fixture(scope="package", autouse=True)
+def spark_stages_over_connect(spark_connect):
+    """The DAGs' Spark stages attach to the session's Spark Connect server, as under `make` (a test may still pass
+    a spark:// connection of its own)."""
+    before = os.environ.get("AIRFLOW_CONN_SPARK_DEFAULT")
+    os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = spark_connect.url
+    yield spark_connect
+    if before is None:
+        os.environ.pop("AIRFLOW_CONN_SPARK_DEFAULT", None)
+    else:
+        os.environ["AIRFLOW_CONN_SPARK_DEFAULT"] = before
+
+
 @pytest.fixture(scope="package")  # stopped when tests/e2e is done: its scheduler and parser use CPU
-def airflow_server(tmp_path_factory, ignite_node):
+def airflow_server(tmp_path_factory, ignite_node, spark_stages_over_connect):
     """A real Airflow (PostgreSQL, LocalExecutor, 4 components) on its own ports and data root.
 
     Unpausing kiln_training lets the scheduler create the run of the latest daily interval at once.

@@ -66,7 +66,7 @@ def run_dir(root, ds: str, run_id: str):
     return Layout(root, "transactions", ds, run_id).run_dir
 
 
-def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflow_server):
+def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflow_server, spark_stages_over_connect):
     # A model of its own: its first version is its champion whatever other tests registered, so the
     # champion changes, the cache is warmed and the asset event fires.
     started = time.time()
@@ -82,6 +82,9 @@ def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflo
     assert tis["warm_feature_cache"]["state"] == "success"
     evaluation = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"]) / "evaluation.json").read_text())
     assert {c["candidate"] for c in evaluation["candidates"]} == set(SUBSET)
+    # spark_default is an sc:// connection: preprocess ran as a thin client of the Spark Connect server
+    preprocessed = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"]) / "_results/preprocess.json").read_text())
+    assert preprocessed["spark_connect"] == spark_stages_over_connect.url
     # the champion changed, so the kiln_champion_transactions asset was updated: a new kiln_cache_refresh run starts by itself
     deadline = time.monotonic() + 180
     fresh: list[dict] = []

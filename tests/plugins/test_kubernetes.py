@@ -186,6 +186,14 @@ def test_spark_workers_offer_executors_no_more_than_their_container_may_use(over
     assert offered_gib < int(limits["memory"].rstrip("Gi"))  # room for the worker daemon itself
     master = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "kiln-spark-master")
     assert {p["port"] for p in master["spec"]["ports"]} == {7077, 8080}
+    connect = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kiln-spark-connect")
+    pod = connect["spec"]["template"]["spec"]
+    command = pod["containers"][0]["command"]
+    assert command[command.index("--master") + 1] == "spark://kiln-spark-master:7077"
+    assert "spark.driver.host=$(POD_IP)" in command  # the executors call back to this pod
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "kiln-data"
+    values = yaml.safe_load((ROOT / "k8s" / "airflow" / "values.yaml").read_text())
+    assert {"name": "AIRFLOW_CONN_SPARK_DEFAULT", "value": "sc://kiln-spark-connect.kiln.svc:15002"} in values["env"]
 
 
 def test_airflow_helm_values_use_the_kiln_image_and_kubernetes_executor():

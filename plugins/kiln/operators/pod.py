@@ -41,6 +41,7 @@ class KilnPodOperator(KubernetesPodOperator):
         data_mount: str = "/data",
         image: str | None = None,
         namespace: str | None = None,
+        stage_env: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.stage = stage
@@ -60,7 +61,7 @@ class KilnPodOperator(KubernetesPodOperator):
             container_security_context=pod_spec.container_security_context(),
             volumes=pod_spec.volumes(),
             volume_mounts=pod_spec.volume_mounts(data_mount),
-            env_vars=pod_spec.environment(data_mount),
+            env_vars=[*pod_spec.environment(data_mount), *(k8s.V1EnvVar(name=k, value=v) for k, v in (stage_env or {}).items())],
             env_from=pod_spec.connection_secrets(),
             termination_message_policy="FallbackToLogsOnError",  # the stage's last lines explain a failure
             labels={"app.kubernetes.io/part-of": "kiln", "kiln.io/stage": stage},  # KPO adds dag/task/run/try
@@ -77,7 +78,7 @@ class KilnPodOperator(KubernetesPodOperator):
                    data_mount=data_root,
                    # the stage's timeout, enforced by the kubelet: it kills the pod, whatever happens to the task
                    active_deadline_seconds=int(float(stage_op.timeout_minutes) * 60) if stage_op.timeout_minutes else None,
-                   image=stage_op.image)
+                   image=stage_op.image, stage_env=stage_op.stage_env())
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """KPO's cleanup (delete the pod, map the skip code), then the stage's exit codes with its reason."""

@@ -105,10 +105,14 @@ class KilnStageOperator(BaseOperator):
 
         return read_result(self.stage, self.result_path)
 
+    def stage_env(self) -> dict[str, str]:
+        """Variables the stage needs wherever it runs (subprocess or pod); none by default."""
+        return {}
+
     def _stage_env(self) -> dict[str, str]:
         from airflow.sdk import BaseHook
 
-        env = os.environ.copy()
+        env = {**os.environ, **self.stage_env()}
         for conn_id in self.connections:  # fetching registers the secret with the masker, too
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = BaseHook.get_connection(conn_id).get_uri()
         return env
