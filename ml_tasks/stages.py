@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -207,12 +208,10 @@ def _report(r: Run) -> dict[str, Any]:
 
 
 def _serve(r: Run) -> None:
-    import os
-
     from ml_tasks.serving import serve
 
     os.environ["KILN_DATA_ROOT"] = str(Path(r.args.data_root).resolve())
-    serve(r.args.host, r.args.port)
+    serve(r.args.host, r.args.port, r.args.workers)
 
 
 def _infer_dataset(r: Run) -> None:
@@ -267,7 +266,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("rollback", "retire the champion; the registry re-decides without it", _rollback, ("model_name",), partition=False),
     Stage("report", "print a partition's evaluation and the registry state", _report, ("model_name",)),
     Stage("serve", "online predictions for every dataset (features from Ignite, the champion models)", _serve,
-          options=((("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000})),
+          options=((("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000}),
+                   (("--workers",), {"type": int, "default": int(os.environ.get("KILN_SERVE_WORKERS", "1")),
+                                     "help": "server processes sharing the port (KILN_SERVE_WORKERS, 1): one per core "
+                                             "the service may use; Python runs one request at a time per process"})),
           partition=False, dataset=False),
     Stage("infer-dataset", "draft a dataset spec (YAML on stdout) from a sample of the data", _infer_dataset,
           options=((("source",), {"help": "CSV/Parquet file, folder or glob; sklearn:breast_cancer|diabetes; "

@@ -175,6 +175,39 @@ class RequestStream:
             t.join(timeout=15)
 
 
+def test_a_rewarm_is_served_within_the_alias_bound_and_never_before_it_is_complete(served, ignite_node, tmp_path):
+    """The service reuses a resolved alias for KILN_ALIAS_TTL (1 s): after a warm switches the alias, every request
+    answers from the new version within that bound, and none goes back to the old one."""
+    from ml_tasks.serving import Settings
+
+    lay = served["layout"]
+    entity = single_row_test_entities(lay, 1)[0]
+    changed = tmp_path / "changed.parquet"
+    table = pd.read_parquet(lay.online_features)
+    numeric = next(c for c in table.columns if c not in ("entity_id", "event_ts") and pd.api.types.is_float_dtype(table[c]))
+    table.loc[table.entity_id == entity, numeric] += 1.0  # new content: a new version
+    table.to_parquet(changed, index=False)
+    bound = Settings().alias_ttl
+    seen: list[tuple[float, str]] = []
+    try:
+        with httpx.Client(base_url=served["url"], timeout=10) as http:
+            old = http.get(f"/predict/{entity}").json()["feature_version"]
+            warm(ignite_node.client(), "svc_features", changed, version_prefix=lay.ds + "-")
+            switched = time.monotonic()
+            while time.monotonic() - switched < bound + 1.0:
+                resp = http.get(f"/predict/{entity}")
+                assert resp.status_code == 200, resp.text
+                seen.append((time.monotonic() - switched, resp.json()["feature_version"]))
+                time.sleep(0.02)
+    finally:
+        warm(ignite_node.client(), "svc_features", lay.online_features, version_prefix=lay.ds + "-")  # back for the other tests
+    new = seen[-1][1]
+    assert new != old
+    first_new = next(i for i, (_, version) in enumerate(seen) if version == new)
+    assert seen[first_new][0] <= bound + 0.1, seen[: first_new + 1]  # within the bound (plus one poll)
+    assert all(version == new for _, version in seen[first_new:]), seen  # and never back
+
+
 def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewarm(served, tmp_path_factory):
     """kill -9 the node under a stream of requests, restart it empty, re-warm: only 200/404/503, then 200 again."""
     from ml_tasks.serving import Settings
