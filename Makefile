@@ -12,7 +12,9 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
-export AIRFLOW_CONN_SPARK_DEFAULT ?= spark://local%5B%2A%5D
+# Spark stages attach to a long-running Spark Connect server (make spark-connect-up; the demo starts it);
+# spark://host:7077 or local[*] here makes each stage a spark-submit of its own instead.
+export AIRFLOW_CONN_SPARK_DEFAULT ?= sc://127.0.0.1:15002
 export AIRFLOW_CONN_IGNITE_DEFAULT ?= ignite://127.0.0.1:10800
 export KILN_DATA_ROOT ?= $(CURDIR)/data
 export PATH := $(VENV)/bin:$(PATH)
@@ -23,7 +25,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 
-.PHONY: setup singa k8s-binaries demo test bench lint ignite-up ignite-down spark-up spark-down airflow-up airflow-down k8s-up k8s-down clean
+.PHONY: setup singa k8s-binaries demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down airflow-up airflow-down k8s-up k8s-down clean
 
 # `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed, the
 # Kubernetes control plane is built and the DB is migrated. Singa compiles once per machine (~2.5 min on
@@ -57,11 +59,16 @@ demo: setup
 test: setup
 	scripts/run_tests.sh $(PYTEST_ARGS)
 
+# Each figure beside its baseline (same run) and goal; results in bench/results/{full,quick}/ (table + PNG plots).
 bench: setup
+	python bench/run.py
 	python bench/bench_pipeline.py
 	python bench/bench_mxnet.py
 	python bench/bench_ignite.py
 	python bench/bench_postgres.py
+
+bench-quick: setup
+	python bench/run.py --quick
 
 lint: setup
 	ruff check .
@@ -78,6 +85,12 @@ spark-up: setup
 spark-down:
 	scripts/spark.sh down
 
+spark-connect-up: setup
+	scripts/spark_connect.sh up
+
+spark-connect-down:
+	scripts/spark_connect.sh down
+
 airflow-up: setup
 	scripts/airflow.sh up
 
@@ -92,4 +105,4 @@ k8s-down:
 	scripts/k8s.sh down
 
 clean:
-	rm -rf $(AIRFLOW_HOME) data .ignite/run .spark .k8s
+	rm -rf $(AIRFLOW_HOME) data .ignite/run .spark .spark-connect .k8s

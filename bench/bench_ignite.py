@@ -10,6 +10,7 @@ and misses over --requests requests each, against a champion trained and registe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import socket
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +93,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]:
-    import httpx
+@contextlib.contextmanager
+def running_service(work: Path, entities_wanted: int) -> Iterator[tuple[str, list[str], subprocess.Popen]]:
+    """Train, register and warm a champion on this run's node, then run the prediction service (its own process).
+
+    Yields the service's base URL, up to ``entities_wanted`` warmed entity ids and the service's process.
+    Spark runs over ``SPARK_REMOTE`` when set (a Spark Connect server), else in this process.
+    """
+    import pandas as pd
 
     from ml_tasks.candidates import BUILTIN_TRAINERS
     from ml_tasks.evaluate import Thresholds, evaluate
@@ -105,7 +113,7 @@ def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]
 
     spec = load_named("transactions")  # the service serves every spec; the bench's data root has this one's model
     lay = Layout(work / "data", spec.name, "2026-01-01")
-    ingest(spec, lay.ds, lay.raw_dir, rows=max(4 * requests, 40_000))
+    ingest(spec, lay.ds, lay.raw_dir, rows=max(4 * entities_wanted, 20_000))
     preprocess(lay.raw_dir, lay.features, lay.transform)
     train_candidate(BUILTIN_TRAINERS["spark_gbt"], {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4},
                     task="binary", features=lay.features, candidate=lay.candidate("spark_gbt"), checkpoint_dir=lay.checkpoint_dir("spark"))
@@ -113,31 +121,57 @@ def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]
     register(lay.evaluation, lay.registry_root, spec.registry_name, lay.ds, lay.transform_dir)
     online = latest_features(lay.raw_dir, lay.online_features)
     warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None)
-    import pandas as pd
-
-    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()[:requests]
-    port = free_port()
-    env = {**os.environ, "KILN_DATA_ROOT": str(lay.data_root), "KILN_IGNITE_PORT": str(PORT), "KILN_PREDICTION_TTL": "600"}
-    server = subprocess.Popen([sys.executable, "-m", "ml_tasks", "serve", "--port", str(port), "--data-root", str(lay.data_root)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()[:entities_wanted]
+    base, server = start_service(lay.data_root)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
-            for _ in range(100):
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            timings: dict[str, list[float]] = {"miss (first request per entity)": [], "hit (prediction cached)": []}
-            for label in timings:
-                for entity in entities:
-                    start = time.perf_counter()
-                    resp = http.get(f"/predict/{entity}")
-                    timings[label].append((time.perf_counter() - start) * 1000)
-                    assert resp.status_code == 200 and resp.json()["cached"] == label.startswith("hit")
+        yield base, entities, server
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_service(server)
+
+
+def start_service(data_root: Path, workers: int = 1) -> tuple[str, subprocess.Popen]:
+    """``python -m ml_tasks serve`` on a free port with ``workers`` processes; returns once /healthz answers 200."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "KILN_DATA_ROOT": str(data_root), "KILN_IGNITE_PORT": str(PORT), "KILN_PREDICTION_TTL": "3600"}
+    server = subprocess.Popen([sys.executable, "-m", "ml_tasks", "serve", "--port", str(port), "--data-root", str(data_root),
+                               "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(base + "/healthz").status_code == 200:
+                return base, server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_service(server)
+    raise RuntimeError("the prediction service did not become healthy within 60 s")
+
+
+def stop_service(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=20)
+
+
+def sequential_latency(base: str, entities: list[str]) -> dict[str, list[float]]:
+    """Each entity requested twice in turn, one request at a time: first a miss (scored), then a hit (cached)."""
+    import httpx
+
+    timings: dict[str, list[float]] = {"miss (first request per entity)": [], "hit (prediction cached)": []}
+    with httpx.Client(base_url=base) as http:
+        for label in timings:
+            for entity in entities:
+                start = time.perf_counter()
+                resp = http.get(f"/predict/{entity}")
+                timings[label].append((time.perf_counter() - start) * 1000)
+                assert resp.status_code == 200 and resp.json()["cached"] == label.startswith("hit"), resp.text
+    return timings
+
+
+def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]:
+    with running_service(work, requests) as (base, entities, _):
+        timings = sequential_latency(base, entities)
     return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in timings.items()}
 
 

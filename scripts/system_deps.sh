@@ -7,7 +7,7 @@
 set -euo pipefail
 declare -A need=(
   [java]=openjdk-17-jre-headless [mvn]=maven [chromium]=chromium [chromedriver]=chromium-driver
-  [kubectl]=kubernetes-client [/usr/lib/postgresql/15/bin/initdb]=postgresql-15 [openssl]=openssl [curl]=curl
+  [kubectl]=kubernetes-client [wrk]=wrk [/usr/lib/postgresql/15/bin/initdb]=postgresql-15 [openssl]=openssl [curl]=curl
 )
 missing=()
 for cmd in "${!need[@]}"; do
