@@ -62,9 +62,7 @@ test: setup
 # Each figure beside its baseline (same run) and goal; results in bench/results/{full,quick}/ (table + PNG plots).
 bench: setup
 	python bench/run.py
-	python bench/bench_pipeline.py
 	python bench/bench_mxnet.py
-	python bench/bench_ignite.py
 	python bench/bench_postgres.py
 
 bench-quick: setup

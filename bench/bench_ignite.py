@@ -1,22 +1,20 @@
-"""Ignite warm rate and serving latency, on one real node started for this run.
+"""Ignite warm rate and serving latency on one real node started for the run (used by bench/run.py).
 
 Warm rate (entries/s): Kiln's batched path (``feature_cache.warm``: put_all batches, verify, switch)
 vs a naive per-key ``put`` loop vs Ignite's own Java ``IgniteDataStreamer`` (bench/java), same node,
-same key/value pairs. The naive loop is timed on the first --naive-rows entries (its per-entry cost
-is flat; a 1 M-row naive load would take minutes). Serving latency p50/p99 on loopback for cache hits
-and misses over --requests requests each, against a champion trained and registered in this run.
+same key/value pairs. The naive loop is timed on the first naive_rows entries (its per-entry cost
+is flat; a 1 M-row naive load would take minutes). Serving: a champion trained, registered and warmed in
+the run, served by `python -m ml_tasks serve` processes.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +49,7 @@ def client():
 
 def feature_table(path: Path, rows: int) -> None:
     """``rows`` distinct entities with the online feature columns (from the synthetic generator)."""
-    from ml_tasks.ingest import generate_chunk
+    from ml_tasks.synthetic import generate_chunk
 
     table = generate_chunk("2026-01-01", 0, rows, entity_pool=rows).to_pandas()
     table["entity_id"] = [f"card_{i:08d}" for i in range(rows)]
@@ -60,6 +58,7 @@ def feature_table(path: Path, rows: int) -> None:
 
 
 def warm_rates(work: Path, rows: int, naive_rows: int) -> dict[str, float]:
+    work.mkdir(parents=True, exist_ok=True)
     source = work / "features.parquet"
     feature_table(source, rows)
     c = client()
@@ -173,34 +172,3 @@ def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]
     with running_service(work, requests) as (base, entities, _):
         timings = sequential_latency(base, entities)
     return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in timings.items()}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--naive-rows", type=int, default=20_000)
-    parser.add_argument("--requests", type=int, default=10_000)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="kiln-bench-ignite-"))
-    work.chmod(0o755)
-    node("up", work / "node")
-    try:
-        rates = warm_rates(work, args.rows, args.naive_rows)
-        latency = serving_latency(work, args.requests)
-    finally:
-        node("down", work / "node")
-    ours = rates["Kiln batched put_all (warm)"]
-    print(f"\nWarm rate, {args.rows:,} entries (naive loop timed on {args.naive_rows:,}), one local node, 2 cores")
-    print(f"{'path':<34}{'entries/s':>12}{'Kiln / path':>13}")
-    for name, rate in rates.items():
-        print(f"{name:<34}{rate:>12,.0f}{ours / rate:>12.2f}x")
-    print("goals: Kiln >= 20x naive, Kiln >= 0.5x streamer")
-    print(f"\nServing latency on loopback, {args.requests:,} sequential requests each (ms)")
-    print(f"{'request':<34}{'p50':>8}{'p99':>8}")
-    for name, (p50, p99) in latency.items():
-        print(f"{name:<34}{p50:>8.2f}{p99:>8.2f}")
-    print("goal: p99 <= 2 ms for a hit")
-
-
-if __name__ == "__main__":
-    main()

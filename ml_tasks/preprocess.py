@@ -108,11 +108,11 @@ def preprocess(
     if not 0 < test_fraction < 1:
         raise KilnError(f"test_fraction must be in (0, 1), got {test_fraction}")
     spark = get_spark("kiln-preprocess")
-    frame = spark.read.parquet(str(raw_dir)).select(*schema.columns)
-    for name in schema.numeric:
-        frame = frame.withColumn(name, F.col(name).cast("double"))
-    for name in (schema.key, *schema.categorical):
-        frame = frame.withColumn(name, F.col(name).cast("string"))
+    # One projection for every cast (not a withColumn per column): over Spark Connect each action sends and
+    # re-analyses the whole plan, and a deep chain of projections costs seconds per action.
+    casts = {name: F.col(name).cast("double") for name in schema.numeric}
+    casts.update({name: F.col(name).cast("string") for name in (schema.key, *schema.categorical)})
+    frame = spark.read.parquet(str(raw_dir)).select(*[casts.get(c, F.col(c)).alias(c) for c in schema.columns])
     bucket = F.pmod(F.xxhash64(F.concat(F.col(schema.key), F.lit(SPLIT_SALT))), F.lit(10_000))
     frame = frame.withColumn("is_test", bucket < F.lit(int(test_fraction * 10_000))).cache()
     train = frame.filter(~F.col("is_test"))
