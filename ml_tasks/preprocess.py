@@ -148,7 +148,8 @@ def preprocess(
                                             | {c: [None] for c in schema.categorical}, spec)[0]),
         "parity_max_abs_diff": max_diff,
         "spark_master": spark.conf.get("spark.master"),
-        "spark_connect": os.environ.get("SPARK_REMOTE", "").split(";")[0] or None,  # the server, when over Connect
+        # the server, when over Connect: sc://host:port without its parameters (a token may be one)
+        "spark_connect": os.environ.get("SPARK_REMOTE", "").split(";")[0].rstrip("/") or None,
     }
     log.info("preprocessed %s", summary)
     return summary

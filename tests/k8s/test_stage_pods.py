@@ -31,7 +31,9 @@ def heavy_tasks(dag) -> list[str]:
     return sorted(t.task_id for t in dag.tasks if isinstance(t, KilnStageOperator))
 
 
-HEAVY = ["evaluate", "ingest", "online_features", "register", "train_mxnet", "train_singa", "validate"]
+HEAVY = ["evaluate", "ingest", "online_features", "preprocess", "register", "train_mxnet", "train_singa", "train_spark_gbt",
+         "train_spark_lr", "validate"]
+CONNECT = "sc://kiln-spark-connect.kiln.svc:15002"  # k8s/base/spark-standalone.yaml's server
 
 
 def rendered(dag, task_id: str, data_root: Path):
@@ -57,7 +59,11 @@ def test_each_heavy_stage_runs_as_a_restricted_pod_watched_to_completion_and_del
     from kiln.pod_spec import PRESETS
 
     monkeypatch.setenv("KILN_DATA_ROOT", str(data_root))
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", CONNECT)
     task = rendered(dag, task_id, data_root)
+    spark = hasattr(task, "attach_to_connect")
+    if spark:  # a Spark stage is a pod too when spark_default is a Spark Connect server
+        assert task.attach_to_connect()
     context = task_context(task_id, RUN_ID, try_number=2)
     with PodEvents(prod.kubeconfig) as pods:
         KilnPodOperator.for_stage(task, context, str(data_root)).execute(context)
@@ -80,6 +86,8 @@ def test_each_heavy_stage_runs_as_a_restricted_pod_watched_to_completion_and_del
     assert live.spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert live.spec.active_deadline_seconds == 1800
     assert container.termination_message_policy == "FallbackToLogsOnError"
+    remote = [e.value for e in container.env or [] if e.name == "SPARK_REMOTE"]
+    assert remote == ([CONNECT + "/"] if spark else [])  # the provider's URL form: sc://host:port/
 
 
 def stage_operator(dag, task_id: str, data_root: Path):

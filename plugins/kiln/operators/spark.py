@@ -42,15 +42,22 @@ class KilnSparkStageOperator(KilnStageOperator):
         self._submit_hook: Any = None
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        if BaseHook.get_connection(self.conn_id).conn_type in CONNECT_TYPES:
-            from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
-
-            self._remote = SparkConnectHook(self.conn_id).get_connection_url()
+        if self.attach_to_connect():
             self.log.info("Spark Connect: the stage attaches to %s (connection %s)", self._remote.split(";")[0], self.conn_id)
             return super().execute(context)
         return self._submit()
+
+    def attach_to_connect(self) -> bool:
+        """Whether ``conn_id`` is a Spark Connect server; if so the stage's environment names it (``SPARK_REMOTE``)."""
+        from airflow.sdk import BaseHook
+
+        if BaseHook.get_connection(self.conn_id).conn_type not in CONNECT_TYPES:
+            self._remote = None
+            return False
+        from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+        self._remote = SparkConnectHook(self.conn_id).get_connection_url()
+        return True
 
     def stage_env(self) -> dict[str, str]:
         return {"SPARK_REMOTE": self._remote} if self._remote else {}
