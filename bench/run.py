@@ -9,6 +9,7 @@ Java IgniteDataStreamer, and the DAG file's parse time. The quick variant runs s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import bench_ignite  # noqa: E402
 from bench.results import Results  # noqa: E402
+from tests.spark_cluster import SparkConnectServer  # noqa: E402
 
 CONNECT_PORT, CONNECT_UI_PORT = 15302, 4345
 SPARK_TASKS = ("preprocess", "train_spark_lr", "train_spark_gbt")
@@ -39,26 +42,20 @@ def log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-class ConnectServer:
-    def __init__(self, state: Path) -> None:
-        self.env = {**os.environ, "KILN_SPARK_CONNECT_DIR": str(state), "KILN_SPARK_CONNECT_PORT": str(CONNECT_PORT),
-                    "KILN_SPARK_CONNECT_UI_PORT": str(CONNECT_UI_PORT)}
-        self.url = f"sc://127.0.0.1:{CONNECT_PORT}"
+@contextlib.contextmanager
+def connect_server(state: Path) -> Iterator[SparkConnectServer]:
+    """A Spark Connect server on the bench's own ports (the tests' helper over scripts/spark_connect.sh)."""
+    server = SparkConnectServer(state, port=CONNECT_PORT, ui_port=CONNECT_UI_PORT)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
-    def __enter__(self) -> ConnectServer:
-        subprocess.run([str(ROOT / "scripts" / "spark_connect.sh"), "up"], env=self.env, check=True, capture_output=True)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run([str(ROOT / "scripts" / "spark_connect.sh"), "down"], env=self.env, capture_output=True)
-
-    def job_intervals(self) -> list[tuple[float, float]]:
-        import httpx
-
-        base = f"http://127.0.0.1:{CONNECT_UI_PORT}/api/v1/applications"
-        (app,) = httpx.get(base, timeout=5).json()
-        jobs = httpx.get(f"{base}/{app['id']}/jobs", timeout=10).json()
-        return [(spark_time(j["submissionTime"]), spark_time(j["completionTime"])) for j in jobs if j.get("completionTime")]
+def job_intervals(server: SparkConnectServer) -> list[tuple[float, float]]:
+    """(submission, completion) of every finished Spark job on ``server``."""
+    return [(spark_time(j["submissionTime"]), spark_time(j["completionTime"])) for j in server.jobs() if j.get("completionTime")]
 
 
 def spark_time(text: str) -> float:
@@ -97,7 +94,7 @@ def dags_test(rows: int, spark_conn: str) -> tuple[float, dict[str, tuple[float,
     return wall, tasks
 
 
-def pipeline(results: Results, rows: int, large_rows: int | None, server: ConnectServer) -> None:
+def pipeline(results: Results, rows: int, large_rows: int | None, server: SparkConnectServer) -> None:
     """kiln_training by `airflow dags test`: spark-submit per stage vs the stages on ``server`` (already warm, as a
     long-running server is)."""
     section = "pipeline"
@@ -105,7 +102,7 @@ def pipeline(results: Results, rows: int, large_rows: int | None, server: Connec
     submit_wall, submit_tasks = dags_test(rows, "spark://local%5B%2A%5D")
     log("pipeline: the same run with the Spark stages attached to the (warm) Spark Connect server")
     connect_wall, connect_tasks = dags_test(rows, server.url)
-    jobs = server.job_intervals()
+    jobs = job_intervals(server)
     results.add(section, f"dags test wall time, {rows:,} rows (the demo's run), over Spark Connect", connect_wall, "s",
                 baseline=f"spark-submit per stage {submit_wall:.1f} s (before: 82 s for make demo)", goal=("<=", 35))
     spark_submit = sum(submit_tasks[t][2] for t in SPARK_TASKS)
@@ -130,7 +127,7 @@ def pipeline(results: Results, rows: int, large_rows: int | None, server: Connec
                     baseline=f"wall {wall:.0f} s, tasks {total:.0f} s (before: 1.04x)", goal=("<=", 1.10))
 
 
-def spark_stages(results: Results, rows: int, work: Path, quick: bool, server: ConnectServer) -> None:
+def spark_stages(results: Results, rows: int, work: Path, quick: bool, server: SparkConnectServer) -> None:
     """The three Spark stages alone, by the stage CLI: each starting its own JVM (as a spark-submit does) vs as
     thin clients of one Spark Connect server, and how much of each Connect stage is outside Spark jobs."""
     section = "pipeline"
@@ -155,7 +152,7 @@ def spark_stages(results: Results, rows: int, work: Path, quick: bool, server: C
     remote = {**own_jvm, "SPARK_REMOTE": server.url}
     first = {task: cli(args, "connect-first", remote)[2] for task, args in stages.items()}  # the server's JIT warm-up
     timed = {task: cli(args, "connect", remote) for task, args in stages.items()}
-    jobs = server.job_intervals()
+    jobs = job_intervals(server)
     total_connect, total_own = sum(t[2] for t in timed.values()), sum(baseline.values())
     results.add(section, f"the {len(stages)} Spark stages, {rows:,} rows, over Spark Connect", total_connect, "s",
                 baseline=f"a JVM per stage {total_own:.1f} s (ratio {total_connect / total_own:.2f}); the first stages after "
@@ -330,7 +327,7 @@ def main() -> None:
     if "parse" in sections:
         parse_time(results, repeats=3 if args.quick else 7)
     if "pipeline" in sections:
-        with ConnectServer(work / "spark-connect") as server:
+        with connect_server(work / "spark-connect") as server:
             spark_stages(results, rows=20_000, work=work, quick=args.quick, server=server)
             if not args.quick:
                 pipeline(results, rows=20_000, large_rows=1_000_000, server=server)
@@ -338,7 +335,7 @@ def main() -> None:
         bench_ignite.node("up", work / "node")
         try:
             if "serving" in sections:
-                with ConnectServer(work / "spark-connect-serving") as server:
+                with connect_server(work / "spark-connect-serving") as server:
                     os.environ["SPARK_REMOTE"] = server.url  # the champion's training, without a JVM in this process
                     try:
                         serving(results, entities=1_000 if args.quick else 10_000, load_seconds=4 if args.quick else 15,

@@ -9,7 +9,6 @@ training split only, so the held-out set never leaks into imputation or scaling 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,7 @@ def preprocess(
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    from ml_tasks.spark_session import get_spark
+    from ml_tasks.spark_session import connect_server, get_spark
 
     schema = DatasetSchema.load(raw_dir)
     if pca_k > len(schema.numeric):
@@ -148,8 +147,7 @@ def preprocess(
                                             | {c: [None] for c in schema.categorical}, spec)[0]),
         "parity_max_abs_diff": max_diff,
         "spark_master": spark.conf.get("spark.master"),
-        # the server, when over Connect: sc://host:port without its parameters (a token may be one)
-        "spark_connect": os.environ.get("SPARK_REMOTE", "").split(";")[0].rstrip("/") or None,
+        "spark_connect": connect_server(),  # the server, when over Connect
     }
     log.info("preprocessed %s", summary)
     return summary

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+def connect_server(url: str | None = None) -> str | None:
+    """The Spark Connect server a URL (default ``SPARK_REMOTE``) names, as ``sc://host:port``: without its
+    parameters (a token may be one) and the trailing slash the provider's URLs carry."""
+    url = os.environ.get("SPARK_REMOTE", "") if url is None else url
+    return url.split(";")[0].rstrip("/") or None
+
+
 def get_spark(app_name: str) -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     from pyspark.sql import SparkSession

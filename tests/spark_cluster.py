@@ -14,6 +14,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(script: str, action: str, env: dict[str, str]) -> str:
+    """``scripts/<script> <action>``; its output, or an error with what it said."""
+    out = subprocess.run([str(ROOT / "scripts" / script), action], env=env, capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        raise RuntimeError(f"{script} {action} failed: {out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
 @dataclass
 class SparkCluster:
     state_dir: Path
@@ -31,10 +39,7 @@ class SparkCluster:
         return f"spark://127.0.0.1:{self.master_port}"
 
     def _script(self, action: str) -> str:
-        out = subprocess.run([str(ROOT / "scripts" / "spark.sh"), action], env=self.env, capture_output=True, text=True, timeout=180)
-        if out.returncode != 0:
-            raise RuntimeError(f"spark.sh {action} failed: {out.stdout}\n{out.stderr}")
-        return out.stdout
+        return run_script("spark.sh", action, self.env)
 
     def start(self) -> None:
         """Starts what is not running: the whole cluster, or a worker that was killed."""
@@ -90,11 +95,7 @@ class SparkConnectServer:
         return f"sc://127.0.0.1:{self.port}"
 
     def _script(self, action: str) -> str:
-        out = subprocess.run([str(ROOT / "scripts" / "spark_connect.sh"), action], env=self.env, capture_output=True,
-                             text=True, timeout=180)
-        if out.returncode != 0:
-            raise RuntimeError(f"spark_connect.sh {action} failed: {out.stdout}\n{out.stderr}")
-        return out.stdout
+        return run_script("spark_connect.sh", action, self.env)
 
     def start(self) -> None:
         self._script("up")

@@ -43,7 +43,9 @@ class KilnSparkStageOperator(KilnStageOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         if self.attach_to_connect():
-            self.log.info("Spark Connect: the stage attaches to %s (connection %s)", self._remote.split(";")[0], self.conn_id)
+            from ml_tasks.spark_session import connect_server
+
+            self.log.info("Spark Connect: the stage attaches to %s (connection %s)", connect_server(self._remote), self.conn_id)
             return super().execute(context)
         return self._submit()
 
