@@ -11,6 +11,13 @@ One warmer per alias at a time: a warm holds a lease on the alias (a key in ``ki
 with ``put_if_absent``, renewed while loading, expiring if its holder dies), so two warmers (a DAG's
 warm and the asset-triggered refresh, two runs, two hosts) never load or drop behind each other's back.
 No path destroys the alias target: an incomplete live version is topped up in place.
+
+Streaming (``ml_tasks.streaming``) writes each entity's newest event into the live version, and into the
+alias's stream table ``<name>@stream``, only where it is newer than the entry there (``merge_newer``). A
+warm carries the stream table into its new version before switching (``carry_stream``), and the stream
+republishes it into a version that went live under it (``apply_stream_batch``): a warm of older batch data
+never hides a newer streamed event. Only one stream writes an alias (its lease), so these
+read-compare-writes have no concurrent writer.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -35,11 +41,16 @@ import pyarrow.parquet as pq
 from ml_tasks import ignite_fast  # noqa: F401  (pyignite string serialisation, see module)
 from ml_tasks.atomic import content_digest
 from ml_tasks.errors import KilnError
+from ml_tasks.online_features import encode, is_newer
 
 log = logging.getLogger(__name__)
 ALIAS_CACHE = "kiln_cache_aliases"
 LOCK_CACHE = "kiln_cache_locks"
+# The version the stream last republished its table into, per alias: a different live version means a warm
+# switched under the stream, which then carries its table into the new version before its next write.
+STREAM_PUBLISHED_CACHE = "kiln_stream_published"
 SEPARATOR = "__"
+STREAM_SUFFIX = "@stream"
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,11 @@ def source_version(path: Path) -> str:
     return content_digest(source_files(path))[:12]
 
 
+def stream_cache_name(name: str) -> str:
+    """Every entity's newest streamed entry of alias ``name`` (not a version: never listed, switched or dropped)."""
+    return f"{name}{STREAM_SUFFIX}"
+
+
 def current_version(client, name: str) -> str | None:
     return client.get_or_create_cache(ALIAS_CACHE).get(name)
 
@@ -84,10 +100,6 @@ def current_version(client, name: str) -> str | None:
 def versions(client, name: str) -> list[str]:
     prefix = name + SEPARATOR
     return sorted(c[len(prefix):] for c in client.get_cache_names() if c.startswith(prefix))
-
-
-def _encode(row: dict[str, Any]) -> str:
-    return json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}, default=str)
 
 
 def iter_source(path: Path, key: str, batch_size: int) -> Iterator[dict[str, str]]:
@@ -101,7 +113,7 @@ def iter_source(path: Path, key: str, batch_size: int) -> Iterator[dict[str, str
             raise KilnError(f"warm source {f} has no key column {key!r} (columns: {', '.join(pf.schema_arrow.names)})")
         for batch in pf.iter_batches(batch_size=batch_size):
             rows = batch.to_pylist()
-            yield {str(r[key]): _encode(r) for r in rows}
+            yield {str(r[key]): encode(r) for r in rows}
 
 
 def count_source(path: Path) -> int:
@@ -232,38 +244,96 @@ def warm(
         raise KilnError(f"warm source {source} is empty")
     with alias_lease(client, name, options, progress) as lease:
         live = current_version(client, name)  # read under the lease: another warmer may just have switched
+        streamed = stream_cache_name(name) in client.get_cache_names()
         if target in client.get_cache_names():
             existing = client.get_cache(target)
-            if _complete(existing, source, key, expected, options.verify_sample):
+            if _complete(existing, source, key, expected, options.verify_sample, streamed):
                 if live == version:
                     progress(f"{target} is already current and complete ({expected} entries); nothing to do")
                     return {"name": name, "version": version, "entries": expected, "switched": False, "dropped": []}
                 progress(f"{target} is complete already (an earlier load); switching to it without reloading")
+                carry_stream(client, name, existing, progress)
                 return _switch(client, name, version, target, expected, options, progress, entries_per_s=None)
             if live != version:  # never the live version: an incomplete one is a dead warmer's leftover
                 progress(f"dropping incomplete {target} left by an earlier try")
                 existing.destroy()
         cache = _create_cache(client, target, options)  # the live version, when incomplete, is topped up in place
 
+        # Topping up the live version must not undo the stream's newer entries; a fresh version has none yet.
+        load = (lambda batch: merge_newer(cache, batch)) if streamed and live == version else cache.put_all
         loaded, started = 0, time.perf_counter()
         for batch in iter_source(source, key, options.batch_size):
             lease.renew()
-            cache.put_all(batch)
+            load(batch)
             loaded += len(batch)
             if loaded % (options.batch_size * 50) < options.batch_size or loaded == expected:
                 rate = loaded / max(time.perf_counter() - started, 1e-9)
                 progress(f"warming {target}: {loaded}/{expected} ({100 * loaded / expected:.0f}%) {rate:,.0f} entries/s")
         elapsed = time.perf_counter() - started
 
-        verify(cache, source, key, expected, options.verify_sample)
+        verify(cache, source, key, expected, options.verify_sample, streamed and live == version)
+        carry_stream(client, name, cache, progress)
         lease.renew(force=True)  # the switch happens only while this warmer still holds the lease
         return _switch(client, name, version, target, loaded, options, progress,
                        entries_per_s=round(loaded / max(elapsed, 1e-9)))
 
 
-def _complete(cache, source: Path, key: str, expected: int, sample: int) -> bool:
+def merge_newer(cache, entries: dict[str, str]) -> tuple[int, int]:
+    """Write the entries that are newer than what ``cache`` holds for their key; (written, older ones skipped)."""
+    if not entries:
+        return 0, 0
+    current = cache.get_all(list(entries))
+    newer = {k: v for k, v in entries.items() if is_newer(v, current.get(k))}
+    if newer:
+        cache.put_all(newer)
+    return len(newer), len(entries) - len(newer)
+
+
+def stream_entries(client, name: str, page_size: int = 5000) -> Iterator[dict[str, str]]:
+    """The alias's stream table in pages (nothing when no stream ever wrote it)."""
+    if stream_cache_name(name) not in client.get_cache_names():
+        return
+    page: dict[str, str] = {}
+    with client.get_cache(stream_cache_name(name)).scan(page_size=page_size) as cursor:
+        for k, v in cursor:
+            page[k] = v
+            if len(page) >= page_size:
+                yield page
+                page = {}
+    if page:
+        yield page
+
+
+def carry_stream(client, name: str, cache, progress: Callable[[str], None] = log.info) -> int:
+    """Bring the streamed entries newer than a fresh version's into it, before the version goes live."""
+    carried = sum(merge_newer(cache, page)[0] for page in stream_entries(client, name))
+    if carried:
+        progress(f"carried {carried} newer streamed entries into {cache.name}")
+    return carried
+
+
+def apply_stream_batch(client, name: str, entries: dict[str, str]) -> dict[str, Any]:
+    """One stream batch: into the stream table, then into the live version (first carrying the stream table into
+    it when a warm switched the alias since the last batch). Idempotent: a replayed batch changes nothing."""
+    stream_table = client.get_or_create_cache(stream_cache_name(name))
+    merge_newer(stream_table, entries)  # first: a warm that switches after this carries these entries along
+    version = current_version(client, name)
+    if version is None:  # never warmed: the stream table keeps them until the first warm carries them in
+        return {"version": None, "written": 0, "older": 0, "republished": 0}
+    live = client.get_cache(cache_name(name, version))
+    published = client.get_or_create_cache(STREAM_PUBLISHED_CACHE)
+    republished = 0
+    if published.get(name) != version:
+        republished = sum(merge_newer(live, {k: v for k, v in page.items() if k not in entries})[0]
+                          for page in stream_entries(client, name))  # this batch's own entries are merged next
+        published.put(name, version)
+    written, older = merge_newer(live, entries)
+    return {"version": version, "written": written, "older": older, "republished": republished}
+
+
+def _complete(cache, source: Path, key: str, expected: int, sample: int, streamed: bool) -> bool:
     try:
-        verify(cache, source, key, expected, sample)
+        verify(cache, source, key, expected, sample, streamed)
     except KilnError:
         return False
     return True
@@ -278,14 +348,16 @@ def _switch(client, name: str, version: str, target: str, entries: int, options:
             "dropped": dropped, "entries_per_s": entries_per_s}
 
 
-def verify(cache, source: Path, key: str, expected: int, sample: int) -> None:
+def verify(cache, source: Path, key: str, expected: int, sample: int, streamed: bool = False) -> None:
+    """Every source entry is there: the count and a sample of the values; with a stream on the alias (``streamed``)
+    the count may be larger and a value may be a newer streamed one."""
     size = cache.get_size()
-    if size != expected:
+    if size < expected or (size != expected and not streamed):
         raise KilnError(f"cache {cache.name} holds {size} entries, the source has {expected}; alias not switched")
     table = pq.read_table(source).slice(0, sample) if sample else pa.table({})
-    want = {str(r[key]): _encode(r) for r in table.to_pylist()}
+    want = {str(r[key]): encode(r) for r in table.to_pylist()}
     got = cache.get_all(list(want))
-    bad = [k for k in want if got.get(k) != want[k]]
+    bad = [k for k in want if got.get(k) != want[k] and not (streamed and got.get(k) and is_newer(got[k], want[k]))]
     if bad:
         raise KilnError(f"cache {cache.name} differs from the source for keys {bad[:5]}; alias not switched")
 

@@ -177,6 +177,27 @@ def dataset_root(data_root: str | Path, dataset: str) -> Path:
 
 
 @dataclass(frozen=True)
+class StreamFiles:
+    """A dataset's streaming query state: one per dataset (not per run), as the query is one long-lived thing."""
+
+    dir: Path
+
+    @classmethod
+    def of(cls, data_root: str | Path, dataset: str) -> StreamFiles:
+        return cls(dataset_root(data_root, dataset) / "stream")
+
+    @property
+    def checkpoint(self) -> Path:
+        """Spark's offsets and commits: a restart resumes after the last committed batch."""
+        return self.dir / "checkpoint"
+
+    @property
+    def driver_log(self) -> Path:
+        """The supervised driver's output (continuous mode), kept across restarts."""
+        return self.dir / "driver.log"
+
+
+@dataclass(frozen=True)
 class Layout:
     """Paths for one run of one partition of one dataset under a data root."""
 

@@ -41,6 +41,7 @@ class Setting:
     spec_schema: Callable[[DatasetSpec], dict[str, Any]] | None = field(default=None, repr=False)
     # A default that follows from the dataset, when its spec does not set one.
     spec_default: Callable[[DatasetSpec], Any] | None = field(default=None, repr=False)
+    pipeline: str = "training"  # whose form shows it: the training DAG's or the streaming DAG's
 
     def default_for(self, spec: DatasetSpec) -> Any:
         if self.name in spec.settings:
@@ -167,6 +168,21 @@ _SETTINGS = [
        "Minutes each stage may run before it is killed with its whole process group and fails."),
     _s("warm_cache", {"type": "boolean"}, True,
        "When the champion changes, load its latest features per entity into Ignite for online predictions."),
+    # streaming (the kiln_streaming DAG, `python -m ml_tasks stream`)
+    _s("stream_mode", {"type": "string", "enum": ["available_now", "continuous"]}, "available_now",
+       "Streaming: available_now processes the events waiting in Kafka and stops (the schedule's runs); continuous "
+       "keeps the query running, restarted by its supervisor when the driver dies.", pipeline="streaming"),
+    _s("stream_trigger_seconds", {"type": "number", "minimum": 0.1, "maximum": 600}, 1.0,
+       "Streaming: seconds between micro-batches in continuous mode (the freshness floor).", pipeline="streaming"),
+    _s("stream_max_events_per_batch", {"type": "integer", "minimum": 100, "maximum": 100_000_000}, 500_000,
+       "Streaming: most events one micro-batch reads (Kafka maxOffsetsPerTrigger), so a backlog is drained in "
+       "bounded steps.", pipeline="streaming"),
+    _s("stream_max_restarts", {"type": "integer", "minimum": 0, "maximum": 100}, 3,
+       "Streaming, continuous mode: how often the supervisor restarts a driver that died (within 10 minutes) "
+       "before the task fails.", pipeline="streaming"),
+    _s("stream_run_minutes", {"type": "integer", "minimum": 0, "maximum": 10080}, 0,
+       "Streaming, continuous mode: stop cleanly after this many minutes (0: run until the task is stopped).",
+       pipeline="streaming"),
 ]
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
 
@@ -182,15 +198,18 @@ def applies(name: str, task: str, source: str | None = None) -> bool:
     return task in setting.tasks and (source is None or setting.sources is None or source in setting.sources)
 
 
-def settings_for(task: str, source: str | None = None, names: list[str] | tuple[str, ...] | None = None) -> list[Setting]:
-    return [s for s in SETTINGS.values() if applies(s.name, task, source) and (names is None or s.name in names)]
+def settings_for(task: str, source: str | None = None, names: list[str] | tuple[str, ...] | None = None,
+                 pipeline: str | None = "training") -> list[Setting]:
+    """The settings of a task and source: ``names``, else those of ``pipeline``'s form (None: every pipeline's)."""
+    return [s for s in SETTINGS.values() if applies(s.name, task, source)
+            and (s.name in names if names is not None else pipeline is None or s.pipeline == pipeline)]
 
 
 def resolve(spec: DatasetSpec, given: Mapping[str, Any], where: str = "param") -> dict[str, Any]:
     """The run's settings: ``given`` over the spec's defaults over the global defaults, each checked, and
     the cross-field rules the per-field schema cannot express. Errors name the setting."""
     known = spec_settings(spec)
-    values = {s.name: s.default_for(spec) for s in settings_for(spec.task, spec.source.kind)}
+    values = {s.name: s.default_for(spec) for s in settings_for(spec.task, spec.source.kind, pipeline=None)}
     values.update({name: s.default for name, s in spec.trainer_settings.items()})
     for name, value in given.items():
         if name not in known:

@@ -4,11 +4,13 @@ Every dataset spec gets its own route: ``GET /datasets/{dataset}/predict/{entity
 /datasets/{dataset}/predict`` (``{"entity_ids": [...]}``), and ``/datasets/{dataset}/healthz``; the
 default dataset (``KILN_DEFAULT_DATASET``, else ``transactions``) also answers at ``/predict`` and
 ``/healthz``. A binary model answers ``score`` (the probability of the positive class), a regression
-model ``prediction`` (the value). A request resolves the dataset's feature alias once, apply the saved transform and the registry's champion, and cache each
-prediction in Ignite (cache ``kiln_predictions``, expiry ``KILN_PREDICTION_TTL`` seconds) under the
-model registration and feature version, so a new champion or a re-warm never serves a stale score. The resolved
-alias is reused for ``KILN_ALIAS_TTL`` seconds (1): a re-warm is served within that bound, a new champion within
-``KILN_RELOAD_INTERVAL`` (2), and a cache hit costs one Ignite round trip.
+model ``prediction`` (the value). A request resolves the dataset's feature alias once, reads the entities'
+features, applies the saved transform and the registry's champion, and caches each prediction in Ignite
+(cache ``kiln_predictions``, expiry ``KILN_PREDICTION_TTL`` seconds) under the model registration and a digest
+of the feature entry it was computed from: a streamed update (``ml_tasks.streaming``), a re-warm or a new
+champion never serves a stale score. The resolved alias is reused for ``KILN_ALIAS_TTL`` seconds (1): a re-warm
+is served within that bound, a streamed update as soon as it is written, a new champion within
+``KILN_RELOAD_INTERVAL`` (2); a request costs two Ignite round trips (features, then cached scores).
 
 Faults: the only answers are 200, 404 (unknown entity), 422 (malformed request) and 503 (no champion
 yet, Ignite down or restarted, cache not warmed). Handlers are plain functions that FastAPI runs in
@@ -23,6 +25,7 @@ thread when the registry changes; a reload never blocks a request, and a failed 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -72,6 +75,11 @@ def routes_from_specs() -> list[Route]:
         else:
             log.error("not serving %s: %s", path, spec)
     return routes
+
+
+def entry_digest(entry: str) -> str:
+    """A short digest of a feature entry: what a cached prediction is keyed by."""
+    return hashlib.blake2b(entry.encode(), digest_size=8).hexdigest()
 
 
 class Unavailable(KilnError):
@@ -238,25 +246,24 @@ class Predictor:
 
         def work(client, aliases, predictions):
             feature_version = self._feature_version(aliases)
-            prefix = f"{bundle.registration}|{feature_version}|"
-            cached = predictions.get_all([prefix + e for e in entity_ids])
+            # Features first: a cached score is keyed by the very entry it was computed from (its digest), so a
+            # streamed update, a re-warm or a new champion can never be answered with a score of older features.
+            raw = client.get_cache(cache_name(self.route.feature_cache, feature_version)).get_all(entity_ids)
+            unknown = [e for e in entity_ids if e not in raw]
+            keys = {e: f"{bundle.registration}|{e}|{entry_digest(raw[e])}" for e in entity_ids if e in raw}
+            cached = predictions.get_all(list(keys.values())) if keys else {}
             out: dict[str, dict[str, Any]] = {}
-            for e in entity_ids:
-                hit = cached.get(prefix + e)
+            for e, k in keys.items():
+                hit = cached.get(k)
                 if hit is not None:
                     out[e] = {"entity_id": e, field_name: float(hit), "cached": True}
-            missing = [e for e in entity_ids if e not in out]
-            unknown: list[str] = []
+            missing = [e for e in keys if e not in out]
             if missing:
-                raw = client.get_cache(cache_name(self.route.feature_cache, feature_version)).get_all(missing)
-                rows = {k: json.loads(v) for k, v in raw.items()}
-                unknown = [e for e in missing if e not in rows]
-                known = [e for e in missing if e in rows]
-                if known:
-                    with self._score_lock:
-                        scores = bundle.score([rows[e] for e in known])
-                    predictions.put_all({prefix + e: repr(float(s)) for e, s in zip(known, scores, strict=True)})
-                    out.update({e: {"entity_id": e, field_name: float(s), "cached": False} for e, s in zip(known, scores, strict=True)})
+                rows = [json.loads(raw[e]) for e in missing]
+                with self._score_lock:
+                    scores = bundle.score(rows)
+                predictions.put_all({keys[e]: repr(float(s)) for e, s in zip(missing, scores, strict=True)})
+                out.update({e: {"entity_id": e, field_name: float(s), "cached": False} for e, s in zip(missing, scores, strict=True)})
             meta = {"dataset": self.route.dataset, "model_version": bundle.version, "model": bundle.candidate,
                     "feature_version": feature_version}
             return [{**out[e], **meta} for e in entity_ids if e in out], unknown

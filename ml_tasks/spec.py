@@ -111,6 +111,16 @@ class TrainerSpec(_Strict):
         return self.scorer or f"{self.entry.partition(':')[0]}:load"
 
 
+class StreamSpec(_Strict):
+    """Events of this dataset arrive through Kafka too: the streaming DAG keeps its online features fresh."""
+
+    topic: str | None = Field(None, description="the events' topic; default kiln.<dataset>.events")
+    dead_letter_topic: str | None = Field(None, description="malformed events with the reason; default kiln.<dataset>.dead-letters")
+    alerts_topic: str | None = Field(None, description="the stream's alerts (e.g. a dead-letter spike); default kiln.<dataset>.alerts")
+    schedule: str | None = Field("*/5 * * * *", description="when the available_now runs of the streaming DAG start")
+    alert_dead_letter_share: float = Field(0.2, ge=0, le=1, description="a batch with more malformed events than this share raises an alert")
+
+
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
@@ -125,6 +135,7 @@ class DatasetSpec(_Strict):
     model_name: str | None = Field(None, description="registry name; default: the dataset's name")
     settings: dict[str, Any] = Field({}, description="defaults of the run settings (ml_tasks/run_settings.py)")
     trainers: dict[str, TrainerSpec] = Field({}, description="candidates of this dataset's own, beside the built-in ones")
+    stream: StreamSpec | None = Field(None, description="events through Kafka keep the online features fresh (needs timestamp)")
     python_path: list[str] = Field(["."], description="folders the trainers' modules are imported from (relative: the spec's folder)")
     folder: Path = Field(Path("."), exclude=True, description="the spec file's folder (relative paths start there)")
 
@@ -152,6 +163,8 @@ class DatasetSpec(_Strict):
             raise ValueError(f"columns with more than one role: {', '.join(repeated)}")
         if not self.features.numeric and not self.features.categorical:
             raise ValueError("declare at least one feature (features.numeric or features.categorical)")
+        if self.stream is not None and self.timestamp is None:
+            raise ValueError("stream: needs 'timestamp' (the event time decides which event is an entity's newest)")
         for name, value in self.settings.items():
             if name not in SETTINGS:
                 raise ValueError(f"settings.{name}: not a Kiln setting (see ml_tasks/run_settings.py)")
@@ -226,6 +239,12 @@ class DatasetSpec(_Strict):
     def feature_cache(self) -> str:
         """The Ignite alias serving reads this dataset's online features through."""
         return f"kiln_features_{self.name}"
+
+    def topic(self, kind: Literal["events", "dead-letters", "alerts"]) -> str:
+        """A Kafka topic of this dataset's stream: the spec's name for it, else ``kiln.<dataset>.<kind>``."""
+        stream = self.stream or StreamSpec()
+        given = {"events": stream.topic, "dead-letters": stream.dead_letter_topic, "alerts": stream.alerts_topic}[kind]
+        return given or f"kiln.{self.name}.{kind}"
 
     @property
     def is_binary(self) -> bool:

@@ -195,6 +195,39 @@ def _register(r: Run) -> dict[str, Any]:
     return {**result, "dataset": lay.dataset, "feature_cache": r.data_spec.feature_cache, "key": r.data_spec.key}
 
 
+def _produce_events(r: Run) -> dict[str, Any]:
+    from ml_tasks.events import produce_events
+
+    a = r.args
+    return produce_events(r.data_spec, a.bootstrap_servers, r.data_spec.topic("events"), a.rate, a.seconds,
+                          entities=a.entities, late_share=a.late_share, malformed_share=a.malformed_share, seed=a.seed,
+                          start=a.first_index)
+
+
+def _stream(r: Run) -> dict[str, Any]:
+    from ml_tasks.layout import StreamFiles
+    from ml_tasks.streaming import StreamConfig, run_stream, supervise
+
+    spec, s, a = r.data_spec, r.settings, r.args
+    continuous = s["stream_mode"] == "continuous"
+    files = StreamFiles.of(a.data_root, spec.name)
+    if continuous and not a.driver:  # this process supervises; the driver is a child that may die and restart
+        command = STAGES["stream"].command(
+            dataset=spec.name, partition=["--data-root", str(a.data_root)],
+            values={name: s[name] for name in STAGES["stream"].settings},
+            options=["--bootstrap-servers", a.bootstrap_servers, "--ignite-host", a.ignite_host, "--driver"])
+        return supervise([sys.executable, *command[1:]], s["stream_max_restarts"], files.driver_log)
+    os.environ.pop("SPARK_REMOTE", None)  # the query runs in a driver of its own, never on a Connect server
+    cfg = StreamConfig(
+        dataset=spec.name, schema=spec.schema, feature_cache=spec.feature_cache, bootstrap_servers=a.bootstrap_servers,
+        topic=spec.topic("events"), dead_letter_topic=spec.topic("dead-letters"), alerts_topic=spec.topic("alerts"),
+        checkpoint=files.checkpoint, ignite_hosts=a.ignite_host, available_now=not continuous,
+        trigger_seconds=s["stream_trigger_seconds"], max_events_per_batch=s["stream_max_events_per_batch"],
+        run_minutes=s["stream_run_minutes"],
+        alert_dead_letter_share=(spec.stream.alert_dead_letter_share if spec.stream else 0.2))
+    return run_stream(cfg)
+
+
 def _rollback(r: Run) -> dict[str, Any]:
     from ml_tasks.registry import rollback
 
@@ -236,6 +269,8 @@ def _check_datasets(r: Run) -> dict[str, Any]:
 
 
 MLP_OPTION_HELP = "candidate name (its folder under candidates/)"
+KAFKA_OPTION = (("--bootstrap-servers",), {"default": os.environ.get("KILN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                                           "help": "Kafka brokers host:port[,host:port] (KILN_KAFKA_BOOTSTRAP)"})
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("ingest", "write the raw partition from the dataset's source", _ingest, ("rows", "input_path")),
     Stage("validate", "check columns, types, counts, missing and non-finite values, label, drift", _validate,
@@ -263,6 +298,27 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("online-features", "latest row per entity, the table the Ignite cache serves", _online_features),
     Stage("register", "version the best candidate, decide promotion", _register, ("model_name", "promote_margin"),
           ((("--params-json",), {"default": "{}", "help": "the run's parameters, kept in the version's lineage"}),)),
+    Stage("produce-events", "send transactions-shaped events to the dataset's Kafka topic (demo, tests, benchmarks)",
+          _produce_events, partition=False,
+          options=(KAFKA_OPTION,
+                   (("--rate",), {"type": float, "default": 1000.0, "help": "events per second (0: as fast as possible)"}),
+                   (("--seconds",), {"type": float, "default": 10.0}),
+                   (("--entities",), {"type": int, "default": 5000, "help": "distinct entity ids (the synthetic "
+                                                                            "ingest's pool is its rows / 4)"}),
+                   (("--late-share",), {"type": float, "default": 0.05, "help": "share of events up to 2 h late"}),
+                   (("--malformed-share",), {"type": float, "default": 0.0, "help": "share of broken events"}),
+                   (("--seed",), {"type": int, "default": 7}),
+                   (("--first-index",), {"type": int, "default": 0, "help": "index of the first event (another "
+                                                                            "run's events differ by it)"}))),
+    Stage("stream", "Spark Structured Streaming: the dataset's Kafka events -> each entity's newest features in Ignite",
+          _stream, ("stream_mode", "stream_trigger_seconds", "stream_max_events_per_batch", "stream_max_restarts",
+                    "stream_run_minutes"), partition=False,
+          options=(KAFKA_OPTION,
+                   (("--ignite-host",), {"default": os.environ.get("KILN_IGNITE_HOST", "127.0.0.1"),
+                                         "help": "Ignite nodes host[:port][,host[:port]] (KILN_IGNITE_HOST; a node "
+                                                 "without a port: KILN_IGNITE_PORT, else 10800)"}),
+                   (("--driver",), {"action": "store_true", "help": "continuous mode: run the query here, unsupervised "
+                                                                    "(what the supervisor starts)"}))),
     Stage("rollback", "retire the champion; the registry re-decides without it", _rollback, ("model_name",), partition=False),
     Stage("report", "print a partition's evaluation and the registry state", _report, ("model_name",)),
     Stage("serve", "online predictions for every dataset (features from Ignite, the champion models)", _serve,

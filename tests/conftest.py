@@ -93,6 +93,17 @@ def ignite_node(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
+    """One real Kafka broker (KRaft, scripts/kafka.sh, port 9192) for the test session."""
+    from tests.kafka_broker import KafkaBroker
+
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
 def spark_connect(tmp_path_factory: pytest.TempPathFactory):
     """One real Spark Connect server (scripts/spark_connect.sh, its own ports) for the session's Spark stages."""
     from tests.spark_cluster import SparkConnectServer

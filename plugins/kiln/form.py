@@ -10,11 +10,11 @@ from ml_tasks.run_settings import SETTINGS, Setting, settings_for
 from ml_tasks.spec import DatasetSpec
 
 
-def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> list[Setting]:
-    """The settings the form of ``spec``'s DAG shows: those of its task and its source and its own trainers'
-    hyper-parameters, or only ``names``."""
-    own = [s for s in spec.trainer_settings.values() if names is None or s.name in names]
-    return [*settings_for(spec.task, spec.source.kind, names), *own]
+def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None, pipeline: str = "training") -> list[Setting]:
+    """The settings the form of ``spec``'s ``pipeline`` DAG shows: those of its task and its source and (training)
+    its own trainers' hyper-parameters, or only ``names``."""
+    own = [s for s in spec.trainer_settings.values() if (names is None and pipeline == "training") or (names and s.name in names)]
+    return [*settings_for(spec.task, spec.source.kind, names, pipeline), *own]
 
 
 class FrozenSchema(dict):
@@ -26,9 +26,9 @@ class FrozenSchema(dict):
         return self
 
 
-def form_params(spec: DatasetSpec, names: tuple[str, ...] | None = None) -> dict[str, Param]:
+def form_params(spec: DatasetSpec, names: tuple[str, ...] | None = None, pipeline: str = "training") -> dict[str, Param]:
     return {s.name: Param(s.default_for(spec), description=s.description, schema=FrozenSchema(s.schema_for(spec)))
-            for s in form_settings(spec, names)}
+            for s in form_settings(spec, names, pipeline)}
 
 
 def param_template(name: str, setting: Setting | None = None) -> str:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.evaluate import Thresholds, evaluate
-from ml_tasks.feature_cache import warm
+from ml_tasks.feature_cache import cache_name, warm
 from ml_tasks.layout import VersionFiles
 from ml_tasks.model_bundle import ModelBundle
 from ml_tasks.online_features import latest_features
@@ -105,6 +105,33 @@ def test_hit_miss_unknown_and_malformed(served):
         assert http.post("/predict", json={"ids": [entity]}).status_code == 422
         assert http.post("/predict", json={"entity_ids": []}).status_code == 422
         assert http.post("/predict", content=b"not json", headers={"content-type": "application/json"}).status_code == 422
+
+
+def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_features(served, ignite_node):
+    """The stream's own write (``apply_stream_batch``) into the live version: the next request scores the new
+    features; the score cached for the old ones is never served again, with no re-warm."""
+    from ml_tasks.feature_cache import apply_stream_batch, current_version, stream_cache_name
+
+    entity = single_row_test_entities(served["layout"], 3)[2]
+    client = ignite_node.client()
+    live = client.get_cache(cache_name("svc_features", current_version(client, "svc_features")))
+    with httpx.Client(base_url=served["url"]) as http:
+        http.get(f"/predict/{entity}")
+        before = http.get(f"/predict/{entity}").json()
+        assert before["cached"] is True
+        row = json.loads(live.get(entity))
+        newer = {**row, "event_ts": row["event_ts"] + 60_000, "amount": (row["amount"] or 10.0) * 40 + 900, "is_foreign": 1.0}
+        applied = apply_stream_batch(client, "svc_features", {entity: json.dumps(newer)})
+        assert applied["written"] == 1
+        after = http.get(f"/predict/{entity}").json()
+        assert after["cached"] is False and after["score"] != before["score"]
+        assert after["feature_version"] == before["feature_version"]  # no re-warm: the same version, updated in place
+        assert http.get(f"/predict/{entity}").json() == {**after, "cached": True}
+        # An older event for it changes nothing, and the score of the newer features stays the one served.
+        assert apply_stream_batch(client, "svc_features", {entity: json.dumps(row)})["older"] == 1
+        assert http.get(f"/predict/{entity}").json()["score"] == after["score"]
+    live.put(entity, json.dumps(row))  # as warmed again, for the offline-parity test that scores it too
+    client.get_cache(stream_cache_name("svc_features")).remove_key(entity)
 
 
 def test_online_scores_equal_offline_scores(served):

@@ -54,6 +54,39 @@ def test_warm_verifies_then_switches_the_alias(ignite_node, tmp_path):
     assert again["switched"] is False  # same data: idempotent, nothing reloaded
 
 
+def test_a_warm_carries_newer_streamed_entries_into_its_new_version(ignite_node, tmp_path):
+    """A daily warm of older batch data must not hide what the stream wrote since: the stream table's newer
+    entries go into the new version before it goes live; the stream, on its next batch, republishes into it."""
+    from ml_tasks.feature_cache import apply_stream_batch, stream_cache_name
+
+    def batch(tag: str, ts: int) -> Path:
+        frame = pd.DataFrame({"entity_id": ["a", "b", "c"], "event_ts": [ts] * 3, "amount": [1.0, 2.0, 3.0], "tag": [tag] * 3})
+        frame.to_parquet(tmp_path / f"{tag}.parquet", index=False)
+        return tmp_path / f"{tag}.parquet"
+
+    def entry(key: str, ts: int, amount: float) -> str:
+        return json.dumps({"entity_id": key, "event_ts": ts, "amount": amount, "tag": "stream"})
+
+    client = ignite_node.client()
+    warm(client, "t_stream", batch("day1", 1_000), version_prefix="2026-01-01-")
+    assert apply_stream_batch(client, "t_stream", {"a": entry("a", 5_000, 50.0), "d": entry("d", 5_000, 4.0)})["written"] == 2
+    # The next day's batch is newer than the streamed "a"? No: 3 000 < 5 000, so "a" keeps its streamed entry.
+    result = warm(client, "t_stream", batch("day2", 3_000), version_prefix="2026-01-02-")
+    live = client.get_cache(cache_name("t_stream", result["version"]))
+    assert json.loads(live.get("a"))["amount"] == 50.0 and json.loads(live.get("d"))["amount"] == 4.0
+    assert json.loads(live.get("b"))["tag"] == "day2"
+    # A batch newer than the stream wins over it.
+    result = warm(client, "t_stream", batch("day3", 9_000), version_prefix="2026-01-03-")
+    live = client.get_cache(cache_name("t_stream", result["version"]))
+    assert json.loads(live.get("a"))["tag"] == "day3" and json.loads(live.get("d"))["amount"] == 4.0
+    # The stream writes after a switch it did not see: its next batch first republishes its table into the new version.
+    client.get_cache(cache_name("t_stream", result["version"])).remove_key("d")  # as if "d" arrived after the carry
+    applied = apply_stream_batch(client, "t_stream", {"e": entry("e", 9_500, 5.0)})
+    assert applied["version"] == result["version"] and applied["republished"] >= 1
+    assert json.loads(live.get("d"))["amount"] == 4.0 and json.loads(live.get("e"))["amount"] == 5.0
+    assert client.get_cache(stream_cache_name("t_stream")).get_size() == 3
+
+
 def test_retention_keeps_the_newest_versions(ignite_node, tmp_path):
     client = ignite_node.client()
     made = []

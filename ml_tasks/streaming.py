@@ -1,0 +1,469 @@
+"""Kafka events -> Spark Structured Streaming -> each entity's newest online features in Ignite.
+
+The query reads the dataset's events topic with Spark's Kafka source (``spark-sql-kafka-0-10`` from Maven
+Central), checks every event against the dataset's schema in Spark (``parse_events``: the first rule an
+event breaks becomes its ``reason``), and hands each micro-batch to ``BatchWriter``:
+
+- malformed events go to the dead-letter topic, keyed by their source coordinates (topic/partition/offset)
+  with the reason and the raw value, and are counted; they never stop the query;
+- the valid ones are reduced to each entity's newest (``ml_tasks.online_features``, the same definition the
+  batch stage uses) and merged into the alias's stream table and live version only where newer
+  (``ml_tasks.feature_cache.apply_stream_batch``): an older event never overwrites a newer one;
+- the batch's figures go to ``kiln_stream_batches`` under the batch id (events, dead letters, freshness).
+
+Exactly-once in effect: Spark's checkpoint replays an uncommitted batch with the same id and offsets after a
+crash, and every write of a batch is idempotent (a newer-only merge, figures keyed by batch id); only the
+dead-letter topic is at-least-once (a replay may repeat a message, recognisable by its key). One stream per
+alias at a time: the driver holds a lease (``<alias>@stream``), renewed by a thread, expiring when it dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_tasks import ignite_fast  # noqa: F401
+from ml_tasks.errors import KilnError, StageSkipped
+from ml_tasks.feature_cache import AliasLease, LeaseLost, apply_stream_batch, parse_addresses
+from ml_tasks.layout import PROJECT_ROOT
+from ml_tasks.schema import DatasetSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"  # the pinned pyspark's Scala and version
+BATCHES_CACHE = "kiln_stream_batches"
+LATENCY_BUCKET_MS = 10  # freshness histograms: 10 ms buckets
+CORRUPT = "_kiln_not_json"
+
+
+class StreamFailed(RuntimeError):
+    """The query, Kafka or Ignite failed in a way a later try may not (exit code 1: Airflow retries the task)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    dataset: str
+    schema: DatasetSchema
+    feature_cache: str
+    bootstrap_servers: str
+    topic: str
+    dead_letter_topic: str
+    alerts_topic: str
+    checkpoint: Path
+    ignite_hosts: str
+    available_now: bool = True
+    trigger_seconds: float = 1.0
+    max_events_per_batch: int = 500_000
+    run_minutes: float = 0.0
+    alert_dead_letter_share: float = 0.2
+    lease_seconds: float = 20.0
+    ignite_retry_seconds: float = 60.0  # how long a batch retries Ignite (a node restarting) before the query fails
+
+    @property
+    def lease_name(self) -> str:
+        return f"{self.feature_cache}@stream"
+
+
+# --- Spark: session, parsing and validation ---------------------------------------------------------------------
+def streaming_session(app_name: str) -> SparkSession:
+    """A Spark driver of its own (never a Connect server: the Kafka connector and foreachBatch run here)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # foreachBatch's callback server logs every call at INFO
+    from pyspark.sql import SparkSession
+
+    ivy = Path(os.environ.get("KILN_IVY_DIR", Path.home() / ".cache" / "kiln" / "ivy"))
+    return (SparkSession.builder.appName(app_name).master(os.environ.get("KILN_STREAM_MASTER", "local[2]"))
+            .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
+            .config("spark.jars.ivySettings", str(PROJECT_ROOT / "spark" / "ivysettings.xml"))
+            .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "4"))
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC").config("spark.log.level", "WARN")
+            .getOrCreate())
+
+
+def parse_events(raw: DataFrame, schema: DatasetSchema) -> DataFrame:
+    """Kafka records -> typed columns and ``reason`` (null for a valid event), with the source coordinates.
+
+    Values are read as text first so a wrong type is named rather than silently nulled; a missing feature is
+    allowed (the batch path imputes it), a missing key or event time is not.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    fields = (schema.key, schema.timestamp, *schema.features)
+    as_text = StructType([StructField(c, StringType()) for c in (*fields, CORRUPT)])
+    records = raw.select("topic", "partition", "offset",
+                         (F.col("timestamp").cast("double") * 1000).cast("long").alias("produced_ms"),
+                         F.col("value").cast("string").alias("value_text"))
+    # A value that is not a JSON object lands whole in the CORRUPT field (and nothing else is set).
+    parsed = records.withColumn("j", F.from_json("value_text", as_text, {"columnNameOfCorruptRecord": CORRUPT}))
+    j = F.col("j")
+
+    def field(c: str):
+        return j.getField(c)
+
+    ts_text = field(schema.timestamp)
+    event_time = (F.when(ts_text.rlike(r"^-?[0-9]+$"), F.timestamp_millis(ts_text.try_cast("long")))
+                  .otherwise(ts_text.try_cast("timestamp")))
+    numbers = {c: field(c).try_cast("double") for c in schema.numeric}
+    rules = [
+        (F.col("value_text").isNull() | j.isNull() | j.getField(CORRUPT).isNotNull(), F.lit("value is not a JSON object")),
+        (F.coalesce(F.trim(field(schema.key)), F.lit("")) == "", F.lit(f"{schema.key}: missing")),
+        (ts_text.isNull(), F.lit(f"{schema.timestamp}: missing")),
+        (event_time.isNull(), F.format_string(f"{schema.timestamp}: %s is not a timestamp (ISO-8601 or epoch ms)", ts_text)),
+    ]
+    for c, number in numbers.items():
+        rules.append((field(c).isNotNull() & number.isNull(), F.format_string(f"{c}: %s is not a number", field(c))))
+        rules.append((F.isnan(number) | (F.abs(number) == float("inf")), F.format_string(f"{c}: %s is not finite", field(c))))
+    reason = F.coalesce(*[F.when(bad, message) for bad, message in rules])
+    return parsed.select("topic", "partition", "offset", "produced_ms", "value_text", reason.alias("reason"),
+                         field(schema.key).alias(schema.key), event_time.alias(schema.timestamp),
+                         *[n.alias(c) for c, n in numbers.items()], *[field(c).alias(c) for c in schema.categorical])
+
+
+def batch_entries(table, schema: DatasetSchema) -> dict[str, str]:
+    """Arrow rows of valid events -> ``{entity: entry}``, through the batch path's own functions."""
+    import pyarrow as pa
+
+    from ml_tasks.online_features import encode, newest_per_entity, online_columns
+
+    if table.num_rows == 0:
+        return {}
+    target = pa.schema([(c, schema.storage_type(c)) for c in online_columns(schema)])
+    table = table.select(online_columns(schema)).cast(target)
+    frame = newest_per_entity(table, schema)
+    return {str(r[schema.key]): encode(r) for r in pa.Table.from_pandas(frame, preserve_index=False).to_pylist()}
+
+
+# --- Ignite: a client that reconnects, and the stream's lease ----------------------------------------------------
+class IgniteSession:
+    """One pyignite client for the driver, replaced after an error; ``run`` retries work for a while (a node
+    restarting) — safe because every write of a batch is idempotent."""
+
+    def __init__(self, hosts: str, retry_seconds: float):
+        self.addresses = parse_addresses(hosts, int(os.environ.get("KILN_IGNITE_PORT", "10800")))
+        self.retry_seconds = retry_seconds
+        self.client = None
+
+    def connect(self):
+        if self.client is None:
+            from pyignite import Client
+
+            client = Client(timeout=10.0, partition_aware=False)
+            client.connect(self.addresses)
+            self.client = client
+        return self.client
+
+    def drop(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def run(self, work, what: str):
+        from ml_tasks.serving import ignite_errors
+
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            try:
+                return work(self.connect())
+            except ignite_errors() as exc:
+                self.drop()
+                if time.monotonic() > deadline:
+                    raise StreamFailed(f"Ignite at {self.addresses} failed {what} for {self.retry_seconds:.0f}s: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+                log.warning("Ignite failed %s (%s: %s); retrying", what, type(exc).__name__, exc)
+                time.sleep(1.0)
+
+
+class StreamLease:
+    """The alias's stream lease, renewed by a thread on its own client; ``check`` raises once it is lost."""
+
+    def __init__(self, cfg: StreamConfig):
+        self.cfg = cfg
+        self.ignite = IgniteSession(cfg.ignite_hosts, retry_seconds=cfg.lease_seconds)
+        self.lease: AliasLease | None = None
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name="kiln-stream-lease", daemon=True)
+
+    def acquire(self, wait_seconds: float) -> bool:
+        """Take the lease, waiting up to ``wait_seconds`` (a killed driver's lease expires within lease_seconds)."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            def take(client) -> AliasLease | None:
+                lease = AliasLease(client, self.cfg.lease_name, self.cfg.lease_seconds)
+                return lease if lease.try_acquire() else None
+
+            lease = self.ignite.run(take, "taking the stream lease")
+            if lease is not None:
+                self.lease = lease
+                self._thread.start()
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
+
+    def holder(self) -> str:
+        lease = self.lease or self.ignite.run(lambda c: AliasLease(c, self.cfg.lease_name, self.cfg.lease_seconds), "reading the lease")
+        return self.ignite.run(lambda _c: lease.holder(), "reading the lease")
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.cfg.lease_seconds / 4):
+            try:
+                assert self.lease is not None
+                self.lease.cache = self.ignite.connect().get_or_create_cache(self.lease.cache.name)
+                if self.lease.cache.get(self.lease.name) is None:  # the cluster lost it (a full restart): take it again
+                    self.lease.try_acquire()
+                self.lease.renew(force=True)
+            except LeaseLost as exc:
+                self.lost = str(exc)
+                return
+            except Exception as exc:  # Ignite unreachable: keep trying; the batches' own retries decide the query's fate
+                self.ignite.drop()
+                log.warning("could not renew the stream lease: %s: %s", type(exc).__name__, exc)
+
+    def check(self) -> None:
+        if self.lost:
+            raise StreamFailed(f"stream lease on {self.cfg.feature_cache} lost: {self.lost}")
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                self.lease.cache = self.ignite.connect().get_or_create_cache(self.lease.cache.name)
+                self.lease.release()
+        self.ignite.drop()
+
+
+# --- one micro-batch ---------------------------------------------------------------------------------------------
+def latency_histogram(produced_ms, applied_ms: int) -> dict[str, int]:
+    """Produce -> servable latencies in ``LATENCY_BUCKET_MS`` buckets (bucket start ms -> events)."""
+    import numpy as np
+
+    buckets = np.maximum(applied_ms - np.asarray(produced_ms, dtype="int64"), 0) // LATENCY_BUCKET_MS
+    values, counts = np.unique(buckets, return_counts=True)
+    return {str(int(v) * LATENCY_BUCKET_MS): int(n) for v, n in zip(values, counts, strict=True)}
+
+
+def quantile(hist: dict[str, int], q: float) -> float | None:
+    """The ``q`` quantile (ms, the bucket's upper edge) of one or more merged histograms."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    seen = 0
+    for bucket, n in sorted(((int(b), n) for b, n in hist.items())):
+        seen += n
+        if seen >= q * total:
+            return float(bucket + LATENCY_BUCKET_MS)
+    return None
+
+
+@dataclass
+class BatchWriter:
+    """``foreachBatch``: dead letters to Kafka, the newest valid events to Ignite, the batch's figures."""
+
+    cfg: StreamConfig
+    lease: StreamLease
+    ignite: IgniteSession
+    totals: dict[str, int] = field(default_factory=lambda: {"batches": 0, "events": 0, "dead_letters": 0,
+                                                              "entities": 0, "written": 0, "older": 0})
+    last_batch_id: int | None = None
+    _producer: Any = None
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        import pyarrow.compute as pc
+
+        self.lease.check()
+        started = time.time()
+        # One Spark job per batch: the parsed batch comes to the driver as Arrow, where the dead letters are sent
+        # and the newest per entity is picked by the batch path's own function (a Spark-side reduction cost more
+        # in shuffles than it saved in rows, measured at these batch sizes).
+        table = batch.toArrow()
+        events = table.num_rows
+        if events == 0:
+            return
+        is_bad = pc.is_valid(table.column("reason"))
+        bad, valid = table.filter(is_bad), table.filter(pc.invert(is_bad))
+        if bad.num_rows:
+            self.send_dead_letters(bad, batch_id)
+        entries = batch_entries(valid, self.cfg.schema)
+        applied = self.ignite.run(lambda c: apply_stream_batch(c, self.cfg.feature_cache, entries), f"batch {batch_id}")
+        applied_ms = int(time.time() * 1000)
+        figures = {"batch_id": batch_id, "events": events, "dead_letters": bad.num_rows, "entities": len(entries),
+                   "written": applied["written"], "older": applied["older"], "republished": applied["republished"],
+                   "version": applied["version"], "applied_ms": applied_ms, "seconds": round(time.time() - started, 3),
+                   "latency_ms": latency_histogram(valid.column("produced_ms").to_numpy(), applied_ms)}
+        self.ignite.run(lambda c: c.get_or_create_cache(BATCHES_CACHE).put(
+            f"{self.cfg.feature_cache}|{batch_id:012d}", json.dumps(figures)), f"recording batch {batch_id}")
+        for name in ("events", "dead_letters", "entities", "written", "older"):
+            self.totals[name] += figures[name]
+        self.totals["batches"] += 1
+        self.last_batch_id = batch_id
+        log.info("batch %d: %d events, %d dead letters, %d entities -> %d written to %s (%d older kept out), %.2fs",
+                 batch_id, events, bad.num_rows, len(entries), applied["written"], applied["version"], applied["older"],
+                 figures["seconds"])
+        if bad.num_rows / events > self.cfg.alert_dead_letter_share:
+            self.alert({"kind": "dead_letters", "dataset": self.cfg.dataset, "batch_id": batch_id,
+                        "events": events, "dead_letters": bad.num_rows, "share": round(bad.num_rows / events, 4)})
+
+    def producer(self):
+        if self._producer is None:
+            from confluent_kafka import Producer
+
+            from ml_tasks.events import kafka_config
+
+            self._producer = Producer(kafka_config(self.cfg.bootstrap_servers, **{"linger.ms": 5, "acks": "all"}))
+        return self._producer
+
+    def send_dead_letters(self, bad, batch_id: int) -> None:
+        """Each to the dead-letter topic keyed by where it came from, delivered before the batch counts as done."""
+        producer, failed = self.producer(), []
+        for row in bad.select(["topic", "partition", "offset", "reason", "value_text"]).to_pylist():
+            key = f"{row['topic']}/{row['partition']}/{row['offset']}"
+            value = {"reason": row["reason"], "value": row["value_text"], "topic": row["topic"],
+                     "partition": row["partition"], "offset": row["offset"], "batch_id": batch_id}
+            producer.produce(self.cfg.dead_letter_topic, key=key.encode(), value=json.dumps(value).encode(),
+                             on_delivery=lambda err, _m: err is not None and failed.append(str(err)))
+            producer.poll(0)
+        if producer.flush(30) or failed:
+            raise StreamFailed(f"dead letters of batch {batch_id} not delivered to {self.cfg.dead_letter_topic}: "
+                               f"{failed[:1] or 'timed out'}")
+
+    def alert(self, message: dict[str, Any]) -> None:
+        """Tell whoever listens (Airflow's AssetWatcher on the alerts topic); a failed alert is logged, not fatal."""
+        from confluent_kafka import Producer
+
+        from ml_tasks.events import kafka_config
+
+        try:
+            producer = Producer(kafka_config(self.cfg.bootstrap_servers))
+            producer.produce(self.cfg.alerts_topic, key=self.cfg.dataset.encode(), value=json.dumps(message).encode())
+            producer.flush(10)
+            log.warning("alert on %s: %s", self.cfg.alerts_topic, message)
+        except Exception as exc:
+            log.error("could not send the alert %s: %s", message, exc)
+
+
+# --- the query ---------------------------------------------------------------------------------------------------
+def run_stream(cfg: StreamConfig) -> dict[str, Any]:
+    """Run the query: until the events waiting now are processed (available_now), or until ``run_minutes`` pass
+    or SIGTERM (continuous). Raises ``KilnError`` naming the cause when the query fails."""
+    from ml_tasks.events import ensure_topics
+
+    if cfg.schema.timestamp is None:
+        raise KilnError(f"dataset {cfg.dataset!r} has no timestamp column; streaming needs event times")
+    ensure_topics(cfg.bootstrap_servers, [cfg.topic, cfg.dead_letter_topic, cfg.alerts_topic])
+    lease = StreamLease(cfg)
+    if not lease.acquire(wait_seconds=cfg.lease_seconds + 5):
+        message = f"a stream of {cfg.feature_cache} is running already ({lease.holder()})"
+        lease.release()
+        if cfg.available_now:  # the schedule's run while a continuous stream keeps the features fresh: nothing to do
+            raise StageSkipped(message)
+        raise StreamFailed(message)
+    ignite = IgniteSession(cfg.ignite_hosts, cfg.ignite_retry_seconds)
+    writer = BatchWriter(cfg, lease, ignite)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # stop between batches, the checkpoint intact
+    began = time.monotonic()
+    spark = None
+    try:
+        spark = streaming_session(f"kiln-stream-{cfg.dataset}")
+        raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", cfg.bootstrap_servers)
+               .option("subscribe", cfg.topic).option("startingOffsets", "earliest")
+               .option("maxOffsetsPerTrigger", cfg.max_events_per_batch).load())
+        stream = (parse_events(raw, cfg.schema).writeStream.queryName(f"kiln_stream_{cfg.dataset}")
+                  .foreachBatch(writer).option("checkpointLocation", str(cfg.checkpoint)))
+        stream = stream.trigger(availableNow=True) if cfg.available_now else stream.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
+        query = stream.start()
+        deadline = began + cfg.run_minutes * 60 if cfg.run_minutes and not cfg.available_now else None
+        while query.isActive and not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            query.awaitTermination(1.0)
+        if query.isActive:
+            query.stop()
+        if query.exception() is not None:
+            raise StreamFailed(f"streaming query of {cfg.dataset} failed: {query.exception()}")
+        # A warm that switched the alias after the last batch: carry the stream table into the new version now.
+        catch_up = ignite.run(lambda c: apply_stream_batch(c, cfg.feature_cache, {}), "the final catch-up")
+    finally:
+        lease.release()
+        ignite.drop()
+        if spark is not None:
+            with contextlib.suppress(Exception):
+                spark.stop()
+    return {"dataset": cfg.dataset, "mode": "available_now" if cfg.available_now else "continuous",
+            "topic": cfg.topic, "dead_letter_topic": cfg.dead_letter_topic, "checkpoint": str(cfg.checkpoint),
+            **writer.totals, "last_batch_id": writer.last_batch_id, "republished_at_end": catch_up["republished"],
+            "live_version": catch_up["version"], "seconds": round(time.monotonic() - began, 1)}
+
+
+def batch_figures(client, feature_cache: str) -> list[dict[str, Any]]:
+    """Every recorded batch of an alias's stream, oldest first (tests and the benchmark read these)."""
+    prefix = f"{feature_cache}|"
+    with client.get_or_create_cache(BATCHES_CACHE).scan() as cursor:
+        rows = [json.loads(v) for k, v in cursor if k.startswith(prefix)]
+    return sorted(rows, key=lambda r: r["batch_id"])
+
+
+def supervise(command: list[str], max_restarts: int, log_file: Path, window_seconds: float = 600.0) -> dict[str, Any]:
+    """Run the streaming driver ``command`` and restart it when it dies; more than ``max_restarts`` deaths within
+    ``window_seconds`` fail loudly with its last output. SIGTERM stops the driver (between batches) and returns."""
+    import collections
+    import subprocess
+    import sys
+
+    from ml_tasks.processes import die_with_parent
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    deaths: collections.deque[float] = collections.deque()
+    stopping = threading.Event()
+    child: subprocess.Popen | None = None
+
+    def on_sigterm(*_: Any) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.terminate()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
+    starts = 0
+    while True:
+        starts += 1
+        tail: collections.deque[str] = collections.deque(maxlen=30)
+        with log_file.open("a") as out:
+            out.write(f"--- driver start {starts} at {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(command)}\n")
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=die_with_parent)
+            assert child.stdout is not None
+            for line in child.stdout:  # the driver's log, into the task's log and the stream's own
+                sys.stderr.write(line)
+                out.write(line)
+                tail.append(line.rstrip())
+            code = child.wait()
+        if stopping.is_set() or code == 0:
+            result = next((json.loads(t) for t in reversed(tail) if t.startswith("{")), {})
+            return {**result, "driver_starts": starts, "stopped_by": "SIGTERM" if stopping.is_set() else "run_minutes"}
+        now = time.monotonic()
+        deaths.append(now)
+        while deaths and deaths[0] < now - window_seconds:
+            deaths.popleft()
+        if len(deaths) > max_restarts:
+            raise StreamFailed(f"the streaming driver died {len(deaths)} times within {window_seconds / 60:.0f} minutes "
+                               f"(stream_max_restarts={max_restarts}); last exit code {code}; its last lines:\n"
+                               + "\n".join(tail))
+        backoff = min(2 ** (len(deaths) - 1), 30)
+        log.warning("streaming driver exited with code %s; restart %d of %d in %ds (log %s)", code, len(deaths),
+                    max_restarts, backoff, log_file)
+        if stopping.wait(backoff):
+            return {"driver_starts": starts, "stopped_by": "SIGTERM"}
