@@ -14,7 +14,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     KILN_DATA_ROOT=/data \
     PYSPARK_PYTHON=/usr/local/bin/python \
-    SPARK_LOCAL_IP=0.0.0.0
+    SPARK_LOCAL_IP=0.0.0.0 \
+    KILN_IVY_DIR=/opt/kiln/ivy
 
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
@@ -32,7 +33,11 @@ COPY dags ./dags
 COPY plugins ./plugins
 COPY scripts ./scripts
 COPY ignite ./ignite
-RUN pip install --no-deps -e . && python -m ml_tasks --help > /dev/null
+COPY spark ./spark
+# The streaming job's Kafka connector (spark-sql-kafka from Maven Central) is resolved here, once, into the image.
+RUN pip install --no-deps -e . && python -m ml_tasks --help > /dev/null \
+ && python -c "from ml_tasks.streaming import streaming_session; streaming_session('kiln-resolve').stop()" \
+ && chown -R "${KILN_UID}:0" /opt/kiln/ivy
 
 USER ${KILN_UID}
 ENTRYPOINT ["/usr/bin/tini", "--"]

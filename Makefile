@@ -16,6 +16,9 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 # spark://host:7077 or local[*] here makes each stage a spark-submit of its own instead.
 export AIRFLOW_CONN_SPARK_DEFAULT ?= sc://127.0.0.1:15002
 export AIRFLOW_CONN_IGNITE_DEFAULT ?= ignite://127.0.0.1:10800
+# The events of the streaming DAGs (make kafka-up); the Kafka provider's connection, as JSON.
+export KILN_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
+export AIRFLOW_CONN_KAFKA_DEFAULT ?= {"conn_type": "kafka", "extra": {"bootstrap.servers": "$(KILN_KAFKA_BOOTSTRAP)", "group.id": "kiln", "auto.offset.reset": "latest"}}
 export KILN_DATA_ROOT ?= $(CURDIR)/data
 export PATH := $(VENV)/bin:$(PATH)
 export PYSPARK_PYTHON := $(VENV)/bin/python
@@ -25,7 +28,7 @@ export PYTHONPATH := $(CURDIR)/plugins
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 
-.PHONY: setup singa k8s-binaries demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down airflow-up airflow-down k8s-up k8s-down clean
+.PHONY: setup singa k8s-binaries demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down kafka-up kafka-down airflow-up airflow-down k8s-up k8s-down clean
 
 # `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed, the
 # Kubernetes control plane is built and the DB is migrated. Singa compiles once per machine (~2.5 min on
@@ -89,6 +92,13 @@ spark-connect-up: setup
 spark-connect-down:
 	scripts/spark_connect.sh down
 
+# One KRaft broker (no ZooKeeper) on 127.0.0.1:9092 from Maven Central jars; its topics survive down/up.
+kafka-up: setup
+	scripts/kafka.sh up
+
+kafka-down:
+	scripts/kafka.sh down
+
 airflow-up: setup
 	scripts/airflow.sh up
 
@@ -103,4 +113,4 @@ k8s-down:
 	scripts/k8s.sh down
 
 clean:
-	rm -rf $(AIRFLOW_HOME) data .ignite/run .spark .spark-connect .k8s
+	rm -rf $(AIRFLOW_HOME) data .ignite/run .spark .spark-connect .k8s .kafka/run .kafka/data

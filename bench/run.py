@@ -3,7 +3,8 @@ run) and its goal, written to bench/results/<full|quick>/ (results.md, results.j
 
 Sections: the pipeline with and without Spark start-up (spark-submit per stage vs one Spark Connect server),
 online predictions (sequential, and under 32 connections from wrk, a C load generator), cache warming vs Ignite's
-Java IgniteDataStreamer, and the DAG file's parse time. The quick variant runs smaller sizes and shorter loads.
+Java IgniteDataStreamer, the DAG file's parse time, and streaming (freshness of Kafka events in Ignite at 2,000 and
+10,000 events/s, the sustained rate vs the batch path, the driver's memory over a long run). The quick variant runs smaller sizes and shorter loads.
 """
 
 from __future__ import annotations
@@ -317,9 +318,9 @@ def release_spark_session() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads (under 5 minutes)")
-    parser.add_argument("--only", nargs="*", choices=["pipeline", "serving", "warm", "parse"])
+    parser.add_argument("--only", nargs="*", choices=["pipeline", "serving", "warm", "parse", "streaming"])
     args = parser.parse_args()
-    sections = args.only or ["parse", "pipeline", "serving", "warm"]
+    sections = args.only or ["parse", "pipeline", "serving", "warm", "streaming"]
     results = Results(ROOT / "bench" / "results" / ("quick" if args.quick else "full"), quick=args.quick)
     work = Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     work.chmod(0o755)
@@ -347,6 +348,10 @@ def main() -> None:
                 warming(results, [50_000] if args.quick else [100_000, 300_000, 1_000_000], work)
         finally:
             bench_ignite.node("down", work / "node")
+    if "streaming" in sections:
+        from bench.bench_streaming import streaming
+
+        streaming(results, args.quick, work / "streaming")
     results.finish()
     shutil.rmtree(work, ignore_errors=True)
 

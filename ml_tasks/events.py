@@ -132,3 +132,48 @@ def produce_events(spec: DatasetSpec, bootstrap_servers: str, topic: str, rate: 
     elapsed = time.monotonic() - began
     return {"topic": topic, "produced": sent, "malformed": malformed, "late": late, "seconds": round(elapsed, 2),
             "events_per_s": round(sent / max(elapsed, 1e-9)), "first_index": start, "seed": seed}
+
+
+def alert_of(message) -> dict[str, Any] | None:
+    """Airflow's Kafka trigger calls this on each message of an alerts topic: the alert, or None to keep waiting."""
+    try:
+        alert = json.loads(message.value())
+    except (TypeError, ValueError):
+        return None
+    return alert if isinstance(alert, dict) and "kind" in alert else None
+
+
+def dead_letter_summary(bootstrap_servers: str, topic: str, batch_id: int | None = None, last: int = 10_000,
+                        timeout: float = 30.0) -> dict[str, Any]:
+    """What the stream rejected, re-read from its dead-letter topic: counts per rule (the field before ':'), with
+    an example of each; only ``batch_id``'s when given, from the last ``last`` messages of every partition."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(kafka_config(bootstrap_servers, **{"group.id": f"kiln-dead-letters-{time.time_ns()}",
+                                                           "enable.auto.commit": False}))
+    reasons: dict[str, int] = {}
+    examples: dict[str, dict[str, Any]] = {}
+    read = 0
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in partitions}
+        consumer.assign([TopicPartition(topic, p, max(low, high - last)) for p, (low, high) in ends.items()])
+        remaining = {p for p, (low, high) in ends.items() if high > low}
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            if msg.offset() >= ends[msg.partition()][1] - 1:
+                remaining.discard(msg.partition())
+            letter = json.loads(msg.value())
+            if batch_id is not None and letter.get("batch_id") != batch_id:
+                continue
+            read += 1
+            rule = str(letter.get("reason", "")).split(":")[0]
+            reasons[rule] = reasons.get(rule, 0) + 1
+            examples.setdefault(rule, letter)
+    finally:
+        consumer.close()
+    return {"topic": topic, "batch_id": batch_id, "dead_letters": read,
+            "by_rule": dict(sorted(reasons.items(), key=lambda kv: -kv[1])), "examples": examples}

@@ -196,6 +196,10 @@ class StreamFiles:
         """The supervised driver's output (continuous mode), kept across restarts."""
         return self.dir / "driver.log"
 
+    def result(self, run_id: str) -> Path:
+        """A streaming DAG run's result manifest (its XCom)."""
+        return self.dir / "runs" / f"{run_key(run_id)}.json"
+
 
 @dataclass(frozen=True)
 class Layout:

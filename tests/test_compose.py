@@ -51,7 +51,7 @@ def test_secrets_are_required_not_defaulted(composecheck):
 
 def test_the_full_stack_is_there(project):
     assert set(project["services"]) == {"postgres", *AIRFLOW_COMMANDS, "spark-master", "spark-worker-1", "spark-worker-2",
-                                        "spark-connect", "ignite", "ignite-2", "serving"}
+                                        "spark-connect", "ignite", "ignite-2", "kafka", "streaming", "serving"}
 
 
 def test_airflow_services_come_from_the_project_image(project):
@@ -115,6 +115,21 @@ def test_spark_stages_attach_to_the_connect_server_on_the_cluster(project):
     assert "spark.connect.grpc.binding.port=15002" in command and "spark.driver.host=spark-connect" in command
     assert any(v["source"] == "kiln-data" and v["target"] == "/data" for v in connect["volumes"])  # it reads the data root
     assert connect["healthcheck"]["test"]
+
+
+def test_the_stream_reads_the_kraft_broker_and_writes_both_ignite_nodes(project):
+    services = project["services"]
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller" and "ZOOKEEPER" not in " ".join(kafka)
+    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092" and services["kafka"]["healthcheck"]["test"]
+    assert "ports" not in services["kafka"]  # no authentication: reachable on the compose network only
+    stream = services["streaming"]
+    assert stream["command"][:6] == ["python", "-m", "ml_tasks", "stream", "--stream-mode", "continuous"]
+    assert stream["environment"]["KILN_KAFKA_BOOTSTRAP"] == "kafka:9092" and stream["environment"]["KILN_IGNITE_HOST"] == "ignite,ignite-2"
+    assert stream["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert any(v["target"] == "/data" for v in stream["volumes"])  # its checkpoint lives in the data root
+    conn = json.loads(services["airflow-scheduler"]["environment"]["AIRFLOW_CONN_KAFKA_DEFAULT"])
+    assert conn["extra"]["bootstrap.servers"] == "kafka:9092"
 
 
 def test_two_spark_workers_and_two_ignite_nodes_with_a_backup_each(project):

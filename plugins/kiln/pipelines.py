@@ -1,7 +1,9 @@
 """The DAGs of a dataset spec: its training pipeline and its cache refresh, wired from ``ml_tasks.stages``.
 
-DAG ids: the built-in ``transactions`` dataset keeps ``kiln_training`` and ``kiln_cache_refresh``;
-every other dataset ``<name>`` gets ``kiln_training_<name>`` and ``kiln_cache_refresh_<name>``. Each has
+DAG ids: the built-in ``transactions`` dataset keeps ``kiln_training`` and ``kiln_cache_refresh`` (and, as
+its spec has a ``stream:`` section, ``kiln_streaming`` and ``kiln_stream_alerts``); every other dataset
+``<name>`` gets ``kiln_training_<name>`` and ``kiln_cache_refresh_<name>`` (``kiln_streaming_<name>``,
+``kiln_stream_alerts_<name>``). Each has
 its own form (fields and bounds from the spec), schedule, champion asset ``kiln_champion_<model>``,
 registry model, Ignite feature alias and serving route.
 """
@@ -31,6 +33,14 @@ def training_dag_id(dataset: str) -> str:
 
 def cache_refresh_dag_id(dataset: str) -> str:
     return "kiln_cache_refresh" if dataset == BUILTIN_DATASET else f"kiln_cache_refresh_{dataset}"
+
+
+def streaming_dag_id(dataset: str) -> str:
+    return "kiln_streaming" if dataset == BUILTIN_DATASET else f"kiln_streaming_{dataset}"
+
+
+def stream_alerts_dag_id(dataset: str) -> str:
+    return "kiln_stream_alerts" if dataset == BUILTIN_DATASET else f"kiln_stream_alerts_{dataset}"
 
 
 def champion_asset(spec: DatasetSpec) -> Asset:
@@ -243,6 +253,96 @@ def cache_refresh_dag(spec: DatasetSpec) -> DAG:
     return refresh()
 
 
+def streaming_dag(spec: DatasetSpec) -> DAG:
+    from kiln.form import form_params, param_template
+    from kiln.operators.stage import KilnStageOperator
+
+    assert spec.stream is not None
+    doc = (f"### {streaming_dag_id(spec.name)}\n\nKeeps the online features of dataset `{spec.name}` fresh from its "
+           f"Kafka events (`{spec.topic('events')}`): Spark Structured Streaming validates each event against the "
+           f"dataset's schema, sends malformed ones to `{spec.topic('dead-letters')}` with the reason, and writes each "
+           f"entity's newest event into the Ignite feature cache `{spec.feature_cache}` (an older event never replaces "
+           "a newer one). The schedule's runs process what is waiting and stop (`stream_mode` available_now, the "
+           "checkpoint carries the offsets); trigger with `stream_mode` continuous for a long-running query, restarted "
+           "by its supervisor when its driver dies and failing this task when it keeps dying. Connections "
+           "`kafka_default` (extra `bootstrap.servers`) and `ignite_default`.")
+
+    @dag(dag_id=streaming_dag_id(spec.name), doc_md=doc, schedule=spec.stream.schedule, start_date=START, catchup=False,
+         max_active_runs=1, tags=["kiln", "streaming", "kafka", "ignite", f"dataset:{spec.name}"],
+         default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=30), "execution_timeout": TASK_TIMEOUT},
+         params=form_params(spec, pipeline="streaming"))
+    def streaming():
+        @task(multiple_outputs=True)
+        def locate_stream(run_id=None) -> dict:
+            """Where the query keeps its state and result, and the brokers and nodes it talks to (from the connections)."""
+            from airflow.sdk import BaseHook
+
+            from kiln.hooks.ignite import IgniteHook
+            from kiln.settings import data_root
+            from ml_tasks.layout import StreamFiles
+
+            addresses, _ = IgniteHook().client_config()
+            return {"data_root": data_root(), "result_path": str(StreamFiles.of(data_root(), spec.name).result(run_id)),
+                    "bootstrap_servers": BaseHook.get_connection("kafka_default").extra_dejson["bootstrap.servers"],
+                    "ignite_host": ",".join(f"{host}:{port}" for host, port in addresses)}
+
+        def located(key: str) -> str:
+            return "{{ ti.xcom_pull(task_ids='locate_stream', key='" + key + "') }}"
+
+        stage = STAGES["stream"]
+        arguments = stage.command(
+            dataset=spec.name, partition=["--data-root", located("data_root")],
+            values={name: param_template(name) for name in stage.settings_for(spec)},
+            options=["--bootstrap-servers", located("bootstrap_servers"), "--ignite-host", located("ignite_host")])[4:]
+        locate_stream() >> KilnStageOperator(task_id="stream_events", stage="stream", arguments=arguments,
+                                             result_path=located("result_path"), pod_resources="medium")
+
+    return streaming()
+
+
+def stream_alerts_asset(spec: DatasetSpec) -> Asset:
+    """Updated by Airflow's Kafka trigger (in the triggerer) whenever the stream publishes an alert."""
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+    from airflow.sdk import AssetWatcher
+
+    trigger = MessageQueueTrigger(scheme="kafka", topics=[spec.topic("alerts")], apply_function="ml_tasks.events.alert_of",
+                                  kafka_config_id="kafka_default", poll_interval=1)
+    return Asset(f"kiln_stream_alerts_{spec.name}",
+                 watchers=[AssetWatcher(name=f"kiln_stream_alerts_{spec.name}", trigger=trigger)])
+
+
+def stream_alerts_dag(spec: DatasetSpec) -> DAG:
+    doc = (f"### {stream_alerts_dag_id(spec.name)}\n\nEvent-driven: runs when the stream of dataset `{spec.name}` "
+           f"publishes an alert on `{spec.topic('alerts')}` (an AssetWatcher with the Kafka message-queue trigger; the "
+           "triggerer must run). It re-reads the batch's dead letters and reports which rules the events broke, with an "
+           "example of each, so a producer's schema change is named within a minute of reaching the stream.")
+
+    @dag(dag_id=stream_alerts_dag_id(spec.name), doc_md=doc, schedule=[stream_alerts_asset(spec)], start_date=START,
+         catchup=False, tags=["kiln", "streaming", "alerts", f"dataset:{spec.name}"],
+         default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15)})
+    def alerts():
+        @task
+        def summarise_dead_letters(triggering_asset_events=None) -> dict:
+            """Which rules the alerting batch's events broke (from the dead-letter topic)."""
+            from airflow.sdk import BaseHook
+
+            from ml_tasks.events import dead_letter_summary
+
+            alerts = [event.extra.get("payload", event.extra) for events in (triggering_asset_events or {}).values()
+                      for event in events]
+            alert = alerts[-1] if alerts else {}
+            print(f"alert: {alert}")
+            summary = dead_letter_summary(BaseHook.get_connection("kafka_default").extra_dejson["bootstrap.servers"],
+                                          spec.topic("dead-letters"), batch_id=alert.get("batch_id"))
+            for rule, count in summary["by_rule"].items():
+                print(f"{count} events broke rule {rule!r}, e.g. {summary['examples'][rule]}")
+            return {"alert": alert, **summary}
+
+        summarise_dead_letters()
+
+    return alerts()
+
+
 class BrokenSpecDag(DAG):
     """Stands for the DAG of a spec that does not load. Airflow validates each DAG of a file separately, so
     raising here records an import error naming the spec file while the other specs' DAGs load."""
@@ -261,6 +361,7 @@ def dags_of(path: Path, spec: DatasetSpec | SpecError) -> list[DAG]:
     if isinstance(spec, SpecError):
         return [BrokenSpecDag(training_dag_id(name), spec)]
     try:
-        return [training_dag(spec), cache_refresh_dag(spec)]
+        streaming = [streaming_dag(spec), stream_alerts_dag(spec)] if spec.stream is not None else []
+        return [training_dag(spec), cache_refresh_dag(spec), *streaming]
     except Exception as exc:  # e.g. a schedule Airflow does not understand: only this spec's DAGs are lost
         return [BrokenSpecDag(training_dag_id(name), SpecError(f"{path}: its DAG cannot be built: {exc}"))]

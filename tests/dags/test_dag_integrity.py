@@ -98,6 +98,34 @@ def test_every_stage_command_is_accepted_by_the_cli_and_passes_every_form_settin
                 assert getattr(args, f"setting_{name}") is not None, (command[0], name)
 
 
+def test_the_streaming_dags_run_the_stream_stage_and_watch_the_alerts_topic(dagbag):
+    """kiln_streaming: its form is the streaming settings only (and the training form has none of them), its
+    command line is the stream stage's; kiln_stream_alerts is scheduled by a Kafka AssetWatcher on the alerts topic."""
+    from ml_tasks.__main__ import build_parser
+    from ml_tasks.run_settings import SETTINGS
+
+    dag = dagbag.get_dag("kiln_streaming")
+    streaming = {name for name, s in SETTINGS.items() if s.pipeline == "streaming"}
+    assert set(dag.params) == streaming and not streaming & set(dagbag.get_dag("kiln_training").params)
+    assert dag.params["stream_mode"] == "available_now" and dag.schedule == "*/5 * * * *"
+    stubs = {"{{ ti.xcom_pull(task_ids='locate_stream', key='" + k + "') }}": v for k, v in
+             {"data_root": "/d", "bootstrap_servers": "k:9092", "ignite_host": "i:10800"}.items()}
+    [command] = [[t.stage, *t.arguments] for t in dag.tasks if hasattr(t, "stage")]
+    for stub, value in stubs.items():
+        command = [a.replace(stub, value) for a in command]
+    import jinja2
+
+    args = build_parser().parse_args([jinja2.Template(a).render(params={n: dag.params[n] for n in dag.params}) for a in command])
+    assert (args.dataset, args.bootstrap_servers, args.ignite_host, args.setting_stream_mode) == (
+        "transactions", "k:9092", "i:10800", "available_now")
+    [asset] = dagbag.get_dag("kiln_stream_alerts").timetable.asset_condition.objects
+    [watcher] = asset.watchers
+    classpath, kwargs = watcher.trigger.serialize()
+    assert classpath.endswith("kafka.triggers.await_message.AwaitMessageTrigger"), classpath
+    assert (kwargs["topics"], kwargs["apply_function"]) == (["kiln.transactions.alerts"], "ml_tasks.events.alert_of")
+    assert "kiln_streaming_diabetes" not in dagbag.dag_ids  # a spec without a stream section gets no streaming DAG
+
+
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_parsing_makes_no_db_query_connection_or_variable_lookup(dag_file):
     """Parse in a fresh interpreter: count SQL statements and forbid connection/variable lookups."""

@@ -75,7 +75,16 @@ def test_the_shipped_specs_are_what_infer_dataset_drafts_plus_a_few_edits(source
     roles = ("task", "source", "key", "label", "timestamp", "features", "ignore")
     assert {r: getattr(drafted, r) for r in roles} == {r: getattr(spec, r) for r in roles}
     edited = set(spec.model_fields_set) - set(drafted.model_fields_set)
-    assert edited <= {"description", "settings"}, edited
+    assert edited <= {"description", "settings", "stream"}, edited
+
+
+def test_a_stream_needs_an_event_time_and_names_its_topics(tmp_path):
+    spec = load_spec(PROJECT_ROOT / "datasets" / "transactions.yaml")
+    assert (spec.topic("events"), spec.topic("dead-letters")) == ("kiln.transactions.events", "kiln.transactions.dead-letters")
+    with pytest.raises(SpecError, match="stream: needs 'timestamp'"):
+        load_spec(write(tmp_path, GOOD + "stream: {topic: cards}\n"))  # GOOD declares no event time
+    with_time = load_spec(write(tmp_path, GOOD + "timestamp: signup\nstream: {topic: cards}\n"))
+    assert (with_time.topic("events"), with_time.topic("alerts")) == ("cards", f"kiln.{with_time.name}.alerts")
 
 
 def test_infer_dataset_drafts_roles_from_a_users_csv(tmp_path):

@@ -1,0 +1,204 @@
+"""The streaming figures of `make bench`: freshness (event produced -> servable from Ignite) at a sustained rate,
+the highest sustained rate vs the batch warm path over the same events, and the driver's memory over a long run.
+
+Real parts only: a Kafka broker (scripts/kafka.sh, its own port), the bench's Ignite node, the stream stage in
+continuous mode (its supervisor and Spark driver as subprocesses, as Airflow or a container runs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import bench_ignite  # noqa: E402
+from bench.results import Results  # noqa: E402
+from ml_tasks.streaming import LATENCY_BUCKET_MS, batch_figures, quantile  # noqa: E402
+from tests.kafka_broker import KafkaBroker  # noqa: E402
+
+KAFKA_PORT = 9392
+DATASET = "bench_stream"
+ENTITIES = 100_000
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def spec(work: Path):
+    from ml_tasks.spec import load_spec
+
+    folder = work / "specs"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "datasets" / "transactions.yaml", folder / f"{DATASET}.yaml")
+    return load_spec(folder / f"{DATASET}.yaml")
+
+
+def env(work: Path) -> dict[str, str]:
+    return {**os.environ, "KILN_DATASETS_DIR": str(work / "specs"), "KILN_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}",
+            "KILN_IGNITE_HOST": f"127.0.0.1:{bench_ignite.PORT}", "KILN_DATA_ROOT": str(work / "data")}
+
+
+@contextlib.contextmanager
+def continuous_stream(work: Path, max_events: int, trigger: float = 0.5) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen([sys.executable, "-m", "ml_tasks", "stream", "--dataset", DATASET, "--stream-mode", "continuous",
+                             "--stream-trigger-seconds", str(trigger), "--stream-max-events-per-batch", str(max_events)],
+                            env=env(work), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / "stream.log").open("a"),
+                            start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def driver_rss_mb(supervisor: subprocess.Popen) -> float:
+    """The Spark driver's resident memory: its Python process and the JVM under it."""
+    total = 0
+    for child in psutil.Process(supervisor.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return total / 2**20
+
+
+def applied(client, count: int, timeout: float, work: Path) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        figures = batch_figures(client, f"kiln_features_{DATASET}")
+        if sum(f["events"] for f in figures) >= count:
+            return figures
+        time.sleep(0.5)
+    raise RuntimeError(f"the stream did not apply {count} events in {timeout:.0f}s; see {work / 'stream.log'}")
+
+
+def produce(work: Path, rate: float, seconds: float, start: int) -> dict:
+    from ml_tasks.events import produce_events
+
+    s = spec(work)
+    return produce_events(s, f"127.0.0.1:{KAFKA_PORT}", s.topic("events"), rate=rate, seconds=seconds, entities=ENTITIES,
+                          late_share=0.05, malformed_share=0.01, start=start)
+
+
+def streaming(results: Results, quick: bool, work: Path) -> None:
+    section = "streaming"
+    broker = KafkaBroker(work / "kafka", port=KAFKA_PORT)
+    broker.start()
+    bench_ignite.node("up", work / "node")
+    try:
+        client = bench_ignite.client()
+        spec(work)
+        sent = produce(work, 0, 2, 0)["produced"]  # warm-up: the driver's first batches compile their code
+        with continuous_stream(work, max_events=200_000):
+            applied(client, sent, 300, work)
+            for rate, seconds in ((2_000, 20 if quick else 60), (10_000, 20 if quick else 60)):
+                log(f"streaming: {rate:,} events/s for {seconds} s")
+                before = len(batch_figures(client, f"kiln_features_{DATASET}"))
+                out = produce(work, rate, seconds, sent)
+                produced_until = time.time()
+                sent += out["produced"]
+                figures = applied(client, sent, 300, work)[before:]
+                lag = figures[-1]["applied_ms"] / 1000 - produced_until
+                hist: dict[str, int] = {}
+                for f in figures:
+                    for bucket, n in f["latency_ms"].items():
+                        hist[bucket] = hist.get(bucket, 0) + n
+                p50, p99 = quantile(hist, 0.5), quantile(hist, 0.99)
+                results.add(section, f"freshness at {rate:,} events/s: p99", p99 / 1000, "s",
+                            baseline=f"p50 {p50 / 1000:.2f} s; produced {out['events_per_s']:,}/s for {out['seconds']:.0f} s "
+                                     f"in {len(figures)} batches; last batch {lag:+.1f} s after the producer stopped",
+                            goal=("<=", 2.0) if rate == 2_000 else None)
+                results.plot(f"freshness_{rate}", kind="hist", title=f"Produced -> servable at {rate:,} events/s (ms)",
+                             xlabel="ms", ylabel="events",
+                             values={"events": [int(b) + LATENCY_BUCKET_MS / 2 for b, n in hist.items() for _ in range(min(n, 50_000))]})
+        memory(results, work, client, sent, minutes=1 if quick else 10)
+        throughput(results, work, client, backlog=50_000 if quick else 300_000)
+    finally:
+        bench_ignite.node("down", work / "node")
+        broker.stop()
+
+
+def memory(results: Results, work: Path, client, sent: int, minutes: int) -> None:
+    """Driver RSS, sampled every 10 s over ``minutes`` at 2,000 events/s: flat means no growth after the first minute."""
+    import threading
+
+    log(f"streaming: driver memory over {minutes} min at 2,000 events/s")
+    samples: list[tuple[float, float]] = []
+    with continuous_stream(work, max_events=200_000) as stream:
+        began = time.monotonic()
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(10):
+                samples.append(((time.monotonic() - began) / 60, driver_rss_mb(stream)))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        out = produce(work, 2_000, minutes * 60, sent)
+        applied(client, sent + out["produced"], 300, work)
+        stop.set()
+        sampler.join()
+    after_first = [mb for t, mb in samples if t >= min(1.0, minutes / 2)]
+    growth = (max(after_first) - after_first[0]) / after_first[0] * 100 if after_first else float("nan")
+    results.add("streaming", f"driver RSS growth after warm-up, {minutes} min at 2,000 events/s", growth, "%",
+                baseline=f"{after_first[0]:.0f} MB -> peak {max(after_first):.0f} MB ({len(samples)} samples)",
+                goal=("<=", 10))
+    results.plot("stream_driver_rss", kind="lines", title="Streaming driver RSS (Python + JVM)", xlabel="minutes",
+                 ylabel="MB", lines={"driver": ([t for t, _ in samples], [mb for _, mb in samples])})
+
+
+def throughput(results: Results, work: Path, client, backlog: int) -> None:
+    """A backlog drained by the stream vs the same events through the batch path (online-features + warm)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ml_tasks.feature_cache import warm
+    from ml_tasks.online_features import latest_features
+
+    log(f"streaming: throughput, a backlog of {backlog:,} events: stream vs batch warm")
+    shutil.rmtree(work / "data", ignore_errors=True)  # a fresh checkpoint: the stream reads the topic from its start
+    s = spec(work)
+    from confluent_kafka.admin import AdminClient
+
+    AdminClient({"bootstrap.servers": f"127.0.0.1:{KAFKA_PORT}"}).delete_topics([s.topic("events")])[s.topic("events")].result(30)
+    time.sleep(2)
+    out = produce(work, rate=backlog / 5, seconds=5, start=0)  # exactly ``backlog`` events, as fast as they go
+    with continuous_stream(work, max_events=100_000) as _stream:
+        began = time.monotonic()
+        figures = applied(client, backlog, 900, work)
+        first = min(f["applied_ms"] - f["seconds"] * 1000 for f in figures) / 1000
+        stream_s = max(f["applied_ms"] for f in figures) / 1000 - first
+        startup_s = time.monotonic() - began - stream_s
+    rate = backlog / stream_s
+    # The batch path over the same events: read them back, a raw partition, newest per entity, warm.
+    from tests.ml_tasks.test_streaming import read_topic, valid_events
+
+    rows = valid_events(s, [v for _, v in read_topic(f"127.0.0.1:{KAFKA_PORT}", s.topic("events"))])
+    began = time.monotonic()
+    raw = work / "batch" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    columns = [s.key, s.timestamp, *s.features]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, s.schema.storage_type(c)) for c in columns])),
+                   raw / "part-0.parquet")
+    s.schema.save(raw)
+    latest_features(raw, work / "batch" / "online.parquet")
+    warm(client, "bench_stream_batch", work / "batch" / "online.parquet", key=s.key)
+    batch_s = time.monotonic() - began
+    results.add("streaming", f"sustained stream rate draining {backlog:,} events", rate, "events/s",
+                baseline=f"batch path (parquet, newest per entity, warm) over the same events {backlog / batch_s:,.0f} events/s "
+                         f"= {rate / (backlog / batch_s):.2f}x; the stream's start-up {startup_s:.0f} s not counted; "
+                         f"producer {out['events_per_s']:,}/s")
+
