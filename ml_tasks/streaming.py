@@ -66,7 +66,8 @@ class StreamConfig:
     max_events_per_batch: int = 500_000
     run_minutes: float = 0.0
     alert_dead_letter_share: float = 0.2
-    lease_seconds: float = 20.0
+    # A killed driver's lease expires after this; its restart waits that long (KILN_STREAM_LEASE_SECONDS).
+    lease_seconds: float = field(default_factory=lambda: float(os.environ.get("KILN_STREAM_LEASE_SECONDS", "20")))
     ignite_retry_seconds: float = 60.0  # how long a batch retries Ignite (a node restarting) before the query fails
 
     @property

@@ -55,7 +55,8 @@ write_env() {
   export AIRFLOW_CONN_SPARK_DEFAULT="${AIRFLOW_CONN_SPARK_DEFAULT:-sc://127.0.0.1:15002}"
   export KILN_SPARK_CONNECT_DIR="$state/spark-connect"
   export AIRFLOW_CONN_IGNITE_DEFAULT="${AIRFLOW_CONN_IGNITE_DEFAULT:-ignite://127.0.0.1:10800}"
-  export AIRFLOW_CONN_KAFKA_DEFAULT="${AIRFLOW_CONN_KAFKA_DEFAULT:-{\"conn_type\": \"kafka\", \"extra\": {\"bootstrap.servers\": \"${KILN_KAFKA_BOOTSTRAP:-127.0.0.1:9092}\", \"group.id\": \"kiln\"}}}"
+  kafka_conn='{"conn_type": "kafka", "extra": {"bootstrap.servers": "'"${KILN_KAFKA_BOOTSTRAP:-127.0.0.1:9092}"'", "group.id": "kiln"}}'
+  export AIRFLOW_CONN_KAFKA_DEFAULT="${AIRFLOW_CONN_KAFKA_DEFAULT:-$kafka_conn}"
   export KILN_DATA_ROOT="${KILN_DATA_ROOT:-$root/data}"
   # A PostgreSQL database for datasets' own tables (source kind postgres), read through this connection.
   export AIRFLOW_CONN_KILN_SOURCE="${AIRFLOW_CONN_KILN_SOURCE:-postgres://kiln_source:${KILN_SOURCE_PASSWORD}@127.0.0.1:${pg_port}/kiln_source}"

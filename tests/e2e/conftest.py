@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,7 +29,7 @@ def spark_stages_over_connect(spark_connect):
 
 
 @pytest.fixture(scope="package")  # stopped when tests/e2e is done: its scheduler and parser use CPU
-def airflow_server(tmp_path_factory, ignite_node, spark_stages_over_connect):
+def airflow_server(tmp_path_factory, ignite_node, spark_stages_over_connect, kafka_broker):
     """A real Airflow (PostgreSQL, LocalExecutor, 4 components) on its own ports and data root.
 
     Unpausing kiln_training lets the scheduler create the run of the latest daily interval at once.
@@ -39,7 +40,10 @@ def airflow_server(tmp_path_factory, ignite_node, spark_stages_over_connect):
     state.chmod(0o755)
     datasets = base / "datasets"  # the shipped specs; tests add their own while the server runs
     shutil.copytree(ROOT / "datasets", datasets)
-    server = AirflowServer(state=state, data_root=base / "data", ignite_uri=ignite_node.connection_uri(), datasets=datasets)
+    kafka = {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_broker.bootstrap, "group.id": "kiln-e2e",
+                                              "auto.offset.reset": "earliest"}}
+    server = AirflowServer(state=state, data_root=base / "data", ignite_uri=ignite_node.connection_uri(), datasets=datasets,
+                           extra_env={"AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka)})
     server.up()
     try:
         for dag_id in ("kiln_training", "kiln_cache_refresh"):

@@ -41,7 +41,8 @@ def stream_spec(tmp_path: Path, name: str):
 def stream_env(tmp_path: Path, kafka_broker, ignite_node) -> dict[str, str]:
     return {**os.environ, "KILN_DATASETS_DIR": str(tmp_path / "specs"), "KILN_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
             "KILN_IGNITE_HOST": ignite_node.hosts, "KILN_DATA_ROOT": str(tmp_path / "data"),
-            "KILN_IVY_DIR": str(Path.home() / ".cache" / "kiln" / "ivy")}
+            "KILN_IVY_DIR": str(Path.home() / ".cache" / "kiln" / "ivy"),
+            "KILN_STREAM_LEASE_SECONDS": "6"}  # the killed driver's lease expires sooner: its restart waits less
 
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 300) -> dict:
