@@ -101,8 +101,9 @@ def streaming(results: Results, quick: bool, work: Path) -> None:
     try:
         client = bench_ignite.client()
         spec(work)
-        sent = produce(work, 0, 2, 0)["produced"]  # warm-up: the driver's first batches compile their code
         with continuous_stream(work, max_events=200_000):
+            # Warm-up, not measured: the driver's first batches compile their code paths (the first takes ~10 s).
+            sent = produce(work, 2_000, 20, 0)["produced"]
             applied(client, sent, 300, work)
             for rate, seconds in ((2_000, 20 if quick else 60), (10_000, 20 if quick else 60)):
                 log(f"streaming: {rate:,} events/s for {seconds} s")
@@ -173,7 +174,8 @@ def throughput(results: Results, work: Path, client, backlog: int) -> None:
     s = spec(work)
     from confluent_kafka.admin import AdminClient
 
-    AdminClient({"bootstrap.servers": f"127.0.0.1:{KAFKA_PORT}"}).delete_topics([s.topic("events")])[s.topic("events")].result(30)
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{KAFKA_PORT}"})  # kept: its futures die with it
+    admin.delete_topics([s.topic("events")])[s.topic("events")].result(30)
     time.sleep(2)
     out = produce(work, rate=backlog / 5, seconds=5, start=0)  # exactly ``backlog`` events, as fast as they go
     with continuous_stream(work, max_events=100_000) as _stream:

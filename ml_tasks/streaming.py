@@ -294,13 +294,17 @@ class BatchWriter:
         events = table.num_rows
         if events == 0:
             return
+        steps = {"read": time.time() - started}
         is_bad = pc.is_valid(table.column("reason"))
         bad, valid = table.filter(is_bad), table.filter(pc.invert(is_bad))
         if bad.num_rows:
             self.send_dead_letters(bad, batch_id)
+        steps["dead letters"] = time.time() - started - sum(steps.values())
         entries = batch_entries(valid, self.cfg.schema)
+        steps["newest"] = time.time() - started - sum(steps.values())
         applied = self.ignite.run(lambda c: apply_stream_batch(c, self.cfg.feature_cache, entries), f"batch {batch_id}")
         applied_ms = int(time.time() * 1000)
+        steps["ignite"] = time.time() - started - sum(steps.values())
         figures = {"batch_id": batch_id, "events": events, "dead_letters": bad.num_rows, "entities": len(entries),
                    "written": applied["written"], "older": applied["older"], "republished": applied["republished"],
                    "version": applied["version"], "applied_ms": applied_ms, "seconds": round(time.time() - started, 3),
@@ -311,9 +315,9 @@ class BatchWriter:
             self.totals[name] += figures[name]
         self.totals["batches"] += 1
         self.last_batch_id = batch_id
-        log.info("batch %d: %d events, %d dead letters, %d entities -> %d written to %s (%d older kept out), %.2fs",
+        log.info("batch %d: %d events, %d dead letters, %d entities -> %d written to %s (%d older kept out), %.2fs (%s)",
                  batch_id, events, bad.num_rows, len(entries), applied["written"], applied["version"], applied["older"],
-                 figures["seconds"])
+                 figures["seconds"], ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
         if bad.num_rows / events > self.cfg.alert_dead_letter_share:
             self.alert({"kind": "dead_letters", "dataset": self.cfg.dataset, "batch_id": batch_id,
                         "events": events, "dead_letters": bad.num_rows, "share": round(bad.num_rows / events, 4)})
