@@ -36,13 +36,14 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def spec(work: Path):
+def spec(work: Path, dataset: str = DATASET):
+    """The transactions spec under the bench's own name: its topics, alias and checkpoint are the bench's."""
     from ml_tasks.spec import load_spec
 
     folder = work / "specs"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "datasets" / "transactions.yaml", folder / f"{DATASET}.yaml")
-    return load_spec(folder / f"{DATASET}.yaml")
+    shutil.copy(ROOT / "datasets" / "transactions.yaml", folder / f"{dataset}.yaml")
+    return load_spec(folder / f"{dataset}.yaml")
 
 
 def env(work: Path) -> dict[str, str]:
@@ -51,8 +52,8 @@ def env(work: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def continuous_stream(work: Path, max_events: int, trigger: float = 0.5) -> Iterator[subprocess.Popen]:
-    proc = subprocess.Popen([sys.executable, "-m", "ml_tasks", "stream", "--dataset", DATASET, "--stream-mode", "continuous",
+def continuous_stream(work: Path, max_events: int, trigger: float = 0.1, dataset: str = DATASET) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen([sys.executable, "-m", "ml_tasks", "stream", "--dataset", dataset, "--stream-mode", "continuous",
                              "--stream-trigger-seconds", str(trigger), "--stream-max-events-per-batch", str(max_events)],
                             env=env(work), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(work / "stream.log").open("a"),
                             start_new_session=True)
@@ -75,20 +76,20 @@ def driver_rss_mb(supervisor: subprocess.Popen) -> float:
     return total / 2**20
 
 
-def applied(client, count: int, timeout: float, work: Path) -> list[dict]:
+def applied(client, count: int, timeout: float, work: Path, dataset: str = DATASET) -> list[dict]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        figures = batch_figures(client, f"kiln_features_{DATASET}")
+        figures = batch_figures(client, f"kiln_features_{dataset}")
         if sum(f["events"] for f in figures) >= count:
             return figures
-        time.sleep(0.5)
+        time.sleep(2)  # reading every batch's figures costs the driver's machine CPU too
     raise RuntimeError(f"the stream did not apply {count} events in {timeout:.0f}s; see {work / 'stream.log'}")
 
 
-def produce(work: Path, rate: float, seconds: float, start: int) -> dict:
+def produce(work: Path, rate: float, seconds: float, start: int, dataset: str = DATASET) -> dict:
     from ml_tasks.events import produce_events
 
-    s = spec(work)
+    s = spec(work, dataset)
     return produce_events(s, f"127.0.0.1:{KAFKA_PORT}", s.topic("events"), rate=rate, seconds=seconds, entities=ENTITIES,
                           late_share=0.05, malformed_share=0.01, start=start)
 
@@ -102,8 +103,9 @@ def streaming(results: Results, quick: bool, work: Path) -> None:
         client = bench_ignite.client()
         spec(work)
         with continuous_stream(work, max_events=200_000):
-            # Warm-up, not measured: the driver's first batches compile their code paths (the first takes ~10 s).
-            sent = produce(work, 2_000, 20, 0)["produced"]
+            # Warm-up, not measured: the driver's first batches compile their code paths (the first takes ~10 s, the
+            # next ones several times their steady duration for a minute).
+            sent = produce(work, 2_000, 40 if quick else 90, 0)["produced"]
             applied(client, sent, 300, work)
             for rate, seconds in ((2_000, 20 if quick else 60), (10_000, 20 if quick else 60)):
                 log(f"streaming: {rate:,} events/s for {seconds} s")
@@ -170,17 +172,12 @@ def throughput(results: Results, work: Path, client, backlog: int) -> None:
     from ml_tasks.online_features import latest_features
 
     log(f"streaming: throughput, a backlog of {backlog:,} events: stream vs batch warm")
-    shutil.rmtree(work / "data", ignore_errors=True)  # a fresh checkpoint: the stream reads the topic from its start
-    s = spec(work)
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{KAFKA_PORT}"})  # kept: its futures die with it
-    admin.delete_topics([s.topic("events")])[s.topic("events")].result(30)
-    time.sleep(2)
-    out = produce(work, rate=backlog / 5, seconds=5, start=0)  # exactly ``backlog`` events, as fast as they go
-    with continuous_stream(work, max_events=100_000) as _stream:
+    dataset = f"{DATASET}_backlog"  # its own topic, alias and checkpoint: only this backlog
+    s = spec(work, dataset)
+    out = produce(work, rate=backlog / 5, seconds=5, start=0, dataset=dataset)  # exactly ``backlog`` events
+    with continuous_stream(work, max_events=100_000, dataset=dataset):
         began = time.monotonic()
-        figures = applied(client, backlog, 900, work)
+        figures = applied(client, backlog, 900, work, dataset)
         first = min(f["applied_ms"] - f["seconds"] * 1000 for f in figures) / 1000
         stream_s = max(f["applied_ms"] for f in figures) / 1000 - first
         startup_s = time.monotonic() - began - stream_s
@@ -192,7 +189,7 @@ def throughput(results: Results, work: Path, client, backlog: int) -> None:
     began = time.monotonic()
     raw = work / "batch" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    columns = [s.key, s.timestamp, *s.features]
+    columns = [s.key, s.timestamp, *s.schema.features]
     pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, s.schema.storage_type(c)) for c in columns])),
                    raw / "part-0.parquet")
     s.schema.save(raw)

@@ -87,6 +87,8 @@ def streaming_session(app_name: str) -> SparkSession:
             .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
             .config("spark.jars.ivySettings", str(PROJECT_ROOT / "spark" / "ivysettings.xml"))
             .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "4"))
+            # A bounded heap: a JVM left to its default (a quarter of the machine) grows for hours before it collects.
+            .config("spark.driver.memory", os.environ.get("KILN_STREAM_DRIVER_MEMORY", "1g"))
             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC").config("spark.log.level", "WARN")
             .getOrCreate())

@@ -27,8 +27,6 @@ from ml_tasks.spec import load_spec
 from ml_tasks.streaming import batch_figures
 from tests.conftest import PROJECT_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.ignite, pytest.mark.kafka]
-
 
 def stream_spec(tmp_path: Path, name: str):
     """The built-in transactions spec under another name: its own topics, feature alias and checkpoint."""
@@ -118,6 +116,9 @@ def produce(spec, broker, **kwargs) -> dict:
     return produce_events(spec, broker.bootstrap, spec.topic("events"), **kwargs)
 
 
+@pytest.mark.slow
+@pytest.mark.ignite
+@pytest.mark.kafka
 def test_stream_writes_what_the_batch_path_computes_and_never_an_older_event(tmp_path, kafka_broker, ignite_node):
     from ml_tasks.ingest import ingest
 
@@ -201,6 +202,9 @@ def wait_for_events(client, spec, count: int, timeout: float, what: str, log: Pa
                          + log.read_text()[-4000:])
 
 
+@pytest.mark.slow
+@pytest.mark.ignite
+@pytest.mark.kafka
 def test_stream_survives_driver_kill_ignite_restart_and_broker_outage(tmp_path, kafka_broker, ignite_node):
     """One continuous stream through three faults; at the end every event is counted once and the features
     equal a replay of all events through the batch path."""
@@ -257,3 +261,15 @@ def test_stream_survives_driver_kill_ignite_restart_and_broker_outage(tmp_path, 
     assert len(events) == produced
     assert cache_entries(client, stream_cache_name(spec.feature_cache)) == batch_path_entries(
         spec, valid_events(spec, events), tmp_path / "replay")
+
+
+def test_the_supervisor_restarts_a_dying_driver_then_fails_loudly_with_its_last_words(tmp_path):
+    from ml_tasks.streaming import StreamFailed, supervise
+
+    driver = [sys.executable, "-c", "import sys; print('lost my partition leader'); sys.exit(3)"]
+    began = time.monotonic()
+    with pytest.raises(StreamFailed, match=r"died 3 times within 10 minutes \(stream_max_restarts=2\); last exit code 3") as failed:
+        supervise(driver, max_restarts=2, log_file=tmp_path / "driver.log")
+    assert "lost my partition leader" in str(failed.value)
+    assert time.monotonic() - began >= 3  # backoff 1 s, then 2 s, between the three starts
+    assert (tmp_path / "driver.log").read_text().count("--- driver start") == 3
