@@ -217,7 +217,6 @@ def _stream(r: Run) -> dict[str, Any]:
             values={name: s[name] for name in STAGES["stream"].settings},
             options=["--bootstrap-servers", a.bootstrap_servers, "--ignite-host", a.ignite_host, "--driver"])
         return supervise([sys.executable, *command[1:]], s["stream_max_restarts"], files.driver_log)
-    os.environ.pop("SPARK_REMOTE", None)  # the query runs in a driver of its own, never on a Connect server
     cfg = StreamConfig(
         dataset=spec.name, schema=spec.schema, feature_cache=spec.feature_cache, bootstrap_servers=a.bootstrap_servers,
         topic=spec.topic("events"), dead_letter_topic=spec.topic("dead-letters"), alerts_topic=spec.topic("alerts"),

@@ -79,6 +79,10 @@ class StreamConfig:
 def streaming_session(app_name: str) -> SparkSession:
     """A Spark driver of its own (never a Connect server: the Kafka connector and foreachBatch run here)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Inherited from a parent that used Spark Connect (pyspark sets SPARK_CONNECT_MODE_ENABLED for its children):
+    # this driver is classic Spark, whatever its parent was.
+    for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):
+        os.environ.pop(name, None)
     logging.getLogger("py4j").setLevel(logging.WARNING)  # foreachBatch's callback server logs every call at INFO
     from pyspark.sql import SparkSession
 

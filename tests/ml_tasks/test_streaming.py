@@ -40,7 +40,9 @@ def stream_env(tmp_path: Path, kafka_broker, ignite_node) -> dict[str, str]:
     return {**os.environ, "KILN_DATASETS_DIR": str(tmp_path / "specs"), "KILN_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
             "KILN_IGNITE_HOST": ignite_node.hosts, "KILN_DATA_ROOT": str(tmp_path / "data"),
             "KILN_IVY_DIR": str(Path.home() / ".cache" / "kiln" / "ivy"),
-            "KILN_STREAM_LEASE_SECONDS": "6"}  # the killed driver's lease expires sooner: its restart waits less
+            "KILN_STREAM_LEASE_SECONDS": "6",  # the killed driver's lease expires sooner: its restart waits less
+            # What a worker that used Spark Connect passes on: the stream's driver must still be classic Spark.
+            "SPARK_CONNECT_MODE_ENABLED": "1", "SPARK_REMOTE": "sc://127.0.0.1:1"}
 
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 300) -> dict:
@@ -220,7 +222,7 @@ def test_stream_survives_driver_kill_ignite_restart_and_broker_outage(tmp_path, 
         produced += sent["produced"]
         malformed += sent["malformed"]
 
-    send(10, 0)  # a backlog of 40 000 events, read 4 000 per batch: the driver is killed with batches to go
+    send(2, 0, 20_000)  # a backlog of 40 000 events, read 4 000 per batch: the driver is killed with batches to go
     stream = Supervised(spec, env, log, "--stream-max-events-per-batch", "4000", "--stream-max-restarts", "5")
     try:
         client = ignite_node.client()
