@@ -23,7 +23,7 @@ kafka_java() { java "-Xmx${KILN_KAFKA_HEAP:-512m}" "-Dlog4j2.configurationFile=$
 resolve() {
   if ! ls "$libs"/kafka_2.13-*.jar > /dev/null 2>&1; then
     echo "kafka: resolving jars from Maven Central into $libs"
-    mvn -q -f "$root/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs"
+    mvn -q -B -f "$root/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs"
   fi
 }
 
