@@ -1,17 +1,22 @@
-"""One way to get a SparkSession: a Spark Connect session when ``SPARK_REMOTE`` names a server (no JVM here),
-the submitted application under spark-submit, else local[*] in this process."""
+"""The ways to get a SparkSession: ``get_spark`` for the batch stages (a Spark Connect session when ``SPARK_REMOTE``
+names a server, the submitted application under spark-submit, else local[*] in this process), and
+``streaming_session`` for the streaming job (a classic driver of its own with Spark's Kafka connector)."""
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"  # the pinned pyspark's Scala and version
 
 
 def connect_server(url: str | None = None) -> str | None:
@@ -51,3 +56,25 @@ def get_spark(app_name: str) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
+
+
+def streaming_session(app_name: str) -> SparkSession:
+    """A Spark driver of its own (never a Connect server: the Kafka connector and foreachBatch run here)."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Inherited from a parent that used Spark Connect (pyspark sets SPARK_CONNECT_MODE_ENABLED for its children):
+    # this driver is classic Spark, whatever its parent was.
+    for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):
+        os.environ.pop(name, None)
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # foreachBatch's callback server logs every call at INFO
+    from pyspark.sql import SparkSession
+
+    ivy = Path(os.environ.get("KILN_IVY_DIR", Path.home() / ".cache" / "kiln" / "ivy"))
+    return (SparkSession.builder.appName(app_name).master(os.environ.get("KILN_STREAM_MASTER", "local[2]"))
+            .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
+            .config("spark.jars.ivySettings", str(Path(__file__).resolve().parents[1] / "spark" / "ivysettings.xml"))
+            .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "4"))
+            # A bounded heap: a JVM left to its default (a quarter of the machine) grows for hours before it collects.
+            .config("spark.driver.memory", os.environ.get("KILN_STREAM_DRIVER_MEMORY", "1g"))
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.session.timeZone", "UTC").config("spark.log.level", "WARN")
+            .getOrCreate())

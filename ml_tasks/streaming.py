@@ -33,14 +33,13 @@ from typing import TYPE_CHECKING, Any
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError, StageSkipped
 from ml_tasks.feature_cache import AliasLease, LeaseLost, apply_stream_batch, parse_addresses
-from ml_tasks.layout import PROJECT_ROOT
 from ml_tasks.schema import DatasetSchema
+from ml_tasks.spark_session import streaming_session
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
-KAFKA_PACKAGE = "org.apache.spark:spark-sql-kafka-0-10_2.13:4.2.0"  # the pinned pyspark's Scala and version
 BATCHES_CACHE = "kiln_stream_batches"
 LATENCY_BUCKET_MS = 10  # freshness histograms: 10 ms buckets
 CORRUPT = "_kiln_not_json"
@@ -76,28 +75,6 @@ class StreamConfig:
 
 
 # --- Spark: session, parsing and validation ---------------------------------------------------------------------
-def streaming_session(app_name: str) -> SparkSession:
-    """A Spark driver of its own (never a Connect server: the Kafka connector and foreachBatch run here)."""
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Inherited from a parent that used Spark Connect (pyspark sets SPARK_CONNECT_MODE_ENABLED for its children):
-    # this driver is classic Spark, whatever its parent was.
-    for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):
-        os.environ.pop(name, None)
-    logging.getLogger("py4j").setLevel(logging.WARNING)  # foreachBatch's callback server logs every call at INFO
-    from pyspark.sql import SparkSession
-
-    ivy = Path(os.environ.get("KILN_IVY_DIR", Path.home() / ".cache" / "kiln" / "ivy"))
-    return (SparkSession.builder.appName(app_name).master(os.environ.get("KILN_STREAM_MASTER", "local[2]"))
-            .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
-            .config("spark.jars.ivySettings", str(PROJECT_ROOT / "spark" / "ivysettings.xml"))
-            .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "4"))
-            # A bounded heap: a JVM left to its default (a quarter of the machine) grows for hours before it collects.
-            .config("spark.driver.memory", os.environ.get("KILN_STREAM_DRIVER_MEMORY", "1g"))
-            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.session.timeZone", "UTC").config("spark.log.level", "WARN")
-            .getOrCreate())
-
-
 def parse_events(raw: DataFrame, schema: DatasetSchema) -> DataFrame:
     """Kafka records -> typed columns and ``reason`` (null for a valid event), with the source coordinates.
 
@@ -206,12 +183,12 @@ class StreamLease:
 
     def acquire(self, wait_seconds: float) -> bool:
         """Take the lease, waiting up to ``wait_seconds`` (a killed driver's lease expires within lease_seconds)."""
+        def take(client) -> AliasLease | None:
+            lease = AliasLease(client, self.cfg.lease_name, self.cfg.lease_seconds)
+            return lease if lease.try_acquire() else None
+
         deadline = time.monotonic() + wait_seconds
         while True:
-            def take(client) -> AliasLease | None:
-                lease = AliasLease(client, self.cfg.lease_name, self.cfg.lease_seconds)
-                return lease if lease.try_acquire() else None
-
             lease = self.ignite.run(take, "taking the stream lease")
             if lease is not None:
                 self.lease = lease
@@ -353,12 +330,8 @@ class BatchWriter:
 
     def alert(self, message: dict[str, Any]) -> None:
         """Tell whoever listens (Airflow's AssetWatcher on the alerts topic); a failed alert is logged, not fatal."""
-        from confluent_kafka import Producer
-
-        from ml_tasks.events import kafka_config
-
         try:
-            producer = Producer(kafka_config(self.cfg.bootstrap_servers))
+            producer = self.producer()
             producer.produce(self.cfg.alerts_topic, key=self.cfg.dataset.encode(), value=json.dumps(message).encode())
             producer.flush(10)
             log.warning("alert on %s: %s", self.cfg.alerts_topic, message)
