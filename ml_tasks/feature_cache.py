@@ -49,6 +49,9 @@ LOCK_CACHE = "kiln_cache_locks"
 # The version the stream last republished its table into, per alias: a different live version means a warm
 # switched under the stream, which then carries its table into the new version before its next write.
 STREAM_PUBLISHED_CACHE = "kiln_stream_published"
+# Serving's cached scores, one per feature version and entity (``prediction_key``); the stream forgets the ones
+# whose features it replaced.
+PREDICTION_CACHE = "kiln_predictions"
 SEPARATOR = "__"
 STREAM_SUFFIX = "@stream"
 
@@ -278,15 +281,30 @@ def warm(
                        entries_per_s=round(loaded / max(elapsed, 1e-9)))
 
 
-def merge_newer(cache, entries: dict[str, str]) -> tuple[int, int]:
-    """Write the entries that are newer than what ``cache`` holds for their key; (written, older ones skipped)."""
+def merge_newer(cache, entries: dict[str, str]) -> tuple[list[str], int]:
+    """Write the entries that are newer than what ``cache`` holds for their key; (keys written, older ones skipped)."""
     if not entries:
-        return 0, 0
+        return [], 0
     current = cache.get_all(list(entries))
     newer = {k: v for k, v in entries.items() if is_newer(v, current.get(k))}
     if newer:
         cache.put_all(newer)
-    return len(newer), len(entries) - len(newer)
+    return list(newer), len(entries) - len(newer)
+
+
+def prediction_key(version_cache: str, entity: str) -> str:
+    """Where serving caches an entity's score computed from the features in ``version_cache`` (the value names the
+    model registration it came from)."""
+    return f"{version_cache}|{entity}"
+
+
+def forget_predictions(client, version_cache: str, entities: Sequence[str]) -> None:
+    """Drop the scores cached from these entities' features in ``version_cache``, after those features changed."""
+    from pyignite.exceptions import CacheError
+
+    if entities:
+        with contextlib.suppress(CacheError):  # no server ever cached a score: nothing to forget
+            client.get_cache(PREDICTION_CACHE).remove_keys([prediction_key(version_cache, e) for e in entities])
 
 
 def stream_entries(client, name: str, page_size: int = 5000) -> Iterator[dict[str, str]]:
@@ -306,7 +324,7 @@ def stream_entries(client, name: str, page_size: int = 5000) -> Iterator[dict[st
 
 def carry_stream(client, name: str, cache, progress: Callable[[str], None] = log.info) -> int:
     """Bring the streamed entries newer than a fresh version's into it, before the version goes live."""
-    carried = sum(merge_newer(cache, page)[0] for page in stream_entries(client, name))
+    carried = sum(len(merge_newer(cache, page)[0]) for page in stream_entries(client, name))
     if carried:
         progress(f"carried {carried} newer streamed entries into {cache.name}")
     return carried
@@ -314,7 +332,8 @@ def carry_stream(client, name: str, cache, progress: Callable[[str], None] = log
 
 def apply_stream_batch(client, name: str, entries: dict[str, str]) -> dict[str, Any]:
     """One stream batch: into the stream table, then into the live version (first carrying the stream table into
-    it when a warm switched the alias since the last batch). Idempotent: a replayed batch changes nothing."""
+    it when a warm switched the alias since the last batch), then the scores of the replaced features forgotten.
+    Idempotent: a replayed batch changes nothing."""
     stream_table = client.get_or_create_cache(stream_cache_name(name))
     merge_newer(stream_table, entries)  # first: a warm that switches after this carries these entries along
     version = current_version(client, name)
@@ -324,11 +343,16 @@ def apply_stream_batch(client, name: str, entries: dict[str, str]) -> dict[str, 
     published = client.get_or_create_cache(STREAM_PUBLISHED_CACHE)
     republished = 0
     if published.get(name) != version:
-        republished = sum(merge_newer(live, {k: v for k, v in page.items() if k not in entries})[0]
-                          for page in stream_entries(client, name))  # this batch's own entries are merged next
+        for page in stream_entries(client, name):  # this batch's own entries are merged next
+            carried = merge_newer(live, {k: v for k, v in page.items() if k not in entries})[0]
+            forget_predictions(client, live.name, carried)
+            republished += len(carried)
         published.put(name, version)
     written, older = merge_newer(live, entries)
-    return {"version": version, "written": written, "older": older, "republished": republished}
+    # After the write, never before: serving re-reads the features after caching a score (see serving.predict), so
+    # a score of the old features cached in between is caught by one side or the other.
+    forget_predictions(client, live.name, written)
+    return {"version": version, "written": len(written), "older": older, "republished": republished}
 
 
 def _complete(cache, source: Path, key: str, expected: int, sample: int, streamed: bool) -> bool:

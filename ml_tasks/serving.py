@@ -6,11 +6,13 @@ default dataset (``KILN_DEFAULT_DATASET``, else ``transactions``) also answers a
 ``/healthz``. A binary model answers ``score`` (the probability of the positive class), a regression
 model ``prediction`` (the value). A request resolves the dataset's feature alias once, reads the entities'
 features, applies the saved transform and the registry's champion, and caches each prediction in Ignite
-(cache ``kiln_predictions``, expiry ``KILN_PREDICTION_TTL`` seconds) under the model registration and a digest
-of the feature entry it was computed from: a streamed update (``ml_tasks.streaming``), a re-warm or a new
-champion never serves a stale score. The resolved alias is reused for ``KILN_ALIAS_TTL`` seconds (1): a re-warm
-is served within that bound, a streamed update as soon as it is written, a new champion within
-``KILN_RELOAD_INTERVAL`` (2); a request costs two Ignite round trips (features, then cached scores).
+(cache ``kiln_predictions``, expiry ``KILN_PREDICTION_TTL`` seconds) under the feature version and entity, the
+value naming the model registration: a hit is one Ignite round trip. A re-warm is a new version and a new champion
+a different registration; a streamed update (``ml_tasks.streaming``) replaces the entity's features in place and
+then forgets their cached scores, and a miss re-reads the features after caching its score (dropping it when they
+changed meanwhile), so a stale score is never served. The resolved alias is reused for ``KILN_ALIAS_TTL`` seconds
+(1): a re-warm is served within that bound, a streamed update as soon as it is written, a new champion within
+``KILN_RELOAD_INTERVAL`` (2).
 
 Faults: the only answers are 200, 404 (unknown entity), 422 (malformed request) and 503 (no champion
 yet, Ignite down or restarted, cache not warmed). Handlers are plain functions that FastAPI runs in
@@ -25,7 +27,6 @@ thread when the registry changes; a reload never blocks a request, and a failed 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -41,13 +42,19 @@ from pydantic import BaseModel, Field
 
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError
-from ml_tasks.feature_cache import ALIAS_CACHE, cache_name, cluster_backups, parse_addresses
+from ml_tasks.feature_cache import (
+    ALIAS_CACHE,
+    PREDICTION_CACHE,
+    cache_name,
+    cluster_backups,
+    parse_addresses,
+    prediction_key,
+)
 from ml_tasks.layout import default_data_root, registry_root
 from ml_tasks.model_bundle import ModelBundle
 from ml_tasks.registry import STATE_FILE, champion_dir, model_root
 
 log = logging.getLogger(__name__)
-PREDICTION_CACHE = "kiln_predictions"
 
 
 @dataclass(frozen=True)
@@ -75,11 +82,6 @@ def routes_from_specs() -> list[Route]:
         else:
             log.error("not serving %s: %s", path, spec)
     return routes
-
-
-def entry_digest(entry: str) -> str:
-    """A short digest of a feature entry: what a cached prediction is keyed by."""
-    return hashlib.blake2b(entry.encode(), digest_size=8).hexdigest()
 
 
 class Unavailable(KilnError):
@@ -246,24 +248,34 @@ class Predictor:
 
         def work(client, aliases, predictions):
             feature_version = self._feature_version(aliases)
-            # Features first: a cached score is keyed by the very entry it was computed from (its digest), so a
-            # streamed update, a re-warm or a new champion can never be answered with a score of older features.
-            raw = client.get_cache(cache_name(self.route.feature_cache, feature_version)).get_all(entity_ids)
-            unknown = [e for e in entity_ids if e not in raw]
-            keys = {e: f"{bundle.registration}|{e}|{entry_digest(raw[e])}" for e in entity_ids if e in raw}
-            cached = predictions.get_all(list(keys.values())) if keys else {}
+            features = cache_name(self.route.feature_cache, feature_version)
+            # A hit is one round trip: the stream forgets a score when it replaces the features it came from
+            # (``forget_predictions``), a re-warm is a new version, a new champion a different registration.
+            keys = {e: prediction_key(features, e) for e in entity_ids}
+            cached = predictions.get_all(list(keys.values()))
             out: dict[str, dict[str, Any]] = {}
             for e, k in keys.items():
-                hit = cached.get(k)
-                if hit is not None:
-                    out[e] = {"entity_id": e, field_name: float(hit), "cached": True}
+                registration, _, score = (cached.get(k) or "").rpartition("|")
+                if registration == bundle.registration:
+                    out[e] = {"entity_id": e, field_name: float(score), "cached": True}
             missing = [e for e in keys if e not in out]
+            unknown: list[str] = []
             if missing:
-                rows = [json.loads(raw[e]) for e in missing]
-                with self._score_lock:
-                    scores = bundle.score(rows)
-                predictions.put_all({keys[e]: repr(float(s)) for e, s in zip(missing, scores, strict=True)})
-                out.update({e: {"entity_id": e, field_name: float(s), "cached": False} for e, s in zip(missing, scores, strict=True)})
+                feature_cache = client.get_cache(features)
+                raw = feature_cache.get_all(missing)
+                unknown = [e for e in missing if e not in raw]
+                known = [e for e in missing if e in raw]
+                if known:
+                    with self._score_lock:
+                        scores = bundle.score([json.loads(raw[e]) for e in known])
+                    predictions.put_all({keys[e]: f"{bundle.registration}|{float(s)!r}" for e, s in zip(known, scores, strict=True)})
+                    # The stream may have replaced these features and forgotten their scores between our read and
+                    # our put: read them again, and drop what was cached from features that are gone.
+                    now = feature_cache.get_all(known)
+                    stale = [keys[e] for e in known if now.get(e) != raw[e]]
+                    if stale:
+                        predictions.remove_keys(stale)
+                    out.update({e: {"entity_id": e, field_name: float(s), "cached": False} for e, s in zip(known, scores, strict=True)})
             meta = {"dataset": self.route.dataset, "model_version": bundle.version, "model": bundle.candidate,
                     "feature_version": feature_version}
             return [{**out[e], **meta} for e in entity_ids if e in out], unknown

@@ -110,7 +110,7 @@ def test_hit_miss_unknown_and_malformed(served):
 def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_features(served, ignite_node):
     """The stream's own write (``apply_stream_batch``) into the live version: the next request scores the new
     features; the score cached for the old ones is never served again, with no re-warm."""
-    from ml_tasks.feature_cache import apply_stream_batch, current_version, stream_cache_name
+    from ml_tasks.feature_cache import apply_stream_batch, current_version
 
     entity = single_row_test_entities(served["layout"], 3)[2]
     client = ignite_node.client()
@@ -130,8 +130,44 @@ def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_feature
         # An older event for it changes nothing, and the score of the newer features stays the one served.
         assert apply_stream_batch(client, "svc_features", {entity: json.dumps(row)})["older"] == 1
         assert http.get(f"/predict/{entity}").json()["score"] == after["score"]
-    live.put(entity, json.dumps(row))  # as warmed again, for the offline-parity test that scores it too
+    restore_warmed_entry(client, live, entity, row)
+
+
+def restore_warmed_entry(client, live, entity: str, row: dict) -> None:
+    """As warmed, with no score of the streamed features left: the offline-parity test scores these entities too."""
+    from ml_tasks.feature_cache import forget_predictions, stream_cache_name
+
+    live.put(entity, json.dumps(row))
+    forget_predictions(client, live.name, [entity])
     client.get_cache(stream_cache_name("svc_features")).remove_key(entity)
+
+
+def test_a_score_of_features_replaced_while_it_was_computed_is_never_served(served, ignite_node, monkeypatch):
+    """The race of a miss and the stream: the stream writes newer features, and forgets the entity's cached scores,
+    after the miss read the old features but before it cached its score. The miss reads the features again after
+    caching and drops that score, so the next request scores the new features."""
+    from ml_tasks.feature_cache import apply_stream_batch, current_version
+
+    entity = single_row_test_entities(served["layout"], 4)[3]
+    client = ignite_node.client()
+    live = client.get_cache(cache_name("svc_features", current_version(client, "svc_features")))
+    row = json.loads(live.get(entity))
+    newer = {**row, "event_ts": row["event_ts"] + 60_000, "amount": (row["amount"] or 10.0) * 40 + 900, "is_foreign": 1.0}
+    score = ModelBundle.score
+
+    def score_while_the_stream_writes(bundle, rows):
+        scores = score(bundle, rows)
+        assert apply_stream_batch(client, "svc_features", {entity: json.dumps(newer)})["written"] == 1
+        return scores
+
+    with httpx.Client(base_url=served["url"]) as http:
+        monkeypatch.setattr(ModelBundle, "score", score_while_the_stream_writes)
+        old = http.get(f"/predict/{entity}").json()
+        monkeypatch.setattr(ModelBundle, "score", score)
+        new = http.get(f"/predict/{entity}").json()
+        assert new["cached"] is False and new["score"] != old["score"]
+        assert http.get(f"/predict/{entity}").json() == {**new, "cached": True}
+    restore_warmed_entry(client, live, entity, row)
 
 
 def test_online_scores_equal_offline_scores(served):
