@@ -340,6 +340,30 @@ class BatchWriter:
 
 
 # --- the query ---------------------------------------------------------------------------------------------------
+def log_spark_progress(spark) -> None:
+    """Log where Spark spent each micro-batch (offsets, planning, our batch function, commit): the part of the
+    freshness the batch function's own timing does not show. Delivered off the query thread, so it costs none."""
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class ProgressLog(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:
+            pass
+
+        def onQueryProgress(self, event) -> None:
+            p = event.progress
+            if p.numInputRows:
+                log.info("spark batch %d: %d rows, %s", p.batchId, p.numInputRows,
+                         ", ".join(f"{k} {v} ms" for k, v in sorted(p.durationMs.items())))
+
+        def onQueryIdle(self, event) -> None:
+            pass
+
+        def onQueryTerminated(self, event) -> None:
+            pass
+
+    spark.streams.addListener(ProgressLog())
+
+
 def run_stream(cfg: StreamConfig) -> dict[str, Any]:
     """Run the query: until the events waiting now are processed (available_now), or until ``run_minutes`` pass
     or SIGTERM (continuous). Raises ``KilnError`` naming the cause when the query fails."""
@@ -364,6 +388,7 @@ def run_stream(cfg: StreamConfig) -> dict[str, Any]:
     spark = None
     try:
         spark = streaming_session(f"kiln-stream-{cfg.dataset}")
+        log_spark_progress(spark)
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", cfg.bootstrap_servers)
                .option("subscribe", cfg.topic).option("startingOffsets", "earliest")
                .option("maxOffsetsPerTrigger", cfg.max_events_per_batch).load())
