@@ -67,12 +67,18 @@ def continuous_stream(work: Path, max_events: int, trigger: float = 0.1, dataset
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def driver_rss_mb(supervisor: subprocess.Popen) -> float:
-    """The Spark driver's resident memory: its Python process and the JVM under it."""
+def driver_processes(supervisor: subprocess.Popen) -> list[psutil.Process]:
+    """The Spark driver: its Python process and the JVM under it. Taken once, so a short-lived child the JVM forks
+    (Hadoop's shell calls; a forked child shows its parent's pages as its own RSS until it execs) is not counted."""
+    return [p for p in psutil.Process(supervisor.pid).children(recursive=True)
+            if p.name().startswith(("python", "java")) and time.time() - p.create_time() > 5]
+
+
+def driver_rss_mb(processes: list[psutil.Process]) -> float:
     total = 0
-    for child in psutil.Process(supervisor.pid).children(recursive=True):
+    for process in processes:
         with contextlib.suppress(psutil.Error):
-            total += child.memory_info().rss
+            total += process.memory_info().rss
     return total / 2**20
 
 
@@ -101,7 +107,7 @@ def streaming(results: Results, quick: bool, work: Path) -> None:
     bench_ignite.node("up", work / "node")
     try:
         client = bench_ignite.client()
-        spec(work)
+        warm_live_version(work, client)
         with continuous_stream(work, max_events=200_000) as stream:
             # Warm-up, not measured: the driver's first batches compile their code paths (the first takes ~10 s, the
             # next ones several times their steady duration for a minute).
@@ -134,6 +140,37 @@ def streaming(results: Results, quick: bool, work: Path) -> None:
         broker.stop()
 
 
+def raw_partition(s, rows: list[dict], folder: Path) -> Path:
+    """Rows as the ingest stage leaves a partition: the spec's columns and storage types, its schema beside."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = [s.key, s.timestamp, *s.schema.features]
+    pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows],
+                                        schema=pa.schema([(c, s.schema.storage_type(c)) for c in columns])),
+                   folder / "part-0.parquet")
+    s.schema.save(folder)
+    return folder
+
+
+def warm_live_version(work: Path, client) -> None:
+    """A warmed live version of every entity, as the daily batch leaves it: the stream then writes what serving reads
+    (the stream table and the live version), as in production."""
+    from datetime import date, timedelta
+
+    from ml_tasks.feature_cache import warm
+    from ml_tasks.online_features import latest_features
+    from ml_tasks.synthetic import generate_chunk
+
+    s = spec(work)
+    yesterday = (date.today() - timedelta(days=1)).isoformat()  # older than every event: each one is written
+    rows = generate_chunk(yesterday, 0, ENTITIES, ENTITIES, 7).to_pylist()
+    latest_features(raw_partition(s, rows, work / "warm" / "raw"), work / "warm" / "online.parquet")
+    out = warm(client, f"kiln_features_{DATASET}", work / "warm" / "online.parquet", key=s.key, version_prefix="0-")
+    log(f"streaming: warmed {out['entries']:,} entities into {out['version']}")
+
+
 def memory(results: Results, work: Path, client, stream: subprocess.Popen, sent: int, minutes: int) -> None:
     """The warm driver's RSS (Python + JVM), sampled every 10 s over ``minutes`` at 2,000 events/s."""
     import threading
@@ -142,10 +179,11 @@ def memory(results: Results, work: Path, client, stream: subprocess.Popen, sent:
     samples: list[tuple[float, float]] = []
     began = time.monotonic()
     stop = threading.Event()
+    driver = driver_processes(stream)
 
     def sample() -> None:
         while not stop.wait(10):
-            samples.append(((time.monotonic() - began) / 60, driver_rss_mb(stream)))
+            samples.append(((time.monotonic() - began) / 60, driver_rss_mb(driver)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -163,9 +201,6 @@ def memory(results: Results, work: Path, client, stream: subprocess.Popen, sent:
 
 def throughput(results: Results, work: Path, client, backlog: int) -> None:
     """A backlog drained by the stream vs the same events through the batch path (online-features + warm)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from ml_tasks.feature_cache import warm
     from ml_tasks.online_features import latest_features
 
@@ -185,13 +220,7 @@ def throughput(results: Results, work: Path, client, backlog: int) -> None:
 
     rows = valid_events(s, [v for _, v in read_topic(f"127.0.0.1:{KAFKA_PORT}", s.topic("events"))])
     began = time.monotonic()
-    raw = work / "batch" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    columns = [s.key, s.timestamp, *s.schema.features]
-    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([(c, s.schema.storage_type(c)) for c in columns])),
-                   raw / "part-0.parquet")
-    s.schema.save(raw)
-    latest_features(raw, work / "batch" / "online.parquet")
+    latest_features(raw_partition(s, rows, work / "batch" / "raw"), work / "batch" / "online.parquet")
     warm(client, "bench_stream_batch", work / "batch" / "online.parquet", key=s.key)
     batch_s = time.monotonic() - began
     results.add("streaming", f"sustained stream rate draining {backlog:,} events", rate, "events/s",
