@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,6 +97,20 @@ def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflo
     assert airflow_server.wait_for_run("kiln_cache_refresh", fresh[0]["dag_run_id"], timeout=300)["state"] == "success"
 
 
+def writing_into(folder: Path, pid: int, timeout: float = 120.0) -> bool:
+    """Wait until a temporary output folder (``atomic``'s ``.*.tmp-*``) appears under ``folder`` while ``pid`` lives."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if folder.exists() and next(folder.rglob(".*.tmp-*"), None) is not None:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.1)
+    return False
+
+
 def task_pid(ti_id: str) -> int | None:
     out = subprocess.run(["pgrep", "-f", f"airflow worker -- {ti_id}$"], capture_output=True, text=True)
     pids = [int(p) for p in out.stdout.split()]
@@ -108,18 +123,21 @@ def test_backfill_three_days_survives_a_killed_task_and_a_cleared_day_reruns_alo
     out = airflow_server.script("cli", "backfill", "create", "--dag-id", "kiln_training", "--from-date", BACKFILL[0],
                                 "--to-date", BACKFILL[-1], "--max-active-runs", "1", "--dag-run-conf", json.dumps(CONF))
     assert out.returncode == 0, out.stdout + out.stderr
-    killed = None
+    killed = killed_day = None
     deadline = time.monotonic() + 300
-    while killed is None and time.monotonic() < deadline:  # kill the first day's preprocess mid-run
-        first = [r for r in airflow_server.runs("kiln_training") if r["run_type"] == "backfill" and r["logical_date"].startswith(BACKFILL[0])]
-        if first:
-            ti = airflow_server.task_instances("kiln_training", first[0]["dag_run_id"]).get("preprocess", {})
-            if ti.get("state") == "running" and (pid := task_pid(ti["id"])):
-                time.sleep(5)  # well inside the Spark job
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-                killed = first[0]["dag_run_id"]
-        time.sleep(1)
-    assert killed, "preprocess of the first backfill day was never seen running"
+    while killed is None and time.monotonic() < deadline:  # kill a day's preprocess while it writes its features
+        for run in (r for r in airflow_server.runs("kiln_training") if r["run_type"] == "backfill"):
+            ti = airflow_server.task_instances("kiln_training", run["dag_run_id"]).get("preprocess", {})
+            if ti.get("state") == "running" and ti.get("try_number") == 1 and (pid := task_pid(ti["id"])):
+                day = run["logical_date"][:10]
+                # Not a fixed delay: on a fast machine the stage was done before it (the kill found no process).
+                if writing_into(run_dir(airflow_server.data_root, day, run["dag_run_id"]), pid):
+                    with contextlib.suppress(ProcessLookupError):  # it finished meanwhile: the next day's, then
+                        os.killpg(os.getpgid(pid), signal.SIGKILL)
+                        killed, killed_day = run["dag_run_id"], day
+                break
+        time.sleep(0.5)
+    assert killed, "no backfill day's preprocess was seen writing its output"
 
     runs = []
     deadline = time.monotonic() + 1500
@@ -136,7 +154,7 @@ def test_backfill_three_days_survives_a_killed_task_and_a_cleared_day_reruns_alo
     assert retried["state"] == "success" and retried["try_number"] == 2
     state = json.loads((airflow_server.data_root / "registry/transactions/registry.json").read_text())
     assert set(BACKFILL) <= set(state["versions"])
-    features = run_dir(airflow_server.data_root, BACKFILL[0], killed) / "features"
+    features = run_dir(airflow_server.data_root, killed_day, killed) / "features"
     assert (features / "train" / "_SUCCESS").exists() and (features / "test" / "_SUCCESS").exists()
     assert not list(airflow_server.data_root.rglob(".*.tmp-*")), "half-written output left behind"
     assert not list(airflow_server.data_root.rglob(".*.old-*")), "replaced output left behind"
