@@ -37,7 +37,11 @@ answers() {  # a real request answered, not only an open port (the port opens be
 resolve() {
   if [ ! -f "$libs/ignite-control-utility-2.17.0.jar" ]; then
     echo "ignite: resolving jars from Maven Central into $libs"
-    mvn -q -f "$root/ignite/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs"
+    # Quiet Maven still prints colour resets (ESC[0m) into the demo's output: its output only when it fails.
+    if ! out=$(mvn -q -B -f "$root/ignite/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" 2>&1); then
+      echo "$out" >&2
+      return 1
+    fi
   fi
 }
 

@@ -23,7 +23,11 @@ kafka_java() { java "-Xmx${KILN_KAFKA_HEAP:-512m}" "-Dlog4j2.configurationFile=$
 resolve() {
   if ! ls "$libs"/kafka_2.13-*.jar > /dev/null 2>&1; then
     echo "kafka: resolving jars from Maven Central into $libs"
-    mvn -q -B -f "$root/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs"
+    # Quiet Maven still prints colour resets (ESC[0m) into the demo's output: its output only when it fails.
+    if ! out=$(mvn -q -B -f "$root/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" 2>&1); then
+      echo "$out" >&2
+      return 1
+    fi
   fi
 }
 
