@@ -140,20 +140,6 @@ def streaming(results: Results, quick: bool, work: Path) -> None:
         broker.stop()
 
 
-def raw_partition(s, rows: list[dict], folder: Path) -> Path:
-    """Rows as the ingest stage leaves a partition: the spec's columns and storage types, its schema beside."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    columns = [s.key, s.timestamp, *s.schema.features]
-    pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows],
-                                        schema=pa.schema([(c, s.schema.storage_type(c)) for c in columns])),
-                   folder / "part-0.parquet")
-    s.schema.save(folder)
-    return folder
-
-
 def warm_live_version(work: Path, client) -> None:
     """A warmed live version of every entity, as the daily batch leaves it: the stream then writes what serving reads
     (the stream table and the live version), as in production."""
@@ -162,6 +148,7 @@ def warm_live_version(work: Path, client) -> None:
     from ml_tasks.feature_cache import warm
     from ml_tasks.online_features import latest_features
     from ml_tasks.synthetic import generate_chunk
+    from tests.ml_tasks.test_streaming import raw_partition
 
     s = spec(work)
     yesterday = (date.today() - timedelta(days=1)).isoformat()  # older than every event: each one is written
@@ -216,7 +203,7 @@ def throughput(results: Results, work: Path, client, backlog: int) -> None:
         startup_s = time.monotonic() - began - stream_s
     rate = backlog / stream_s
     # The batch path over the same events: read them back, a raw partition, newest per entity, warm.
-    from tests.ml_tasks.test_streaming import read_topic, valid_events
+    from tests.ml_tasks.test_streaming import raw_partition, read_topic, valid_events
 
     rows = valid_events(s, [v for _, v in read_topic(f"127.0.0.1:{KAFKA_PORT}", s.topic("events"))])
     began = time.monotonic()

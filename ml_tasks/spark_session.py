@@ -68,10 +68,12 @@ def streaming_session(app_name: str) -> SparkSession:
     logging.getLogger("py4j").setLevel(logging.WARNING)  # foreachBatch's callback server logs every call at INFO
     from pyspark.sql import SparkSession
 
+    from ml_tasks.layout import PROJECT_ROOT
+
     ivy = Path(os.environ.get("KILN_IVY_DIR", Path.home() / ".cache" / "kiln" / "ivy"))
     return (SparkSession.builder.appName(app_name).master(os.environ.get("KILN_STREAM_MASTER", "local[2]"))
             .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
-            .config("spark.jars.ivySettings", str(Path(__file__).resolve().parents[1] / "spark" / "ivysettings.xml"))
+            .config("spark.jars.ivySettings", str(PROJECT_ROOT / "spark" / "ivysettings.xml"))
             .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "4"))
             # A bounded heap: a JVM left to its default (a quarter of the machine) grows for hours before it collects.
             .config("spark.driver.memory", os.environ.get("KILN_STREAM_DRIVER_MEMORY", "1g"))

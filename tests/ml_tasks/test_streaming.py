@@ -93,18 +93,22 @@ def valid_events(spec, values: list[str]) -> list[dict]:
     return rows
 
 
-def batch_path_entries(spec, rows: list[dict], folder: Path) -> dict[str, str]:
-    """What the batch path (online-features stage + the warm's encoding) makes of ``rows``."""
-    raw = folder / "raw"
-    raw.mkdir(parents=True)
+def raw_partition(spec, rows: list[dict], folder: Path) -> Path:
+    """``rows`` as the ingest stage leaves a partition: the spec's columns and storage types, its schema beside."""
     schema = spec.schema
+    folder.mkdir(parents=True, exist_ok=True)
     columns = [schema.key, schema.timestamp, *schema.features]
     arrow = pa.schema([(c, schema.storage_type(c)) for c in columns])
     pa.parquet.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=arrow),
-                           raw / "part-0.parquet")
-    schema.save(raw)
-    latest_features(raw, folder / "online.parquet")
-    return {k: v for batch in iter_source(folder / "online.parquet", schema.key, 10_000) for k, v in batch.items()}
+                           folder / "part-0.parquet")
+    schema.save(folder)
+    return folder
+
+
+def batch_path_entries(spec, rows: list[dict], folder: Path) -> dict[str, str]:
+    """What the batch path (online-features stage + the warm's encoding) makes of ``rows``."""
+    latest_features(raw_partition(spec, rows, folder / "raw"), folder / "online.parquet")
+    return {k: v for batch in iter_source(folder / "online.parquet", spec.schema.key, 10_000) for k, v in batch.items()}
 
 
 def cache_entries(client, name: str) -> dict[str, str]:
