@@ -125,6 +125,14 @@ class AirflowServer:
         assert resp.status_code == 200, resp.text
         return resp.text
 
+    def audit_log(self, dag_id: str, run_id: str, task_id: str, event: str) -> list[dict[str, Any]]:
+        """Airflow's audit-log entries of one kind for a task of a run (e.g. the scheduler's 'state mismatch')."""
+        with self.api() as api:
+            resp = api.get("/eventLogs", params={"dag_id": dag_id, "run_id": run_id, "task_id": task_id,
+                                                 "event": event, "limit": 100})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["event_logs"]
+
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         with self.api() as api:
             tis = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100}).json()["task_instances"]

@@ -71,14 +71,25 @@ def pods_of(prod, run_id: str) -> list[str]:
             and p["metadata"]["labels"].get("run_id", "").startswith(run_id[:20])]
 
 
+def last_try_log(server: AirflowServer, run_id: str, ti: dict) -> str:
+    """The log of the task's last try, which must be its first unless Airflow's scheduler, not Kiln, ended
+    the first: apache/airflow#72716, a trigger firing within seconds races the executor's stale report of
+    the deferring process (the audit log then says "state mismatch") and the task is retried."""
+    tries = ti["try_number"]
+    if tries > 1:
+        mismatches = server.audit_log("kiln_training", run_id, ti["task_id"], "state mismatch")
+        assert tries == 2 and [e["try_number"] for e in mismatches] == [1], \
+            server.task_log("kiln_training", run_id, ti["task_id"], 1)
+    return server.task_log("kiln_training", run_id, ti["task_id"], tries)
+
+
 def test_bad_input_in_a_deferred_pod_fails_the_task_once_with_no_retry(k8s_airflow, prod):
     run_id = f"kwok_bad_input_{int(time.time())}"
     run = trigger(k8s_airflow, run_id)
     tis = k8s_airflow.task_instances("kiln_training", run_id)
     assert run["state"] == "failed" and tis["plan"]["state"] == "success"
     assert tis["ingest"]["state"] == "failed"
-    assert tis["ingest"]["try_number"] == 1  # retries=1, yet bad input is not retried
-    log = k8s_airflow.task_log("kiln_training", run_id, "ingest", 1)
+    log = last_try_log(k8s_airflow, run_id, tis["ingest"])  # retries=1, yet bad input is not retried
     assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log  # the triggerer watched the pod
     assert "stage ingest rejected its input: input path '/nowhere.csv' does not exist" in log
     assert pods_of(prod, run_id) == []  # deleted after the trigger saw it end
@@ -90,7 +101,7 @@ def test_the_skip_code_in_a_deferred_pod_skips_the_task(k8s_airflow, prod):
     tis = k8s_airflow.task_instances("kiln_training", run_id)
     assert tis["ingest"]["state"] == "skipped", json.dumps({t: ti["state"] for t, ti in tis.items()})
     assert tis["validate"]["state"] == "skipped"
-    log = k8s_airflow.task_log("kiln_training", run_id, "ingest", 1)
+    log = last_try_log(k8s_airflow, run_id, tis["ingest"])
     assert "Pausing task as DEFERRED" in log and "Trigger fired event" in log
     assert "this stage cannot run here" in log
     assert pods_of(prod, run_id) == []
