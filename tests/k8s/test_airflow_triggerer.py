@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]
 # Airflow's cluster policy for pods, loaded by every Airflow process from $AIRFLOW_HOME/config: it
 # tells kwok how a pod's container ends (kwok runs none), by the DAG run the pod belongs to. A pod lasts
 # 15 s, as a real one at least does (image, start, imports): one that ends within seconds of the deferral
-# meets an Airflow race (see last_try_log) in most runs on a busy machine.
+# meets an Airflow race (see tries_airflow_failed) in most runs on a busy machine.
 LOCAL_SETTINGS = '''
 OUTCOMES = {"kwok_bad_input": ("2", "ERROR: input path '/nowhere.csv' does not exist"),
             "kwok_skip": ("99", "SKIPPED: this stage cannot run here")}
