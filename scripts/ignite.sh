@@ -21,14 +21,13 @@ base_communication="${KILN_IGNITE_COMMUNICATION_PORT:-47100}"
 backups="${KILN_IGNITE_BACKUPS:-$([ "$nodes" -gt 1 ] && echo 1 || echo 0)}"
 persistence="${KILN_IGNITE_PERSISTENCE:-false}"
 python="$root/.venv/bin/python"
+# shellcheck source=scripts/jvm_service.sh
+. "$root/scripts/jvm_service.sh"
 
 # Node i (0-based) listens on the base ports + i; node 0 keeps the single-node file names.
 suffix() { [ "$1" -eq 0 ] && echo "" || echo "-$1"; }
 pidfile() { echo "$run/ignite$(suffix "$1").pid"; }
 port_of() { echo $(( base_port + $1 )); }
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Running, not a zombie: a killed node's parent (init here) may not reap it at once.
-alive_pid() { ps -o stat= -p "$1" 2>/dev/null | grep -qv '^Z'; }
 running() { [ -f "$(pidfile "$1")" ] && alive_pid "$(cat "$(pidfile "$1")")"; }
 answers() {  # a real request answered, not only an open port (the port opens before the node serves)
   port_open "$1" && "$python" -c "from pyignite import Client; c=Client(timeout=5); c.connect('127.0.0.1', $1); c.get_cluster().get_state()" 2>/dev/null
@@ -36,12 +35,7 @@ answers() {  # a real request answered, not only an open port (the port opens be
 
 resolve() {
   if [ ! -f "$libs/ignite-control-utility-2.17.0.jar" ]; then
-    echo "ignite: resolving jars from Maven Central into $libs"
-    # Quiet Maven still prints colour resets (ESC[0m) into the demo's output: its output only when it fails.
-    if ! out=$(mvn -q -B -f "$root/ignite/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" 2>&1); then
-      echo "$out" >&2
-      return 1
-    fi
+    resolve_jars ignite "$root/ignite/pom.xml" "$libs"
   fi
 }
 

@@ -14,20 +14,14 @@ controller_port="${KILN_KAFKA_CONTROLLER_PORT:-$(( port + 1 ))}"
 pidfile="$run/kafka.pid"
 log="$run/kafka.log"
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Running, not a zombie: a killed broker's parent (init here) may not reap it at once.
-alive_pid() { ps -o stat= -p "$1" 2>/dev/null | grep -qv '^Z'; }
+# shellcheck source=scripts/jvm_service.sh
+. "$root/scripts/jvm_service.sh"
 running() { [ -f "$pidfile" ] && alive_pid "$(cat "$pidfile")"; }
 kafka_java() { java "-Xmx${KILN_KAFKA_HEAP:-512m}" "-Dlog4j2.configurationFile=$root/kafka/log4j2.yaml" -cp "$libs/*" "$@"; }
 
 resolve() {
   if ! ls "$libs"/kafka_2.13-*.jar > /dev/null 2>&1; then
-    echo "kafka: resolving jars from Maven Central into $libs"
-    # Quiet Maven still prints colour resets (ESC[0m) into the demo's output: its output only when it fails.
-    if ! out=$(mvn -q -B -f "$root/kafka/pom.xml" dependency:copy-dependencies -DoutputDirectory="$libs" 2>&1); then
-      echo "$out" >&2
-      return 1
-    fi
+    resolve_jars kafka "$root/kafka/pom.xml" "$libs"
   fi
 }
 
