@@ -302,6 +302,33 @@ class Layout:
         return self.run_dir / "evaluation.json"
 
     @property
+    def search_split(self) -> FeatureFiles:
+        """What a search's trials fit (``train``: 80% of the training rows) and score (``test``: the other 20%)."""
+        return FeatureFiles(self.run_dir / "search" / "split")
+
+    def search_dir(self, candidate: str) -> Path:
+        """One candidate's search: its plan and every trial's record and model."""
+        return self.run_dir / "search" / check_name("candidate", candidate)
+
+    def search_plan(self, candidate: str) -> Path:
+        return self.search_dir(candidate) / "plan.json"
+
+    def trial_record(self, candidate: str, trial_key: str) -> Path:
+        return self.search_dir(candidate) / f"{trial_key}.json"
+
+    def trial_model(self, candidate: str, trial_key: str) -> CandidateFiles:
+        return CandidateFiles(self.search_dir(candidate) / trial_key)
+
+    @property
+    def report_dir(self) -> Path:
+        """The run's HTML report (``index.html``, self-contained: plots are inline SVG)."""
+        return self.run_dir / "report"
+
+    @property
+    def report(self) -> Path:
+        return self.report_dir / "index.html"
+
+    @property
     def registry_root(self) -> Path:
         return registry_root(self.data_root)
 

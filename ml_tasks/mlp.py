@@ -146,3 +146,14 @@ def finish_epoch(checkpoint_dir: Path, rank: int, epoch: int, cfg: MLPConfig, fi
             shutil.rmtree(old / f"rank-{rank}", ignore_errors=True)
             with contextlib.suppress(OSError):
                 old.rmdir()
+
+
+def epoch_history(checkpoint_dir: Path, rank: int, upto: int) -> list[dict[str, Any]]:
+    """The per-epoch record (loss, held-out metric) of the epochs a resumed run keeps: its training curve."""
+    path = checkpoint_dir / f"history-rank-{rank}.json"
+    return [e for e in read_json(path) if e["epoch"] <= upto] if path.exists() else []
+
+
+def record_epoch(checkpoint_dir: Path, rank: int, history: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+    history.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.items()})
+    write_json(checkpoint_dir / f"history-rank-{rank}.json", history)

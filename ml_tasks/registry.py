@@ -92,6 +92,10 @@ def decide(state: dict[str, Any]) -> dict[str, Any]:
             if not _beats(rec[metric], base, rec["margin"], higher):
                 reasons.append(f"{metric} {rec[metric]:.4f} does not beat baseline {baseline} "
                                f"({base:.4f}) by margin {rec['margin']} ({'higher' if higher else 'lower'} is better)")
+        # A person's say comes last: only a version that would be promoted waits for it or is held back by it.
+        approval = rec.get("approval")
+        if not reasons and approval is not None and approval["state"] != "approved":
+            reasons.append("awaiting approval" if approval["state"] == "pending" else f"not approved: {approval['reason']}")
         rec.update(promoted=not reasons, reasons=reasons, baseline=baseline)
         if not reasons:
             baseline = ds
@@ -121,8 +125,10 @@ def register(
     lineage: dict[str, Any] | None = None,
     online_features: Path | None = None,
     test_features_dir: Path | None = None,
+    require_approval: bool = False,
 ) -> dict[str, Any]:
-    """Register the evaluation's best candidate as version ``ds`` and re-decide promotions.
+    """Register the evaluation's best candidate as version ``ds`` and re-decide promotions. With
+    ``require_approval`` the version is not promoted before ``record_approval`` says a person approved it.
 
     The artifact goes into a fresh folder first; it is checked for servability (loaded as serving
     loads it and scored against its offline scores, when ``test_features_dir`` is given); only then
@@ -173,6 +179,7 @@ def register(
             "margin": margin, "bless_reasons": bless_reasons, "servability": servability,
             "registration": registration, "path": str(artifact), "registered_at": datetime.now(UTC).isoformat(),
             "run_id": (lineage or {}).get("dag_run_id"),
+            "approval": {"state": "pending", "requested_at": datetime.now(UTC).isoformat()} if require_approval else None,
         }
     rec = state["versions"][ds]
     if replaced and replaced != registration:
@@ -180,12 +187,69 @@ def register(
     _remove_orphans(root, state)
     log.info("registered %s/%s (%s, %s): promoted=%s champion=%s", model_name, ds, best["candidate"], registration,
              rec["promoted"], state["champion"])
-    return {"model_name": model_name, "version": ds, "registration": registration, "candidate": best["candidate"],
-            metric: score, "primary_metric": metric, "promoted": rec["promoted"], "reasons": rec["reasons"],
-            "champion": state["champion"], "previous_champion": previous_champion,
+    return {**_decision(state, model_name, ds, previous_champion), "candidate": best["candidate"], metric: score,
+            "version_dir": str(artifact), "awaiting_approval": rec["reasons"] == ["awaiting approval"],
+            "approval_request": approval_request(state, model_name, ds) if require_approval else None}
+
+
+def _decision(state: dict[str, Any], model_name: str, ds: str, previous_champion: str | None) -> dict[str, Any]:
+    rec = state["versions"][ds]
+    return {"model_name": model_name, "version": ds, "registration": rec["registration"],
+            "primary_metric": state["primary_metric"], "promoted": rec["promoted"], "reasons": rec["reasons"],
+            "approval": rec.get("approval"), "champion": state["champion"], "previous_champion": previous_champion,
             # a new champion to announce and warm (none, after a rollback of the last one, is nothing to serve)
-            "champion_changed": state["champion"] not in (None, previous_champion), "version_dir": str(artifact),
+            "champion_changed": state["champion"] not in (None, previous_champion),
             "champion_features": _features_of(state)}
+
+
+def approval_request(state: dict[str, Any], model_name: str, ds: str) -> str:
+    """What a person approving version ``ds`` sees (Markdown): its held-out metrics against the champion's."""
+    rec, champion = state["versions"][ds], state["champion"]
+    mine = read_json(VersionFiles(Path(rec["path"])).metrics)
+    theirs = read_json(VersionFiles(Path(state["versions"][champion]["path"])).metrics) if champion else {}
+    higher = state["higher_is_better"]
+    lines = [f"Promote **{model_name}/{ds}** ({rec['candidate']}, {rec['framework']}) to champion?", "",
+             f"Current champion: **{model_name}/{champion}** ({state['versions'][champion]['candidate']})" if champion
+             else "There is no champion yet: approving makes this version the first one.", "",
+             f"| held-out metric | this version | champion {champion or '-'} | difference |", "|---|---:|---:|---:|"]
+    for name, value in mine.items():
+        if name == "rows" or not isinstance(value, (int, float)):
+            continue
+        other = theirs.get(name)
+        diff = f"{value - other:+.4f}" if isinstance(other, (int, float)) else "-"
+        lines.append(f"| {name}{' (ranks)' if name == state['primary_metric'] else ''} | {value:.4f} | "
+                     f"{f'{other:.4f}' if isinstance(other, (int, float)) else '-'} | {diff} |")
+    lines += ["", f"The registry ranks on {state['primary_metric']} ({'higher' if higher else 'lower'} is better). "
+                  "Reject (or no answer before the timeout) keeps the version registered, not promoted; give a reason."]
+    return "\n".join(lines)
+
+
+def approval_outcome(answer: dict[str, Any], timeout_minutes: float) -> tuple[bool, str | None, str]:
+    """(approved, by whom, why) from Airflow's human-in-the-loop result: a person's chosen option and reason, or the
+    scheduler's default (Reject, no person) when nobody answered in time."""
+    approved = answer["chosen_options"] == ["Approve"]
+    person = answer.get("responded_by_user")
+    if person is None:
+        return False, None, f"no answer within {timeout_minutes:g} minutes"
+    reason = (answer.get("params_input") or {}).get("reason") or ("approved" if approved else "rejected without a reason")
+    return approved, person.get("name") or person.get("id"), reason
+
+
+def record_approval(registry_root: Path, model_name: str, ds: str, registration: str, approved: bool,
+                    by: str | None, reason: str) -> dict[str, Any]:
+    """Record a person's answer (or the timeout) for registration ``registration`` of version ``ds``, re-decide.
+    An answer about a registration the day no longer has (a rerun replaced it) changes nothing."""
+    check_ds(ds)
+    with _locked(model_root(registry_root, model_name)) as state:
+        previous_champion = state["champion"]
+        rec = state["versions"].get(ds)
+        if rec is None or rec["registration"] != registration:
+            raise KilnError(f"{model_name}/{ds} registration {registration} is not the day's registration any more "
+                            f"({rec['registration'] if rec else 'none'}); its approval is not recorded")
+        rec["approval"] = {**(rec.get("approval") or {}), "state": "approved" if approved else "rejected",
+                           "by": by, "reason": reason, "answered_at": datetime.now(UTC).isoformat()}
+    log.info("%s/%s %s by %s: %s", model_name, ds, rec["approval"]["state"], by, reason)
+    return _decision(state, model_name, ds, previous_champion)
 
 
 def _features_of(state: dict[str, Any]) -> str | None:

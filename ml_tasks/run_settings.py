@@ -7,6 +7,7 @@ bounds, never the bounds themselves (except where a bound follows from the data,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +26,12 @@ TASK_TIMEOUT = timedelta(hours=24)
 BINARY, REGRESSION = "binary", "regression"
 TASKS = (BINARY, REGRESSION)
 CANDIDATES = {BINARY: BUILTIN_CANDIDATES, REGRESSION: BUILTIN_CANDIDATES}
+# Candidates a search may tune: all but the distributed MXNet run (a cluster per trial; tune mxnet_mlp, the same net).
+SEARCHABLE = tuple(c for c in BUILTIN_CANDIDATES if c != "mxnet_dist")
+# Where a search samples each setting it tunes, [low, high]: a dataset spec may narrow or widen these within the
+# setting's own bounds (settings.search_space), and add its own trainers' numeric parameters.
+DEFAULT_SEARCH_SPACE = {"lr_reg": [0.0001, 1.0], "gbt_max_iter": [5, 60], "gbt_max_depth": [2, 7],
+                        "mlp_learning_rate": [0.001, 0.05], "mlp_hidden": [16, 128], "mlp_dropout": [0.0, 0.4]}
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class Setting:
         return value
 
     def to_cli(self, value: Any) -> str:
+        if isinstance(value, dict):
+            return json.dumps(value, sort_keys=True)
         return ",".join(value) if isinstance(value, list) else str(value)
 
     def from_cli(self, text: str) -> Any:
@@ -83,6 +92,8 @@ class Setting:
                 return {"true": True, "false": False}[text.lower()]
             if kind == "array":
                 return [v for v in text.split(",") if v]
+            if kind == "object":
+                return json.loads(text)
         except (ValueError, KeyError):
             raise KilnError(f"option {self.flag}: {text!r} is not a valid {kind}") from None
         return text
@@ -161,6 +172,25 @@ _SETTINGS = [
     _s("promote_margin", {"type": "number", "minimum": 0, "maximum": 1_000_000}, 0.0,
        "Registry: how much the blessed model must improve the primary metric over the champion to replace it "
        "(in the metric's unit)."),
+    # hyper-parameter search (mapped trials) and human approval
+    _s("search_candidates", {"type": "array", "items": {"type": "string", "enum": list(SEARCHABLE)}, "uniqueItems": True},
+       [], "Search: candidates whose hyper-parameters are tuned before they train (empty: none). Each trial trains on "
+           "80% of the training rows and is scored on the other 20% (never the held-out test rows); the best trial's "
+           "settings train the candidate.",
+       spec_schema=lambda spec: {"items": {"type": "string", "enum": [*SEARCHABLE, *spec.trainers]}}),
+    _s("search_trials", {"type": "integer", "minimum": 1, "maximum": 64}, 6,
+       "Search: trials per searched candidate (random search: trial i's settings depend only on the seed and i)."),
+    _s("search_seed", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, 0,
+       "Search: seed of the sampled settings; the same seed, data and space give the same trials and winner."),
+    _s("search_space", {"type": "object", "additionalProperties": {
+        "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}}, DEFAULT_SEARCH_SPACE,
+       "Search: [low, high] per setting a trial samples (a candidate tunes the ones it takes; log-uniform where "
+       "high/low >= 100). Default: the dataset spec's, else Kiln's."),
+    _s("require_approval", {"type": "boolean"}, False,
+       "Promotion waits for a person to approve it (Airflow's required actions), shown the metrics against the "
+       "champion; reject or timeout keeps the version registered but not promoted."),
+    _s("approval_timeout_minutes", {"type": "integer", "minimum": 1, "maximum": 10080}, 1440,
+       "Minutes an approval may wait before it counts as a rejection."),
     # the run itself
     _s("partition_date", {"type": ["null", "string"], "format": "date"}, None,
        "Partition (YYYY-MM-DD) to build. Empty: the run's logical date, or today for a manual run without one."),
@@ -224,4 +254,25 @@ def resolve(spec: DatasetSpec, given: Mapping[str, Any], where: str = "param") -
         known[name].check(value, spec, where)
     if spec.task == BINARY and values["min_positive_rate"] > values["max_positive_rate"]:
         raise KilnError(f"{where} 'min_positive_rate' must not exceed 'max_positive_rate'")
+    check_search_space(values["search_space"], known, spec, where)
     return values
+
+
+def check_search_space(space: Mapping[str, list[float]], known: Mapping[str, Setting], spec: DatasetSpec | None,
+                       where: str = "param") -> None:
+    """Each searched setting is a numeric setting, and its [low, high] lies within the setting's own bounds."""
+    for name, (low, high) in space.items():
+        setting = known.get(name)
+        kind = setting.schema.get("type") if setting else None
+        if kind not in ("integer", "number"):
+            raise KilnError(f"{where} 'search_space': {name!r} is not a numeric setting"
+                            + ("" if setting else " of this dataset"))
+        schema = setting.schema_for(spec)
+        if not low <= high:
+            raise KilnError(f"{where} 'search_space': {name} low {low} is above high {high}")
+        for bound in (low, high):
+            try:
+                setting.check(int(bound) if kind == "integer" else bound, spec, where=f"{where} 'search_space' bound of")
+            except KilnError as exc:
+                raise KilnError(f"{exc} (the setting's bounds: {schema.get('minimum', schema.get('exclusiveMinimum'))}"
+                                f"..{schema.get('maximum')})") from None

@@ -111,15 +111,18 @@ def run_candidate(r: Run, name: str, extra: Mapping[str, Any] | None = None, fra
     from dataclasses import replace
 
     from ml_tasks.candidates import BUILTIN_TRAINERS
+    from ml_tasks.search import best_settings
     from ml_tasks.trainer import train_candidate
 
     spec, lay = r.data_spec, r.lay
     ref = replace(BUILTIN_TRAINERS[framework], name=name) if framework else spec.trainer_refs.get(name)
     if ref is None:
         raise KilnError(f"dataset {spec.name!r} has no candidate {name!r} (candidates: {', '.join(spec.trainer_refs)})")
-    return train_candidate(ref, r.settings, extra, task=spec.task, features=lay.features, candidate=lay.candidate(name),
-                           checkpoint_dir=lay.checkpoint_dir(name), transform_dir=lay.transform_dir,
-                           failure_file=lay.candidate_failure(name))
+    settings, search = best_settings(lay, name, r.settings)  # a searched candidate trains on its best trial's settings
+    result = train_candidate(ref, settings, extra, task=spec.task, features=lay.features, candidate=lay.candidate(name),
+                             checkpoint_dir=lay.checkpoint_dir(name), transform_dir=lay.transform_dir,
+                             failure_file=lay.candidate_failure(name))
+    return {**result, "search": search} if search else result
 
 
 def _train(r: Run) -> dict[str, Any]:
@@ -168,6 +171,26 @@ def _train_singa(r: Run) -> dict[str, Any]:
     return run_candidate(r, r.args.candidate, framework="singa_mlp")
 
 
+def _search_plan(r: Run) -> dict[str, Any]:
+    from ml_tasks.run_settings import resolve
+    from ml_tasks.search import plan_search
+
+    # The trials train with the whole form's settings (each candidate's own), not only the search's.
+    settings = {**resolve(r.data_spec, json.loads(r.args.params_json)), **{
+        name: r.settings[name] for name in STAGES["search-plan"].settings_for(r.data_spec)}}
+    return plan_search(r.data_spec, r.lay, settings)
+
+
+def _trial(r: Run) -> dict[str, Any]:
+    from ml_tasks.search import run_trial
+
+    if r.args.candidate == "singa_mlp":
+        from ml_tasks.train_singa import import_singa
+
+        import_singa()  # skips (exit 99) where Singa is not installed
+    return run_trial(r.data_spec, r.lay, r.args.candidate, r.args.trial)
+
+
 def _evaluate(r: Run) -> dict[str, Any]:
     from ml_tasks.evaluate import Thresholds, evaluate
 
@@ -191,7 +214,8 @@ def _register(r: Run) -> dict[str, Any]:
                "params": json.loads(r.args.params_json)}
     online = lay.online_features if lay.online_features.exists() else None
     result = register(lay.evaluation, lay.registry_root, r.settings["model_name"], lay.ds, lay.transform_dir,
-                      r.settings["promote_margin"], lineage, online_features=online, test_features_dir=lay.features.test)
+                      r.settings["promote_margin"], lineage, online_features=online, test_features_dir=lay.features.test,
+                      require_approval=r.settings["require_approval"])
     return {**result, "dataset": lay.dataset, "feature_cache": r.data_spec.feature_cache, "key": r.data_spec.key}
 
 
@@ -234,9 +258,13 @@ def _rollback(r: Run) -> dict[str, Any]:
 
 
 def _report(r: Run) -> dict[str, Any]:
+    from ml_tasks.html_report import write_report
     from ml_tasks.report import report
 
-    return report(r.lay, r.settings["model_name"])
+    page = write_report(r.data_spec, r.lay, r.settings["model_name"])
+    print(f"report         : {page}", file=sys.stderr)
+    summary = report(r.lay, r.settings["model_name"]) if r.lay.evaluation.exists() or r.args.require_evaluation else {}
+    return {**summary, "report": str(page)}
 
 
 def _serve(r: Run) -> None:
@@ -292,10 +320,17 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
                    (("--param",), {"action": "append", "default": [], "metavar": "SETTING=VALUE",
                                    "help": "a run setting of this candidate (e.g. lr_reg=0.1, or <candidate>_<param>=... "
                                            "for the spec's own trainers); repeatable"}))),
+    Stage("search-plan", "plan the hyper-parameter search's trials (seeded random search) of the searched candidates",
+          _search_plan, ("candidates", "search_candidates", "search_trials", "search_seed", "search_space"),
+          ((("--params-json",), {"default": "{}", "help": "the run's other settings (the candidates' own), as JSON"}),)),
+    Stage("trial", "train one planned trial on the validation split and record its score", _trial,
+          options=((("--candidate",), {"required": True, "type": CANDIDATE, "help": "a searched candidate"}),
+                   (("--trial",), {"required": True, "help": "the trial's key in the candidate's search plan"}))),
     Stage("evaluate", "compare candidates on the task's metrics, bless the best", _evaluate,
           ("candidates", "min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")),
     Stage("online-features", "latest row per entity, the table the Ignite cache serves", _online_features),
-    Stage("register", "version the best candidate, decide promotion", _register, ("model_name", "promote_margin"),
+    Stage("register", "version the best candidate, decide promotion", _register,
+          ("model_name", "promote_margin", "require_approval"),
           ((("--params-json",), {"default": "{}", "help": "the run's parameters, kept in the version's lineage"}),)),
     Stage("produce-events", "send transactions-shaped events to the dataset's Kafka topic (demo, tests, benchmarks)",
           _produce_events, partition=False,
@@ -319,7 +354,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
                    (("--driver",), {"action": "store_true", "help": "continuous mode: run the query here, unsupervised "
                                                                     "(what the supervisor starts)"}))),
     Stage("rollback", "retire the champion; the registry re-decides without it", _rollback, ("model_name",), partition=False),
-    Stage("report", "print a partition's evaluation and the registry state", _report, ("model_name",)),
+    Stage("report", "write the run's HTML report (report/index.html) and print its evaluation and the registry state",
+          _report, ("model_name",),
+          ((("--require-evaluation",), {"action": "store_true", "help": "fail when the run has no evaluation (else "
+                                                                        "the report says what the run did reach)"}),)),
     Stage("serve", "online predictions for every dataset (features from Ignite, the champion models)", _serve,
           options=((("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000}),
                    (("--workers",), {"type": int, "default": int(os.environ.get("KILN_SERVE_WORKERS", "1")),

@@ -35,9 +35,11 @@ from ml_tasks.mlp import (
     count_rows,
     data_fingerprint,
     epoch_dir,
+    epoch_history,
     finish_epoch,
     iter_minibatches,
     label_output,
+    record_epoch,
     resume_epoch,
     score_rows,
 )
@@ -145,6 +147,7 @@ def train(inp: TrainerInput) -> Trained | Secondary:
     if start_epoch >= cfg.epochs:
         log.info("rank %d: all %d epochs already done", rank, cfg.epochs)
 
+    history = epoch_history(checkpoint_dir, rank, start_epoch)
     started = time.perf_counter()
     first_batch_at = None
     first_batch_wall = None
@@ -170,8 +173,11 @@ def train(inp: TrainerInput) -> Trained | Secondary:
         trained += seen
         scores, labels, _ = predict(net, test_dir, output)
         metric = PRIMARY_METRIC[task]
+        held_out = compute_metrics(task, labels, scores)[metric]
         log.info("rank %d epoch %d/%d loss=%.4f val_%s=%.4f samples/s=%.0f", rank, epoch, cfg.epochs,
-                 total_loss / max(steps, 1), metric, compute_metrics(task, labels, scores)[metric], seen / elapsed)
+                 total_loss / max(steps, 1), metric, held_out, seen / elapsed)
+        record_epoch(checkpoint_dir, rank, history, {"epoch": epoch, "loss": total_loss / max(steps, 1),
+                                                     f"held_out_{metric}": held_out})
         _save_checkpoint(checkpoint_dir, rank, net, trainer, epoch, cfg, fingerprint, task)
 
     digest = params_digest(net)
@@ -179,7 +185,8 @@ def train(inp: TrainerInput) -> Trained | Secondary:
     result: dict[str, Any] = {"kvstore": kvstore, "rank": rank, "num_workers": num_workers, "params_digest": digest,
                               "config": asdict(cfg), "time_to_first_batch_s": first_batch_at,
                               "first_batch_unix": first_batch_wall,
-                              "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None}
+                              "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None,
+                              "history": history}
     if rank != 0:
         return Secondary(result)
     scores, _, _ = predict(net, test_dir, output)

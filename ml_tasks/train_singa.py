@@ -33,9 +33,11 @@ from ml_tasks.mlp import (
     count_rows,
     data_fingerprint,
     epoch_dir,
+    epoch_history,
     finish_epoch,
     iter_minibatches,
     label_output,
+    record_epoch,
     resume_epoch,
     score_rows,
 )
@@ -169,6 +171,7 @@ def train(inp: TrainerInput) -> Trained:
         log.info("all %d epochs already done", cfg.epochs)
 
     metric = PRIMARY_METRIC[task]
+    history = epoch_history(checkpoint_dir, 0, start_epoch)
     train_seconds, trained, first_batch_wall = 0.0, 0, None
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         rng = np.random.default_rng([cfg.seed, epoch, 1])  # dropout masks, reproducible per epoch, resumed or not
@@ -186,8 +189,9 @@ def train(inp: TrainerInput) -> Trained:
         elapsed = time.perf_counter() - t0
         train_seconds, trained = train_seconds + elapsed, trained + steps * cfg.batch_size
         scores, labels, _ = predict(test_dir)
+        held_out = compute_metrics(task, labels, scores)[metric]
         log.info("singa epoch %d/%d loss=%.4f val_%s=%.4f samples/s=%.0f", epoch, cfg.epochs, total_loss / steps,
-                 metric, compute_metrics(task, labels, scores)[metric], steps * cfg.batch_size / elapsed)
+                 metric, held_out, steps * cfg.batch_size / elapsed)
         target = epoch_dir(checkpoint_dir, epoch, 0)
         target.mkdir(parents=True, exist_ok=True)
         saved_opt = optimizer.get_states()
@@ -195,6 +199,7 @@ def train(inp: TrainerInput) -> Trained:
                  **{"opt/step_counter": np.asarray(saved_opt["step_counter"])},
                  **{f"opt/{moment}/{k}": tensor.to_numpy(v) for moment in ("m", "v") for k, v in saved_opt[moment].items()})
         finish_epoch(checkpoint_dir, 0, epoch, cfg, fingerprint, task)
+        record_epoch(checkpoint_dir, 0, history, {"epoch": epoch, "loss": total_loss / steps, f"held_out_{metric}": held_out})
 
     final = states()
     scores, _, _ = predict(test_dir)
@@ -203,4 +208,5 @@ def train(inp: TrainerInput) -> Trained:
     write_json(files.portable_model, export_portable(final, cfg, task, output))
     return Trained(scores, framework="singa", info={
         "config": asdict(cfg), "params_digest": states_digest(final), "first_batch_unix": first_batch_wall,
-        "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None, "output": output})
+        "samples_per_s": round(trained / train_seconds, 1) if train_seconds else None, "output": output,
+        "history": history})

@@ -37,6 +37,8 @@ def param_template(name: str, setting: Setting | None = None) -> str:
     kind = setting.schema["type"]
     if kind == "array":
         return "{{ params." + name + " | join(',') }}"
+    if kind == "object":
+        return "{{ params." + name + " | tojson }}"
     if isinstance(kind, list) and "null" in kind:
         return "{{ '' if params." + name + " is none else params." + name + " }}"
     return "{{ params." + name + " }}"

@@ -19,11 +19,16 @@ import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 
 from ml_tasks.candidates import MLP_SETTINGS
-from ml_tasks.run_settings import TASK_TIMEOUT
+from ml_tasks.run_settings import SEARCHABLE, TASK_TIMEOUT
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
 from ml_tasks.stages import STAGES
 
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
+# Trials of one candidate running at once in a run (each is a training process; KILN_SEARCH_PARALLELISM, read when
+# the DAG is parsed).
+SEARCH_PARALLELISM = int(os.environ.get("KILN_SEARCH_PARALLELISM", "2"))
+# A searched candidate's trainer waits for its trials, whatever became of each (a failed trial is left out).
+AFTER_TRIALS = "none_failed_min_one_success"
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 
 
@@ -77,22 +82,38 @@ def _trainer_stage(spec: DatasetSpec, name: str):
     ref = spec.trainer_refs[name]
     params = [arg for setting in ref.settings
               for arg in ("--param", f"{setting}={param_template(setting, spec.trainer_settings[setting])}")]
-    return _stage(spec, ref.airflow_task_id, "train", ["--candidate", name, *params], pod_resources=ref.resources)
+    return _stage(spec, ref.airflow_task_id, "train", ["--candidate", name, *params], pod_resources=ref.resources,
+                  trigger_rule=AFTER_TRIALS)
 
 
-def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = ()):
-    """A Spark stage: over Spark Connect when ``spark_default`` is a Connect server, else spark-submit."""
-    from kiln.operators.spark import KilnSparkStageOperator
-
-    return KilnSparkStageOperator(
-        task_id=task_id, stage=stage, arguments=stage_arguments(spec, stage, options),
-        result_path=plan_value("results_dir") + f"/{task_id}.json", timeout_minutes="{{ params.stage_timeout_minutes }}",
+def _spark_settings(spec: DatasetSpec, task_id: str) -> dict[str, Any]:
+    """How a Spark stage runs: over Spark Connect when ``spark_default`` is a Connect server, else spark-submit."""
+    return dict(
         conn_id="spark_default", application_name=f"kiln-{spec.name}-{task_id}",
         # The UI stays on: on a cluster it is the application's REST API, linked from the master's page. Kiln's data
         # sits on a shared filesystem, so waiting for a data-local slot (3 s by default) only delays each stage.
         submit_conf={"spark.sql.shuffle.partitions": "8", "spark.log.level": "WARN", "spark.locality.wait": "0"},
-        pool_slots=2, pod_resources="medium",
+        pool_slots=2, pod_resources="medium", timeout_minutes="{{ params.stage_timeout_minutes }}",
     )
+
+
+def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = (), **kwargs: Any):
+    from kiln.operators.spark import KilnSparkStageOperator
+
+    return KilnSparkStageOperator(task_id=task_id, stage=stage, arguments=stage_arguments(spec, stage, options),
+                                  result_path=plan_value("results_dir") + f"/{task_id}.json",
+                                  **_spark_settings(spec, task_id), **kwargs)
+
+
+def _trials(spec: DatasetSpec, plan_search: Any):
+    """Every searched candidate's trials: one mapped task instance per planned trial (none without a search)."""
+    from kiln.operators.spark import KilnTrialOperator
+
+    return KilnTrialOperator.partial(
+        task_id="search_trials", stage="trial", max_active_tis_per_dagrun=SEARCH_PARALLELISM, singa_image=SINGA_IMAGE,
+        result_path=plan_value("results_dir") + "/search_trials_{{ ti.map_index }}.json",
+        **_spark_settings(spec, "search_trials"),
+    ).expand(arguments=plan_search.output)
 
 
 def training_dag(spec: DatasetSpec) -> DAG:
@@ -130,10 +151,13 @@ def training_dag(spec: DatasetSpec) -> DAG:
         ingest = _stage(spec, "ingest", "ingest", connections=connections)
         validate = _stage(spec, "validate", "validate")
         preprocess = _spark_stage(spec, "preprocess", "preprocess")
+        plan_search = _stage(spec, "plan_search", "search-plan", ["--params-json", "{{ params | tojson }}"])
         trainers: dict[str, Any] = {
-            "spark_lr": _spark_stage(spec, "train_spark_lr", "train-spark", ["--model", "lr"]),
-            "spark_gbt": _spark_stage(spec, "train_spark_gbt", "train-spark", ["--model", "gbt"]),
-            "mxnet_mlp": _stage(spec, "train_mxnet", "train-mxnet", ["--candidate", "mxnet_mlp"], pod_resources="medium"),
+            "spark_lr": _spark_stage(spec, "train_spark_lr", "train-spark", ["--model", "lr"], trigger_rule=AFTER_TRIALS),
+            "spark_gbt": _spark_stage(spec, "train_spark_gbt", "train-spark", ["--model", "gbt"],
+                                      trigger_rule=AFTER_TRIALS),
+            "mxnet_mlp": _stage(spec, "train_mxnet", "train-mxnet", ["--candidate", "mxnet_mlp"], pod_resources="medium",
+                                trigger_rule=AFTER_TRIALS),
         }
         trainers["mxnet_dist"] = MXNetDistributedOperator(
             task_id="train_mxnet_dist",
@@ -147,8 +171,9 @@ def training_dag(spec: DatasetSpec) -> DAG:
             cluster_timeout="{{ params.stage_timeout_minutes * 60 }}",
         )
         trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
-                                       pod_resources="medium", image=SINGA_IMAGE)
+                                       pod_resources="medium", image=SINGA_IMAGE, trigger_rule=AFTER_TRIALS)
         trainers.update({name: _trainer_stage(spec, name) for name in spec.trainers})
+        trials = _trials(spec, plan_search)
         evaluate = _stage(spec, "evaluate", "evaluate")
         online_features = _stage(spec, "online_features", "online-features")
         register = _stage(spec, "register", "register", ["--params-json", "{{ params | tojson }}"])
@@ -175,10 +200,49 @@ def training_dag(spec: DatasetSpec) -> DAG:
                 raise AirflowFailException("no candidate trained in this run: the failed or skipped tasks before this one say why")
             return trained
 
+        # Human approval (form field require_approval): only a version that would otherwise be promoted waits for it.
+        @task.short_circuit(ignore_downstream_trigger_rules=False)
+        def approval_needed(ti=None) -> bool:
+            decision = ti.xcom_pull(task_ids="register")
+            if not decision["awaiting_approval"]:
+                print(f"no approval to ask: promoted={decision['promoted']} {'; '.join(decision['reasons'])}")
+            return bool(decision["awaiting_approval"])
+
+        from kiln.operators.approval import PromotionApprovalOperator
+
+        registered = "ti.xcom_pull(task_ids='register')"
+        approve = PromotionApprovalOperator(
+            task_id="approve_promotion", timeout_minutes="{{ params.approval_timeout_minutes }}",
+            subject="Promote {{ " + registered + "['model_name'] }}/{{ " + registered + "['version'] }} ({{ "
+                    + registered + "['candidate'] }}) to champion?",
+            body="{{ " + registered + "['approval_request'] }}")
+
+        @task
+        def record_approval(params=None, ti=None) -> dict:
+            """The answer (or the timeout) goes into the registry, which re-decides the champion."""
+            from kiln.settings import data_root
+            from ml_tasks.layout import registry_root
+            from ml_tasks.registry import approval_outcome
+            from ml_tasks.registry import record_approval as record
+
+            decision = ti.xcom_pull(task_ids="register")
+            approved, by, reason = approval_outcome(ti.xcom_pull(task_ids="approve_promotion"),
+                                                    params["approval_timeout_minutes"])
+            return record(registry_root(data_root()), decision["model_name"], decision["version"],
+                          decision["registration"], approved, by, reason)
+
+        @task(trigger_rule="none_failed")
+        def promotion_decision(ti=None) -> dict:
+            """The registry's decision for this run's version: after the approval when one was asked."""
+            decision = ti.xcom_pull(task_ids="record_approval") or ti.xcom_pull(task_ids="register")
+            print(f"{decision['model_name']}/{decision['version']}: promoted={decision['promoted']} "
+                  f"{'; '.join(decision['reasons'])}; champion {decision['champion']}")
+            return decision
+
         @task.short_circuit(ignore_downstream_trigger_rules=True)
         def champion_changed(params=None, ti=None) -> bool:
             """Warm only when the champion changed (a backfill of an older day rarely changes it), and only if asked."""
-            decision = ti.xcom_pull(task_ids="register")
+            decision = ti.xcom_pull(task_ids="promotion_decision")
             if not params["warm_cache"]:
                 print("warm_cache is off for this run; the online cache is left as it is")
                 return False
@@ -193,23 +257,30 @@ def training_dag(spec: DatasetSpec) -> DAG:
             """Update the champion asset only when the champion changed (a skip emits no event)."""
             from airflow.sdk.exceptions import AirflowSkipException
 
-            decision = ti.xcom_pull(task_ids="register")
+            decision = ti.xcom_pull(task_ids="promotion_decision")
             if not decision["champion_changed"]:
                 raise AirflowSkipException(f"champion unchanged or none ({decision['champion']})")
             return decision["champion"]
 
         warm_cache = IgniteCacheWarmOperator(
             task_id="warm_feature_cache",
-            source="{{ ti.xcom_pull(task_ids='register')['champion_features'] }}",  # the champion's own, never this run's date
+            source="{{ ti.xcom_pull(task_ids='promotion_decision')['champion_features'] }}",  # the champion's own
             cache_name=spec.feature_cache,
             key=spec.key,
-            version_prefix="{{ ti.xcom_pull(task_ids='register')['champion'] }}-",
+            version_prefix="{{ ti.xcom_pull(task_ids='promotion_decision')['champion'] }}-",
             batch_size=1000,
             retain=2,
         )
-        register >> announce_champion()
-        register >> champion_changed() >> warm_cache
+        # Last, whatever happened before: the run's HTML report (the "Report" tab of the run's page).
+        report = _stage(spec, "report", "report", trigger_rule="all_done")
+        decision = promotion_decision()
+        register >> approval_needed() >> approve >> record_approval() >> decision
+        register >> decision >> announce_champion()
+        decision >> champion_changed() >> warm_cache
+        decision >> report
         plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values())
+        preprocess >> plan_search
+        trials >> [trainers[name] for name in [*SEARCHABLE, *spec.trainers]]
         list(trainers.values()) >> any_candidate_trained() >> evaluate
         evaluate >> online_features >> register
 

@@ -22,7 +22,7 @@ from ml_tasks.evaluate import Thresholds, compute_metrics, evaluate
 from ml_tasks.layout import CandidateFiles
 from ml_tasks.layout import Layout as _Layout
 from ml_tasks.portable import predict_score
-from ml_tasks.registry import champion_dir, read_state, register, rollback
+from ml_tasks.registry import approval_outcome, champion_dir, read_state, record_approval, register, rollback
 
 ROWS = 2_000
 
@@ -67,13 +67,13 @@ def write_candidate(lay: _Layout, name: str, model: dict, labels, scores, framew
 
 
 def run_day(data_root: Path, ds: str, signal: float, margin: float = 0.0, thresholds: Thresholds | None = None,
-            framework: str = "spark_mllib") -> dict:
+            framework: str = "spark_mllib", require_approval: bool = False) -> dict:
     lay = Layout(data_root, ds)
     make_candidate(lay, "weak", signal / 4, framework=framework)
     make_candidate(lay, "strong", signal, framework=framework)
     evaluate("binary", lay.candidates_root, lay.evaluation, thresholds or LOOSE)
     return register(lay.evaluation, lay.registry_root, "m", ds, lay.transform_dir, margin,
-                    test_features_dir=lay.features.test)
+                    test_features_dir=lay.features.test, require_approval=require_approval)
 
 
 def test_metrics_are_right_for_perfect_and_random_scores():
@@ -290,3 +290,42 @@ def test_one_model_name_is_ranked_on_one_metric(data_root):
     evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds())
     with pytest.raises(KilnError, match="model 'm' is ranked on auc, this evaluation on rmse"):
         register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir)
+
+
+def test_a_version_awaiting_approval_is_not_promoted_until_a_person_approves_it(data_root):
+    run_day(data_root, "2026-05-01", signal=0.5)
+    waiting = run_day(data_root, "2026-05-02", signal=2.0, require_approval=True)
+    assert waiting["awaiting_approval"] and not waiting["promoted"] and waiting["reasons"] == ["awaiting approval"]
+    assert waiting["champion"] == "2026-05-01" and not waiting["champion_changed"]
+    # what the person is shown: this version's held-out metrics against the champion's, with the difference
+    assert "| auc (ranks) |" in waiting["approval_request"] and "champion 2026-05-01" in waiting["approval_request"]
+    approved = record_approval(data_root / "registry", "m", "2026-05-02", waiting["registration"], True, "ana", "fine")
+    assert approved["promoted"] and approved["champion"] == "2026-05-02" and approved["champion_changed"]
+    assert read_state(data_root / "registry", "m")["versions"]["2026-05-02"]["approval"]["by"] == "ana"
+
+
+def test_a_rejected_or_unanswered_version_stays_registered_not_promoted_with_the_reason(data_root):
+    run_day(data_root, "2026-05-01", signal=0.5)
+    waiting = run_day(data_root, "2026-05-02", signal=2.0, require_approval=True)
+    timed_out = approval_outcome({"chosen_options": ["Reject"], "params_input": {"reason": ""}, "responded_by_user": None}, 60)
+    assert timed_out == (False, None, "no answer within 60 minutes")
+    rejected = record_approval(data_root / "registry", "m", "2026-05-02", waiting["registration"], *timed_out)
+    assert not rejected["promoted"] and rejected["reasons"] == ["not approved: no answer within 60 minutes"]
+    assert rejected["champion"] == "2026-05-01" and not rejected["champion_changed"]
+    state = read_state(data_root / "registry", "m")
+    assert state["versions"]["2026-05-02"]["reasons"] == ["not approved: no answer within 60 minutes"]
+    assert Path(state["versions"]["2026-05-02"]["path"]).is_dir()  # registered, kept
+    person = approval_outcome({"chosen_options": ["Reject"], "params_input": {"reason": "drift"},
+                               "responded_by_user": {"id": "1", "name": "ana"}}, 60)
+    assert person == (False, "ana", "drift")
+
+
+def test_a_version_that_would_not_be_promoted_asks_nobody_and_a_stale_answer_is_refused(data_root):
+    run_day(data_root, "2026-05-01", signal=2.0)
+    worse = run_day(data_root, "2026-05-02", signal=0.3, require_approval=True)
+    assert not worse["awaiting_approval"] and "does not beat baseline" in worse["reasons"][0]
+    replaced = run_day(data_root, "2026-05-02", signal=3.0, require_approval=True)  # a rerun of the day
+    with pytest.raises(KilnError, match="is not the day's registration any more"):
+        record_approval(data_root / "registry", "m", "2026-05-02", worse["registration"], True, "ana", "ok")
+    assert read_state(data_root / "registry", "m")["versions"]["2026-05-02"]["reasons"] == ["awaiting approval"]
+    assert replaced["awaiting_approval"]

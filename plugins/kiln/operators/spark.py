@@ -78,3 +78,24 @@ class KilnSparkStageOperator(KilnStageOperator):
         if self._submit_hook is not None:
             self._submit_hook.on_kill()
         super().on_kill()
+
+
+class KilnTrialOperator(KilnSparkStageOperator):
+    """One trial of a hyper-parameter search, mapped over the planned trials of every searched candidate: a Spark
+    candidate's trial runs as a Spark stage, any other as a plain stage (Singa's in its own image in Kubernetes).
+
+    :param singa_image: the pod image of Singa trials in Kubernetes mode.
+    """
+
+    def __init__(self, *, singa_image: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.singa_image = singa_image
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        arguments = list(map(str, self.arguments))
+        candidate = arguments[arguments.index("--candidate") + 1]
+        if candidate.startswith("spark_"):
+            return super().execute(context)
+        if candidate == "singa_mlp" and self.singa_image:
+            self.image = self.singa_image
+        return KilnStageOperator.execute(self, context)
