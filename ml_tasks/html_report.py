@@ -163,7 +163,9 @@ def _candidates_section(evaluation: dict[str, Any] | None) -> str:
     plots = (_binary_plots(preds) if task == "binary" else _regression_plots(preds)) if preds else ""
     return (f"<h2>Candidates</h2><p>Best: <b>{_e(evaluation['best'])}</b> on held-out {_e(evaluation['primary_metric'])} "
             f"({'higher' if evaluation['higher_is_better'] else 'lower'} is better), "
-            f"{'blessed' if evaluation['blessed'] else 'not blessed'}; thresholds {_e(evaluation['thresholds'])}.</p>"
+            f"{'blessed' if evaluation['blessed'] else 'not blessed'}; blessing thresholds "
+            + ", ".join(f"{_e(k)} {_num(v, 3)}" for k, v in evaluation["thresholds"].items()
+                        if v is not None and k.split("_", 1)[1] in names) + ".</p>"
             + table + plots)
 
 
@@ -273,8 +275,8 @@ def _registry_section(lay: Layout, model_name: str) -> str:
                 f"{'' if ran_here else ', registered by run ' + _e(mine.get('run_id'))}): "
                 + ("<span class='ok'>promoted</span>" if mine["promoted"] else
                    f"<span class='bad'>not promoted</span>: {_e('; '.join(mine['reasons']))}")
-                + (f"; approval {_e(approval['state'])}" + (f" by {_e(approval.get('by'))}" if approval.get("by") else "")
-                   + (f": {_e(approval.get('reason'))}" if approval.get("reason") else "") if approval else "")
+                + (f"; {_e(approval['state'])}" + (f" by {_e(approval.get('by'))}" if approval.get("by") else "")
+                   + (f" ({_e(approval.get('reason'))})" if approval.get("reason") else "") if approval else "")
                 + f". Champion: <b>{_e(state['champion'])}</b>.</p>")
     rows, classes = [], []
     for ds in sorted(versions):

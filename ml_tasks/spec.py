@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ml_tasks.candidates import BUILTIN_TASK_IDS, BUILTIN_TRAINERS, TrainerRef, locate
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import PROJECT_ROOT, check_name
-from ml_tasks.run_settings import BINARY, SETTINGS, Setting, applies
+from ml_tasks.run_settings import BINARY, SETTINGS, Setting, applies, check_search_space
 from ml_tasks.schema import DatasetSchema
 
 SPEC_SUFFIX = ".yaml"
@@ -172,6 +172,8 @@ class DatasetSpec(_Strict):
                 raise ValueError(f"settings.{name}: does not apply to a {self.task} task with a {self.source.kind} source")
             try:
                 SETTINGS[name].check(value, self, where="settings")
+                if name == "search_space":
+                    check_search_space(value, {**SETTINGS, **self.trainer_settings}, self, where="settings")
             except KilnError as exc:
                 raise ValueError(str(exc)) from None  # pydantic reports ValueErrors with the file
         return self

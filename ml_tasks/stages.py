@@ -262,9 +262,8 @@ def _report(r: Run) -> dict[str, Any]:
     from ml_tasks.report import report
 
     page = write_report(r.data_spec, r.lay, r.settings["model_name"])
-    print(f"report         : {page}", file=sys.stderr)
     summary = report(r.lay, r.settings["model_name"]) if r.lay.evaluation.exists() or r.args.require_evaluation else {}
-    return {**summary, "report": str(page)}
+    return {**summary, "report": str(page), "run_id": r.lay.run_id}
 
 
 def _serve(r: Run) -> None:

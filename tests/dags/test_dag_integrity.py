@@ -182,6 +182,29 @@ def test_training_dag_schedule_and_concurrency(dagbag):
     assert guard.upstream_task_ids == trainers
 
 
+def test_trials_are_mapped_and_bounded_and_promotion_waits_for_the_approval_and_its_record(dagbag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    dag = dagbag.get_dag("kiln_training")
+    trials = dag.get_task("search_trials")
+    assert trials.is_mapped and trials.partial_kwargs["max_active_tis_per_dagrun"] == 2
+    assert trials.upstream_task_ids == {"plan_search"} and "preprocess" in dag.get_task("plan_search").upstream_task_ids
+    for name in ("train_spark_lr", "train_spark_gbt", "train_mxnet", "train_singa"):
+        trainer = dag.get_task(name)  # waits for the trials whatever became of each; still skipped when not chosen
+        assert trainer.upstream_task_ids == {"choose_candidates", "search_trials"}, name
+        assert trainer.trigger_rule == "none_failed_min_one_success", name
+    assert "search_trials" not in dag.get_task("train_mxnet_dist").upstream_task_ids
+    approve = dag.get_task("approve_promotion")
+    assert isinstance(approve, HITLOperator) and approve.defaults == ["Reject"] and approve.options == ["Approve", "Reject"]
+    chain = ["register", "approval_needed", "approve_promotion", "record_approval", "promotion_decision"]
+    for up, down in itertools.pairwise(chain):
+        assert dag.get_task(down).upstream_task_ids == {up} | ({"register"} if down == "promotion_decision" else set())
+    decision = dag.get_task("promotion_decision")
+    assert decision.trigger_rule == "none_failed"  # runs after a skipped approval, never after a failed register
+    assert {"announce_champion", "champion_changed", "report"} <= decision.downstream_task_ids
+    assert dag.get_task("report").trigger_rule == "all_done"
+
+
 def test_every_param_is_a_described_bounded_form_field(dagbag):
     dag = dagbag.get_dag("kiln_training")
     for name, param in dag.params.items():

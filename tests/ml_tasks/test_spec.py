@@ -41,6 +41,9 @@ def write(tmp_path, text: str, name: str = "mine.yaml"):
     (GOOD + "settings: {min_r2: 0.3}\n", r"settings.min_r2: does not apply to a binary task"),
     (GOOD + "settings: {pca_k: 3}\n", r"settings 'pca_k': 3 is greater than the maximum of 2"),
     (GOOD + "settings: {speed: 3}\n", r"settings.speed: not a Kiln setting"),
+    (GOOD + "settings: {search_space: {mlp_hidden: [1, 8]}}\n",
+     r"settings 'search_space' bound of 'mlp_hidden': 1 is less than the minimum of 4"),
+    (GOOD + "settings: {search_space: {lr_reg: [0.1]}}\n", r"settings 'search_space': .* is too short"),
     (GOOD.replace("task: binary", "task: [binary"), r"not valid YAML"),
     ("- a\n- b\n", r"expected a mapping of fields"),
 ])

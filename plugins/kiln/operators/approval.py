@@ -26,7 +26,7 @@ class PromotionApprovalOperator(HITLOperator):
     def __init__(self, *, timeout_minutes: str | int, **kwargs: Any) -> None:
         kwargs.pop("params", None)  # the DAG's form: its fields are not this request's
         super().__init__(options=[APPROVE, REJECT], defaults=[REJECT], multiple=False,
-                         params={"reason": Param("", type="string", description="Why (kept in the registry)")},
+                         params={"reason": Param(None, type=["null", "string"], description="Why (kept in the registry)")},
                          **kwargs)
         self.timeout_minutes = timeout_minutes
 

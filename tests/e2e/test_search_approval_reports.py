@@ -1,0 +1,136 @@
+"""On a running Airflow: a searched run fans its trials out as mapped tasks, waits for a person before promotion
+(approved through the REST API in one run, rejected in another), and writes a report that the Kiln plugin serves
+only to a signed-in user and only from the data root."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import SUBSET
+from tests.e2e.helpers import answer, trigger, wait_for_approval_request
+
+pytestmark = [pytest.mark.slow, pytest.mark.ignite]
+# One searched candidate, few trials, no cache warming: this file is about the search, the approval and the report.
+CONF = {"rows": 6000, "candidates": SUBSET, "warm_cache": False, "require_approval": True}
+SEARCH = {"search_candidates": SUBSET, "search_trials": 3, "search_seed": 11}
+
+
+def registry(server, model: str) -> dict:
+    return json.loads((server.data_root / "registry" / model / "registry.json").read_text())
+
+
+def xcom(server, run_id: str, task_id: str, map_index: int = -1):
+    with server.api() as api:
+        resp = api.get(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+                       params={"map_index": map_index})
+    assert resp.status_code == 200, resp.text
+    value = resp.json()["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+@pytest.fixture(scope="module")
+def approved_run(airflow_server) -> str:
+    """A searched run of a model of its own (no champion yet), approved through the REST API."""
+    run_id = trigger(airflow_server, {**CONF, **SEARCH, "partition_date": "2026-04-01", "model_name": "approved_rest"})
+    request = wait_for_approval_request(airflow_server, run_id)
+    # the person sees the metrics and that there is no champion to compare with; nothing is promoted meanwhile
+    assert "Promote approved_rest/2026-04-01" in request["subject"]
+    assert "| auc (ranks) |" in request["body"] and "no champion yet" in request["body"]
+    waiting = registry(airflow_server, "approved_rest")
+    assert waiting["champion"] is None and waiting["versions"]["2026-04-01"]["reasons"] == ["awaiting approval"]
+    answer(airflow_server, run_id, "Approve", "validation and search look right")
+    run = airflow_server.wait_for_run("kiln_training", run_id)
+    assert run["state"] == "success", airflow_server.task_instances("kiln_training", run_id)
+    return run_id
+
+
+def test_an_approval_through_rest_promotes_the_version_with_who_and_why(airflow_server, approved_run):
+    state = registry(airflow_server, "approved_rest")
+    version = state["versions"]["2026-04-01"]
+    assert state["champion"] == "2026-04-01" and version["promoted"]
+    assert version["approval"]["state"] == "approved" and version["approval"]["by"] == "admin"
+    assert version["approval"]["reason"] == "validation and search look right"
+    assert xcom(airflow_server, approved_run, "promotion_decision")["champion_changed"]
+
+
+def test_the_search_fans_out_as_mapped_trials_and_the_best_trains_the_candidate(airflow_server, approved_run):
+    with airflow_server.api() as api:
+        trials = api.get(f"/dags/kiln_training/dagRuns/{approved_run}/taskInstances",
+                         params={"task_id": "search_trials", "limit": 100}).json()["task_instances"]
+    trials = [t for t in trials if t["task_id"] == "search_trials"]
+    assert sorted(t["map_index"] for t in trials) == [0, 1, 2] and {t["state"] for t in trials} == {"success"}
+    records = [xcom(airflow_server, approved_run, "search_trials", i) for i in range(3)]
+    assert all(r["status"] == "ok" and r["metric"] == "auc" for r in records)
+    best = max(records, key=lambda r: (r["value"], -r["trial"]))
+    trained = xcom(airflow_server, approved_run, "train_mxnet")
+    assert trained["search"]["best"] == best["key"]
+    assert {k: trained["params"][k] for k in best["tuned"]} == best["tuned"]
+
+
+def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with_the_reason(airflow_server):
+    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-02", "model_name": "rejected_rest"})
+    wait_for_approval_request(airflow_server, run_id)
+    answer(airflow_server, run_id, "Reject", "calibration drifted")
+    run = airflow_server.wait_for_run("kiln_training", run_id)
+    tis = airflow_server.task_instances("kiln_training", run_id)
+    assert run["state"] == "success", tis
+    state = registry(airflow_server, "rejected_rest")
+    version = state["versions"]["2026-04-02"]
+    assert state["champion"] is None and not version["promoted"]
+    assert version["reasons"] == ["not approved: calibration drifted"] and version["approval"]["by"] == "admin"
+    assert Path(version["path"]).is_dir()  # registered, kept
+    assert tis["announce_champion"]["state"] == "skipped"  # no champion change to announce or warm
+    assert tis["report"]["state"] == "success"
+
+
+def report_url(server, run_id: str) -> str:
+    return f"{server.url}/kiln/reports/kiln_training/{run_id}"
+
+
+def test_the_report_is_served_only_to_a_signed_in_user(airflow_server, approved_run):
+    assert httpx.get(report_url(airflow_server, approved_run)).status_code == 401
+    assert httpx.get(report_url(airflow_server, approved_run), headers={"Authorization": "Bearer not-a-token"}).status_code == 403
+    assert httpx.get(report_url(airflow_server, approved_run), cookies={"_token": "forged"}).status_code == 403
+    with airflow_server.api() as api:
+        token = api.headers["Authorization"]
+    page = httpx.get(report_url(airflow_server, approved_run), headers={"Authorization": token})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for part in ("Candidates", "Training curves", "Validation and drift", "Hyper-parameter search", "Registry",
+                 "approved by admin (validation and search look right)"):
+        assert part in page.text, part
+    assert page.text.count("<svg") >= 6
+    missing = httpx.get(report_url(airflow_server, "no_such_run"), headers={"Authorization": token})
+    assert missing.status_code == 404 and "no report yet" in missing.text
+
+
+def test_report_files_are_served_from_report_folders_under_the_data_root_only(airflow_server, approved_run, tmp_path):
+    from ml_tasks.layout import Layout
+
+    with airflow_server.api() as api:
+        token = {"Authorization": api.headers["Authorization"]}
+    report = Layout(airflow_server.data_root, "transactions", "2026-04-01", approved_run).report
+    relative = report.relative_to(airflow_server.data_root.resolve())
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not for the report")
+    (report.parent / "leak.txt").symlink_to(outside)  # a link planted in a report folder must not lead out
+
+    def get(path: str, headers: dict | None = token) -> httpx.Response:
+        # http.client sends the path as written: an HTTP library would resolve the dot segments before sending
+        host, port = airflow_server.url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("GET", f"/kiln/files/{path}", headers=headers or {})
+        raw = conn.getresponse()
+        return httpx.Response(raw.status, content=raw.read())
+
+    assert get(str(relative), headers=None).status_code == 401
+    assert get(str(relative)).status_code == 200 and "<svg" in get(str(relative)).text
+    for path in ["%2e%2e/%2e%2e/etc/passwd", f"{relative.parent}/%2e%2e/%2e%2e/evaluation.json", "/etc/passwd",
+                 str(outside), f"{relative.parent}/leak.txt", "registry/approved_rest/registry.json",
+                 "transactions/runs/ds=2026-04-01/x/evaluation.json"]:
+        resp = get(path)
+        assert resp.status_code == 404 and "not for the report" not in resp.text and "root:" not in resp.text, path
