@@ -216,7 +216,9 @@ def _validation_section(lay: Layout) -> str:
         names = list(drift)
 
         def bars(ax):
-            ax.barh(names, [drift[n] for n in names], color=["#cf222e" if drift[n] > 0.25 else "#2f81f7" for n in names])
+            bars_ = ax.barh(names, [drift[n] for n in names],
+                            color=["#cf222e" if drift[n] > 0.25 else "#2f81f7" for n in names])
+            ax.bar_label(bars_, fmt="%.4f", fontsize=7, padding=2)  # small values stay readable
             ax.axvline(0.25, color="k", lw=0.8, ls=":")
             ax.set(xlabel="population stability index", title="drift against the previous partition")
 
