@@ -230,7 +230,7 @@ def approval_outcome(answer: dict[str, Any], timeout_minutes: float) -> tuple[bo
     approved = answer["chosen_options"] == ["Approve"]
     person = answer.get("responded_by_user")
     if person is None:
-        return False, None, f"no answer within {timeout_minutes:g} minutes"
+        return False, None, f"no answer within {timeout_minutes:g} minute{'' if timeout_minutes == 1 else 's'}"
     reason = (answer.get("params_input") or {}).get("reason") or ("approved" if approved else "rejected without a reason")
     return approved, person.get("name") or person.get("id"), reason
 

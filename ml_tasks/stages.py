@@ -49,7 +49,7 @@ class Run:
 class Stage:
     name: str
     help: str
-    run: Callable[[Run], dict[str, Any] | None]
+    run: Callable[[Run], dict[str, Any] | list[Any] | None]
     settings: tuple[str, ...] = ()
     # argparse arguments that are not run settings: (flags, kwargs)
     options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
@@ -171,7 +171,7 @@ def _train_singa(r: Run) -> dict[str, Any]:
     return run_candidate(r, r.args.candidate, framework="singa_mlp")
 
 
-def _search_plan(r: Run) -> dict[str, Any]:
+def _search_plan(r: Run) -> list[list[str]]:
     from ml_tasks.run_settings import resolve
     from ml_tasks.search import plan_search
 

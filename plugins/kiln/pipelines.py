@@ -24,8 +24,8 @@ from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecErro
 from ml_tasks.stages import STAGES
 
 SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
-# Trials of one candidate running at once in a run (each is a training process; KILN_SEARCH_PARALLELISM, read when
-# the DAG is parsed).
+# Search trials running at once in one run, whichever candidates they tune (each is a training process;
+# KILN_SEARCH_PARALLELISM, read when the DAG is parsed).
 SEARCH_PARALLELISM = int(os.environ.get("KILN_SEARCH_PARALLELISM", "2"))
 # A searched candidate's trainer waits for its trials, whatever became of each (a failed trial is left out).
 AFTER_TRIALS = "none_failed_min_one_success"
@@ -118,6 +118,7 @@ def _trials(spec: DatasetSpec, plan_search: Any):
 
 def training_dag(spec: DatasetSpec) -> DAG:
     from kiln.form import form_params
+    from kiln.operators.approval import PromotionApprovalOperator
     from kiln.operators.ignite import IgniteCacheWarmOperator
     from kiln.operators.mxnet import MXNetDistributedOperator
 
@@ -207,8 +208,6 @@ def training_dag(spec: DatasetSpec) -> DAG:
             if not decision["awaiting_approval"]:
                 print(f"no approval to ask: promoted={decision['promoted']} {'; '.join(decision['reasons'])}")
             return bool(decision["awaiting_approval"])
-
-        from kiln.operators.approval import PromotionApprovalOperator
 
         registered = "ti.xcom_pull(task_ids='register')"
         approve = PromotionApprovalOperator(

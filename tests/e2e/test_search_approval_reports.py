@@ -88,6 +88,18 @@ def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with
     assert tis["report"]["state"] == "success"
 
 
+def test_no_answer_within_the_timeout_counts_as_a_rejection(airflow_server):
+    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-04", "model_name": "unanswered",
+                                      "approval_timeout_minutes": 1})
+    wait_for_approval_request(airflow_server, run_id)
+    run = airflow_server.wait_for_run("kiln_training", run_id, timeout=300)  # the scheduler applies the default
+    assert run["state"] == "success", airflow_server.task_instances("kiln_training", run_id)
+    state = registry(airflow_server, "unanswered")
+    version = state["versions"]["2026-04-04"]
+    assert state["champion"] is None and not version["promoted"]
+    assert version["reasons"] == ["not approved: no answer within 1 minute"] and version["approval"]["by"] is None
+
+
 def report_url(server, run_id: str) -> str:
     return f"{server.url}/kiln/reports/kiln_training/{run_id}"
 

@@ -31,8 +31,8 @@ def heavy_tasks(dag) -> list[str]:
     return sorted(t.task_id for t in dag.tasks if isinstance(t, KilnStageOperator))
 
 
-HEAVY = ["evaluate", "ingest", "online_features", "preprocess", "register", "train_mxnet", "train_singa", "train_spark_gbt",
-         "train_spark_lr", "validate"]
+HEAVY = ["evaluate", "ingest", "online_features", "plan_search", "preprocess", "register", "report", "train_mxnet",
+         "train_singa", "train_spark_gbt", "train_spark_lr", "validate"]
 CONNECT = "sc://kiln-spark-connect.kiln.svc:15002"  # k8s/base/spark-standalone.yaml's server
 
 
