@@ -34,7 +34,8 @@ def report(layout: Layout, model_name: str) -> dict[str, Any]:
     for failed in verdict.get("failed", []):
         print(f"{failed['candidate']:<22}  left out: {failed['reason']}")
     print(f"\nbest candidate : {verdict['best']} (blessed: {verdict['blessed']})")
-    print(f"this version   : {model_name}/{layout.ds} promoted={registered.get('promoted')} {'; '.join(registered.get('reasons', []))}")
+    reasons = "; ".join(registered.get("reasons", []))
+    print(f"this version   : {model_name}/{layout.ds} promoted={registered.get('promoted')}" + (f" {reasons}" if reasons else ""))
     print(f"champion       : {model_name}/{state['champion']}")
     if version_dir is not None:
         print(f"model          : {VersionFiles(version_dir).model.dir}")
