@@ -22,7 +22,6 @@ import math
 import time
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ import numpy as np
 from ml_tasks.atomic import atomic_dir, read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import FeatureFiles, Layout
+from ml_tasks.mlp import data_fingerprint
 from ml_tasks.run_settings import SEARCHABLE, Setting, spec_settings
 from ml_tasks.spec import DatasetSpec
 
@@ -63,20 +63,12 @@ def sample(space: Mapping[str, list[float]], settings: Mapping[str, Setting], na
     return values
 
 
-def _fingerprint(directory: Path) -> str:
-    """Names and sizes of a Parquet folder's files: preprocessing writes new names whenever it runs again."""
-    files = sorted(Path(directory).glob("*.parquet"))
-    if not files:
-        raise KilnError(f"no Parquet files in {directory}; did preprocess run?")
-    return hashlib.sha256(json.dumps([(f.name, f.stat().st_size) for f in files]).encode()).hexdigest()[:16]
-
-
 def validation_split(features: FeatureFiles, split: FeatureFiles) -> str:
     """Write (once per version of the training rows) the trials' fit and validation rows; returns its fingerprint."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    source = _fingerprint(features.train)
+    source = data_fingerprint(features.train)  # names and sizes: a new preprocessing writes new names
     marker = split.dir / "source.json"
     if marker.exists() and read_json(marker).get("train") == source:
         return source
