@@ -22,7 +22,8 @@ from ml_tasks.atomic import read_json, tmp_sibling
 from ml_tasks.evaluate import METRICS
 from ml_tasks.layout import CandidateFiles, Layout
 from ml_tasks.registry import read_state
-from ml_tasks.search import search_results, searchable
+from ml_tasks.run_settings import searchable
+from ml_tasks.search import search_results
 from ml_tasks.spec import DatasetSpec
 
 STYLE = """

@@ -177,7 +177,7 @@ _SETTINGS = [
        [], "Search: candidates whose hyper-parameters are tuned before they train (empty: none). Each trial trains on "
            "80% of the training rows and is scored on the other 20% (never the held-out test rows); the best trial's "
            "settings train the candidate.",
-       spec_schema=lambda spec: {"items": {"type": "string", "enum": [*SEARCHABLE, *spec.trainers]}}),
+       spec_schema=lambda spec: {"items": {"type": "string", "enum": searchable(spec)}}),
     _s("search_trials", {"type": "integer", "minimum": 1, "maximum": 64}, 6,
        "Search: trials per searched candidate (random search: trial i's settings depend only on the seed and i)."),
     _s("search_seed", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}, 0,
@@ -215,6 +215,11 @@ _SETTINGS = [
        pipeline="streaming"),
 ]
 SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
+
+
+def searchable(spec: DatasetSpec) -> list[str]:
+    """The candidates of ``spec`` a search may tune: the built-in ones but mxnet_dist, and the spec's own."""
+    return [*SEARCHABLE, *spec.trainers]
 
 
 def spec_settings(spec: DatasetSpec) -> dict[str, Setting]:

@@ -30,15 +30,11 @@ from ml_tasks.atomic import atomic_dir, read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import FeatureFiles, Layout
 from ml_tasks.mlp import data_fingerprint
-from ml_tasks.run_settings import SEARCHABLE, Setting, spec_settings
+from ml_tasks.run_settings import Setting, searchable, spec_settings
 from ml_tasks.spec import DatasetSpec
 
 log = logging.getLogger(__name__)
 VALIDATION_SHARE = 0.2
-
-
-def searchable(spec: DatasetSpec) -> list[str]:
-    return [*SEARCHABLE, *spec.trainers]
 
 
 def tuned_settings(spec: DatasetSpec, candidate: str, space: Mapping[str, Any]) -> list[str]:
@@ -120,8 +116,7 @@ def plan_search(spec: DatasetSpec, lay: Layout, settings: Mapping[str, Any]) -> 
             "candidate": candidate, "metric": PRIMARY_METRIC[spec.task], "tuned": names,
             "space": {n: space[n] for n in names}, "seed": settings["search_seed"], "split": source, "trials": trials})
         out += [STAGES["trial"].command(dataset=spec.name, partition=partition, values={},
-                                                  options=["--candidate", candidate, "--trial", t["key"]])[4:]
-                          for t in trials]
+                                        options=["--candidate", candidate, "--trial", t["key"]])[4:] for t in trials]
         log.info("search of %s: %d trials over %s", candidate, len(trials), ", ".join(names))
     return out
 
@@ -130,7 +125,7 @@ def run_trial(spec: DatasetSpec, lay: Layout, candidate: str, key: str) -> dict[
     """Train one planned trial and record its validation score; a trial recorded already is not trained again.
     A trial whose trainer fails is recorded as failed with the reason: the search and the run go on without it."""
     from ml_tasks.evaluate import PRIMARY_METRIC
-    from ml_tasks.trainer import TrainerFailed, run_trainer
+    from ml_tasks.trainer import TrainerFailed, train_candidate
 
     plan_file = lay.search_plan(candidate)
     if not plan_file.exists():
@@ -144,16 +139,14 @@ def run_trial(spec: DatasetSpec, lay: Layout, candidate: str, key: str) -> dict[
         return {**read_json(record_file), "reused": True}
     ref = spec.trainer_refs[candidate]
     metric = PRIMARY_METRIC[spec.task]
-    values = trial["settings"]
     log.info("trial %s of %s: %s", key, candidate, trial["tuned"])
     started = time.perf_counter()
     record: dict[str, Any] = {"candidate": candidate, "trial": trial["trial"], "key": key, "tuned": trial["tuned"],
                               "metric": metric}
     try:
-        info = run_trainer(ref, task=spec.task, features=lay.search_split, candidate=lay.trial_model(candidate, key),
-                           checkpoint_dir=lay.search_dir(candidate) / "checkpoints" / key,
-                           params={k: values[s] for s, k in ref.params.items()},
-                           seed=values[ref.seed] if ref.seed else ref.default_seed)
+        info = train_candidate(ref, trial["settings"], task=spec.task, features=lay.search_split,
+                               candidate=lay.trial_model(candidate, key),
+                               checkpoint_dir=lay.search_dir(candidate) / "checkpoints" / key)
         record.update(status="ok", value=info[f"test_{metric}"], history=info.get("history"))
     except TrainerFailed as exc:
         log.warning("trial %s of %s failed: %s", key, candidate, exc)

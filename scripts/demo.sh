@@ -23,18 +23,20 @@ fi
 # The run's HTML report (written by its last task, report): the table below, plots, search, drift, registry history.
 run_id=$(python -c "
 import json, sys
-from pathlib import Path
 from ml_tasks.layout import Layout
 runs = Layout.at(sys.argv[1], 'transactions', sys.argv[2]).run_dir.parent
 reports = sorted(runs.glob('run=*/_results/report.json'), key=lambda p: p.stat().st_mtime)
 print(json.loads(reports[-1].read_text())['run_id'])
 " "$KILN_DATA_ROOT" "$ds")
-python -m ml_tasks --log-level WARNING report --ds "$ds" --run-id "$run_id" | sed '$d'
-report=$(python -c "import sys; from ml_tasks.layout import Layout; print(Layout.at(*sys.argv[1:]).report)" \
-  "$KILN_DATA_ROOT" transactions "$ds" "$run_id")
-echo "report         : $report (opens offline)"
-echo "in Airflow's UI: http://127.0.0.1:${KILN_AIRFLOW_PORT:-8080}/kiln/reports/kiln_training/$(python -c "import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=''))" "$run_id")"
-echo "                 (make airflow-up, sign in; a run started there has it in its Report tab)"
+summary=$(python -m ml_tasks --log-level WARNING report --ds "$ds" --run-id "$run_id")
+echo "$summary" | sed '$d'
+echo "$summary" | tail -1 | python -c "
+import json, os, sys, urllib.parse
+result = json.load(sys.stdin)
+print(f\"report         : {result['report']} (opens offline)\")
+print(f\"in Airflow's UI: http://127.0.0.1:{os.environ.get('KILN_AIRFLOW_PORT', '8080')}/kiln/reports/kiln_training/\"
+      f\"{urllib.parse.quote(result['run_id'], safe='')}\")
+print('                 (make airflow-up, sign in; a run started there has it in its Report tab)')"
 
 if [ "$ignite" = 1 ]; then
   # card_00000000: the entity the streaming segment sends events for (produce-events --entities 1)

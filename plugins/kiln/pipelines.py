@@ -19,7 +19,7 @@ import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 
 from ml_tasks.candidates import MLP_SETTINGS
-from ml_tasks.run_settings import SEARCHABLE, TASK_TIMEOUT
+from ml_tasks.run_settings import TASK_TIMEOUT, searchable
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
 from ml_tasks.stages import STAGES
 
@@ -279,7 +279,7 @@ def training_dag(spec: DatasetSpec) -> DAG:
         decision >> report
         plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values())
         preprocess >> plan_search
-        trials >> [trainers[name] for name in [*SEARCHABLE, *spec.trainers]]
+        trials >> [trainers[name] for name in searchable(spec)]
         list(trainers.values()) >> any_candidate_trained() >> evaluate
         evaluate >> online_features >> register
 

@@ -20,22 +20,20 @@ from fastapi.responses import FileResponse
 from ml_tasks.layout import check_name, run_key
 
 app = FastAPI(title="Kiln run reports", docs_url=None, redoc_url=None, openapi_url=None)
-TRAINING_PREFIX = "kiln_training"
 
 
 def dataset_of(dag_id: str) -> str:
-    """The dataset a training DAG id belongs to (``kiln.pipelines.training_dag_id`` reversed)."""
+    """The dataset whose training DAG is ``dag_id`` (``kiln.pipelines.training_dag_id`` read backwards)."""
+    from kiln.pipelines import training_dag_id
     from ml_tasks.spec import BUILTIN_DATASET
 
-    if dag_id == TRAINING_PREFIX:
-        return BUILTIN_DATASET
-    name = dag_id.removeprefix(TRAINING_PREFIX + "_")
+    name = BUILTIN_DATASET if dag_id == training_dag_id(BUILTIN_DATASET) else dag_id.removeprefix("kiln_training_")
     try:
-        if name == dag_id:
+        if training_dag_id(check_name("dataset", name)) != dag_id:
             raise ValueError
-        return check_name("dataset", name)
     except ValueError:
         raise HTTPException(404, f"{dag_id} is not a Kiln training DAG: only their runs have reports") from None
+    return name
 
 
 async def authorize(request: Request, dag_id: str | None) -> None:
@@ -83,9 +81,9 @@ async def report_file(path: str, request: Request) -> FileResponse:
         dataset = check_name("dataset", parts[0])
     except ValueError:
         raise HTTPException(404, "not a report file under the data root") from None
-    from ml_tasks.spec import BUILTIN_DATASET
+    from kiln.pipelines import training_dag_id
 
-    await authorize(request, TRAINING_PREFIX if dataset == BUILTIN_DATASET else f"{TRAINING_PREFIX}_{dataset}")
+    await authorize(request, training_dag_id(dataset))
     target = (root / path).resolve()
     if not target.is_relative_to(root) or not target.is_file():  # a symlink out of the data root, or nothing there
         raise HTTPException(404, "not a report file under the data root")
