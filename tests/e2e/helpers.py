@@ -36,13 +36,45 @@ def trigger(server, conf: dict) -> str:
     return resp.json()["dag_run_id"]
 
 
+def task_pid(ti_id: str) -> int | None:
+    """The LocalExecutor worker running task instance ``ti_id`` (its process title names it), if one does."""
+    out = subprocess.run(["pgrep", "-f", f"airflow worker -- {ti_id}$"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    return pids[0] if pids else None
+
+
+def wait_until_the_scheduler_saw_the_task_leave_its_worker(server, ti_id: str, timeout: float = 120) -> None:
+    """Airflow 3.3.2 fails a task instance whose executor reports its process's end only after the task was resumed
+    (apache/airflow#72716, 'state mismatch' in the audit log): an approval answered within a second of the request
+    loses that try, and the retry asks again. So answer once the worker has let the task go (its result is then
+    queued) and two scheduler heartbeats later (the loop reads the executor's results before each heartbeat)."""
+    from datetime import UTC, datetime
+
+    deadline = time.monotonic() + timeout
+    while task_pid(ti_id) is not None:
+        assert time.monotonic() < deadline, f"task instance {ti_id} never left its worker"
+        time.sleep(0.2)
+    seen = datetime.now(UTC)
+    with server.api() as api:
+        for _ in range(2):
+            while True:
+                beat = api.get("/monitor/health").json()["scheduler"]["latest_scheduler_heartbeat"]
+                if beat and datetime.fromisoformat(beat) > seen:
+                    seen = datetime.fromisoformat(beat)
+                    break
+                assert time.monotonic() < deadline, "the scheduler did not heartbeat"
+                time.sleep(0.5)
+
+
 def wait_for_approval_request(server, run_id: str, timeout: float = 600) -> dict:
-    """The run's approval request once its task waits for input (fails early when the run ends instead)."""
+    """The run's approval request once its task waits for input and the scheduler knows it (fails early when the
+    run ends instead)."""
     deadline = time.monotonic() + timeout
     with server.api() as api:
         while time.monotonic() < deadline:
             ti = api.get(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/approve_promotion").json()
             if ti.get("state") == "awaiting_input":
+                wait_until_the_scheduler_saw_the_task_leave_its_worker(server, ti["id"])
                 detail = api.get(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails")
                 assert detail.status_code == 200, detail.text
                 return detail.json()

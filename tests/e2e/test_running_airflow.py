@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SUBSET
-from tests.e2e.helpers import snapshot
+from tests.e2e.helpers import snapshot, task_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 CONF = {"rows": 6000, "candidates": SUBSET}
@@ -115,12 +114,6 @@ def writing_into(folder: Path, pid: int, timeout: float = 120.0) -> bool:
             return False
         time.sleep(0.1)
     return False
-
-
-def task_pid(ti_id: str) -> int | None:
-    out = subprocess.run(["pgrep", "-f", f"airflow worker -- {ti_id}$"], capture_output=True, text=True)
-    pids = [int(p) for p in out.stdout.split()]
-    return pids[0] if pids else None
 
 
 def test_backfill_three_days_survives_a_killed_task_and_a_cleared_day_reruns_alone(airflow_server):
