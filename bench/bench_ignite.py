@@ -10,6 +10,7 @@ the run, served by `python -m ml_tasks serve` processes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -47,6 +48,11 @@ def client():
     return c
 
 
+def connect() -> contextlib.AbstractContextManager:
+    """One more connection for a warm's parallel loaders, as the Ignite hook opens them."""
+    return contextlib.closing(client())
+
+
 def feature_table(path: Path, rows: int) -> None:
     """``rows`` distinct entities with the online feature columns (from the synthetic generator)."""
     from ml_tasks.synthetic import generate_chunk
@@ -62,8 +68,15 @@ def warm_rates(work: Path, rows: int, naive_rows: int) -> dict[str, float]:
     source = work / "features.parquet"
     feature_table(source, rows)
     c = client()
-    batched = warm(c, "bench_batched", source, options=WarmOptions(batch_size=1000, retain=1), progress=lambda _: None)
-    rates = {"Kiln batched put_all (warm)": batched["entries_per_s"]}
+    # What the warm operator does (WarmOptions' batch size, parallel loaders), in a process of its own for its peak
+    # memory.
+    out = subprocess.run([sys.executable, __file__, "warm", str(source), "bench_batched"], check=True,
+                         capture_output=True, text=True, timeout=600)
+    batched = json.loads(out.stdout.strip().splitlines()[-1])
+    rates = {"Kiln batched put_all (warm)": batched["entries_per_s"], "warm peak RSS MB": batched["peak_rss_mb"]}
+    single = warm(c, "bench_single", source, options=WarmOptions(retain=1, loaders=1), progress=lambda _: None)
+    rates["Kiln warm, one connection"] = single["entries_per_s"]
+    c.get_cache(single["cache"]).destroy()
 
     pairs = [kv for batch in iter_source(source, "entity_id", 10_000) for kv in batch.items()]
     naive = c.get_or_create_cache("bench_naive")
@@ -119,7 +132,8 @@ def running_service(work: Path, entities_wanted: int) -> Iterator[tuple[str, lis
     evaluate("binary", lay.candidates_root, lay.evaluation, Thresholds(min_auc=0.5, max_log_loss=5, max_calibration_error=1))
     register(lay.evaluation, lay.registry_root, spec.registry_name, lay.ds, lay.transform_dir)
     online = latest_features(lay.raw_dir, lay.online_features)
-    warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None)
+    warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None,
+         connect=connect)
     entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()[:entities_wanted]
     base, server = start_service(lay.data_root)
     try:
@@ -172,3 +186,16 @@ def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]
     with running_service(work, requests) as (base, entities, _):
         timings = sequential_latency(base, entities)
     return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in timings.items()}
+
+
+def warm_in_this_process(source: Path, name: str) -> None:
+    """Warm ``source`` into this run's node as the operator does; print the result and this process's peak RSS."""
+    result = warm(client(), name, source, options=WarmOptions(retain=1), progress=lambda _: None, connect=connect)
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec, so it would report the parent bench's size.
+    peak_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    print(json.dumps({**result, "peak_rss_mb": peak_kb / 1024}))
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["warm"]:
+    warm_in_this_process(Path(sys.argv[2]), sys.argv[3])

@@ -208,7 +208,7 @@ def throughput(results: Results, work: Path, client, backlog: int) -> None:
     rows = valid_events(s, [v for _, v in read_topic(f"127.0.0.1:{KAFKA_PORT}", s.topic("events"))])
     began = time.monotonic()
     latest_features(raw_partition(s, rows, work / "batch" / "raw"), work / "batch" / "online.parquet")
-    warm(client, "bench_stream_batch", work / "batch" / "online.parquet", key=s.key)
+    warm(client, "bench_stream_batch", work / "batch" / "online.parquet", key=s.key, connect=bench_ignite.connect)
     batch_s = time.monotonic() - began
     results.add("streaming", f"sustained stream rate draining {backlog:,} events", rate, "events/s",
                 baseline=f"batch path (parquet, newest per entity, warm) over the same events {backlog / batch_s:,.0f} events/s "

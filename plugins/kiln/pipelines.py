@@ -267,8 +267,6 @@ def training_dag(spec: DatasetSpec) -> DAG:
             cache_name=spec.feature_cache,
             key=spec.key,
             version_prefix="{{ ti.xcom_pull(task_ids='promotion_decision')['champion'] }}-",
-            batch_size=1000,
-            retain=2,
         )
         # Last, whatever happened before: the run's HTML report (the "Report" tab of the run's page).
         report = _stage(spec, "report", "report", trigger_rule="all_done")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,31 +139,27 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
 
     reading = threading.Thread(target=reader, daemon=True)
     reading.start()
-    errors: list[BaseException] = []
     progress: list[str] = []
 
-    def warming() -> None:
-        try:
-            warm(ignite_node.client(), "t_crash", big, version_prefix="2026-01-02-", progress=progress.append,
-                 options=short_lease)
-        except BaseException as exc:
-            errors.append(exc)
+    def kill_the_node_once_loading(message: str) -> None:
+        # Called by the warm as batches complete: the node dies with the load part done and other batches in flight
+        # on the other connections.
+        if "warming" in message and not any("warming" in p for p in progress):
+            os.kill(ignite_node.pid, signal.SIGKILL)
+        progress.append(message)
 
-    loader = threading.Thread(target=warming)
-    loader.start()
-    deadline = time.monotonic() + 60
-    while not any("warming" in p for p in progress) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert any("warming" in p for p in progress), "the load never started"
-    os.kill(ignite_node.pid, signal.SIGKILL)
-    loader.join(timeout=60)
-    assert errors, "warming should fail when the node dies"
+    with pytest.raises(Exception):  # noqa: B017 - whatever pyignite raises for a dead node
+        warm(ignite_node.client(), "t_crash", big, version_prefix="2026-01-02-", progress=kill_the_node_once_loading,
+             options=WarmOptions(batch_size=1000, loaders=3, lease_seconds=5), connect=lambda: contextlib.closing(ignite_node.client()))
+    loading = [p for p in progress if "warming" in p]
+    assert loading and "150000/150000" not in loading[0], loading  # it died mid-load
 
     ignite_node.stop()  # clears the pid file of the killed node
     ignite_node.start()  # persistence: the old version and the alias survive the crash
     client = ignite_node.client()
     assert current_version(client, "t_crash") == old
-    retried = warm(client, "t_crash", big, version_prefix="2026-01-02-", options=short_lease)
+    retried = warm(client, "t_crash", big, version_prefix="2026-01-02-", options=short_lease,
+                   connect=lambda: contextlib.closing(ignite_node.client()))
     assert retried["switched"] and retried["entries"] == 150_000
     time.sleep(0.3)
     stop.set()
@@ -184,23 +181,29 @@ def test_two_warmers_of_one_alias_take_turns_and_neither_destroys_the_others_loa
     results: dict[str, dict] = {}
     errors: list[BaseException] = []
     progress: dict[str, list[str]] = {"first": [], "second": []}
+    second_waits = threading.Event()
 
     def warming(who: str) -> None:
+        def report(message: str) -> None:
+            progress[who].append(message)
+            if who == "second" and "is being warmed by" in message:
+                second_waits.set()
+            if who == "first" and "warming" in message and "second" not in threads:
+                # Mid-load, the other warmer starts; this one goes on once it has found the lease taken.
+                threads["second"] = threading.Thread(target=warming, args=("second",))
+                threads["second"].start()
+                second_waits.wait(30)
+
         try:
-            results[who] = warm(ignite_node.client(), "t_race", big, version_prefix="2026-01-05-",
-                                progress=progress[who].append)
+            results[who] = warm(ignite_node.client(), "t_race", big, version_prefix="2026-01-05-", progress=report,
+                                options=WarmOptions(batch_size=1000))
         except BaseException as exc:
             errors.append(exc)
 
-    first = threading.Thread(target=warming, args=("first",))
-    first.start()
-    deadline = time.monotonic() + 60
-    while not any("warming" in p for p in progress["first"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = threading.Thread(target=warming, args=("second",))
-    second.start()
-    first.join(timeout=300)
-    second.join(timeout=300)
+    threads = {"first": threading.Thread(target=warming, args=("first",))}
+    threads["first"].start()
+    threads["first"].join(timeout=300)
+    threads["second"].join(timeout=300)
     assert errors == []
     assert results["first"]["switched"] and results["first"]["entries"] == 120_000
     assert any("is being warmed by" in p for p in progress["second"]), progress["second"]
@@ -229,7 +232,8 @@ def test_an_incomplete_live_version_is_topped_up_in_place_never_destroyed(ignite
     reading = threading.Thread(target=reader)
     reading.start()
     time.sleep(0.2)
-    again = warm(client, "t_topup", src, version_prefix="2026-01-06-")
+    again = warm(client, "t_topup", src, version_prefix="2026-01-06-", options=WarmOptions(batch_size=100, loaders=3),
+                 connect=lambda: contextlib.closing(ignite_node.client()))
     stop.set()
     reading.join(timeout=10)
     assert again["version"] == live and current_version(client, "t_topup") == live
@@ -243,3 +247,50 @@ def test_the_connection_lists_every_node_with_its_own_port(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_IGNITE_PAIR", json.dumps({"conn_type": "ignite", "host": "a, b:10801,c", "port": 10900}))
     addresses, _ = IgniteHook("ignite_pair").client_config()
     assert addresses == [("a", 10900), ("b", 10801), ("c", 10900)]  # each node the client may fail over to
+
+
+def test_parallel_loading_reads_a_bounded_number_of_batches_ahead_and_raises_the_first_failure():
+    """A 1 M-entry warm must not read its source faster than the node takes it (memory), a connection carries one
+    batch at a time (pyignite's clients are not thread-safe), and a failed batch fails the warm."""
+    from ml_tasks.feature_cache import load_in_parallel
+
+    read: list[int] = []
+    busy: set[str] = set()
+    shared: list[str] = []
+    written: list[int] = []
+    release = threading.Event()
+    failures: list[BaseException] = []
+
+    def batches():
+        for i in range(100):
+            read.append(i)
+            yield {"i": i}
+
+    def write(connection: str, batch: dict) -> None:
+        if connection in busy:
+            shared.append(connection)
+        busy.add(connection)
+        try:
+            release.wait(10)
+            if batch["i"] == 4:
+                raise ValueError("the node refused batch 4")
+        finally:
+            busy.discard(connection)
+
+    def load() -> None:
+        try:
+            load_in_parallel(batches(), write, ["a", "b"], lambda batch: written.append(batch["i"]))
+        except BaseException as exc:
+            failures.append(exc)
+
+    loading = threading.Thread(target=load)
+    loading.start()
+    deadline = time.monotonic() + 10
+    while len(busy) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # both connections are busy: the loader may read one batch ahead, no more
+    assert len(busy) == 2 and read == [0, 1, 2]
+    release.set()
+    loading.join(timeout=10)
+    assert [type(f) for f in failures] == [ValueError] and "batch 4" in str(failures[0])
+    assert written == [0, 1, 2, 3] and len(read) <= 7 and shared == []

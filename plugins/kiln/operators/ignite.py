@@ -18,6 +18,8 @@ class IgniteCacheWarmOperator(BaseOperator):
     :param source: Parquet file or folder (templated).
     :param cache_name: the alias readers resolve (templated).
     :param version_prefix: sorts versions oldest-first, e.g. the partition date (templated).
+    :param batch_size, loaders, retain: entries per ``put_all``, connections loading side by side, versions kept;
+        ``WarmOptions``' defaults when not given.
     """
 
     template_fields: Sequence[str] = ("source", "cache_name", "version_prefix", "key")
@@ -30,8 +32,9 @@ class IgniteCacheWarmOperator(BaseOperator):
         cache_name: str,
         version_prefix: str = "",
         key: str = "entity_id",
-        batch_size: int = 1000,
-        retain: int = 2,
+        batch_size: int | None = None,
+        loaders: int | None = None,
+        retain: int | None = None,
         backups: int | None = None,
         expiry_seconds: float | None = None,
         ignite_conn_id: str = "ignite_default",
@@ -43,6 +46,7 @@ class IgniteCacheWarmOperator(BaseOperator):
         self.version_prefix = version_prefix
         self.key = key
         self.batch_size = batch_size
+        self.loaders = loaders
         self.retain = retain
         self.backups = backups
         self.expiry_seconds = expiry_seconds
@@ -52,8 +56,10 @@ class IgniteCacheWarmOperator(BaseOperator):
         from kiln.hooks.ignite import IgniteHook
         from ml_tasks.feature_cache import WarmOptions, warm
 
-        options = WarmOptions(batch_size=self.batch_size, retain=self.retain, backups=self.backups,
-                              expiry_seconds=self.expiry_seconds)
-        with IgniteHook(self.ignite_conn_id).get_client() as client:
+        given = {"batch_size": self.batch_size, "loaders": self.loaders, "retain": self.retain}
+        options = WarmOptions(backups=self.backups, expiry_seconds=self.expiry_seconds,
+                              **{k: v for k, v in given.items() if v is not None})  # else WarmOptions' defaults
+        hook = IgniteHook(self.ignite_conn_id)
+        with hook.get_client() as client:
             return warm(client, self.cache_name, Path(self.source), key=self.key, options=options,
-                        version_prefix=self.version_prefix, progress=self.log.info)
+                        version_prefix=self.version_prefix, progress=self.log.info, connect=hook.get_client)
