@@ -109,7 +109,7 @@ def free_port() -> int:
 def running_service(work: Path, entities_wanted: int) -> Iterator[tuple[str, list[str], subprocess.Popen]]:
     """Train, register and warm a champion on this run's node, then run the prediction service (its own process).
 
-    Yields the service's base URL, up to ``entities_wanted`` warmed entity ids and the service's process.
+    Yields the service's base URL, every warmed entity id (at least ``entities_wanted``) and the service's process.
     Spark runs over ``SPARK_REMOTE`` when set (a Spark Connect server), else in this process.
     """
     import pandas as pd
@@ -134,7 +134,7 @@ def running_service(work: Path, entities_wanted: int) -> Iterator[tuple[str, lis
     online = latest_features(lay.raw_dir, lay.online_features)
     warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None,
          connect=connect)
-    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()[:entities_wanted]
+    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()
     base, server = start_service(lay.data_root)
     try:
         yield base, entities, server
@@ -184,7 +184,7 @@ def sequential_latency(base: str, entities: list[str]) -> dict[str, list[float]]
 
 def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]:
     with running_service(work, requests) as (base, entities, _):
-        timings = sequential_latency(base, entities)
+        timings = sequential_latency(base, entities[:requests])
     return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in timings.items()}
 
 
