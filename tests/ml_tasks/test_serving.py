@@ -181,6 +181,32 @@ def test_online_scores_equal_offline_scores(served):
     np.testing.assert_allclose([online[e] for e in entities], offline.loc[entities].to_numpy(), atol=1e-6)
 
 
+def test_concurrent_requests_each_get_their_own_entitys_score(served):
+    """Requests share one multiplexed Ignite connection and score in threads: 64 at once, first misses, then hits;
+    each answer is its own entity's, with the champion's score of that entity's warmed features."""
+    import asyncio
+
+    from ml_tasks.online_features import encode
+    from ml_tasks.registry import champion_dir
+
+    lay = served["layout"]
+    others = set(single_row_test_entities(lay))  # the ones the other tests request
+    rows = [r for r in pq.read_table(served["online"]["online_features"]).to_pylist() if r["entity_id"] not in others][:64]
+    entities = [r["entity_id"] for r in rows]
+    expected = ModelBundle.load(champion_dir(lay.registry_root, "svc")).score([json.loads(encode(r)) for r in rows])
+
+    async def all_at_once() -> list[dict]:
+        async with httpx.AsyncClient(base_url=served["url"], limits=httpx.Limits(max_connections=64)) as http:
+            answers = await asyncio.gather(*(http.get(f"/predict/{e}") for e in entities))
+        return [a.json() for a in answers]
+
+    for cached in (False, True):
+        answers = asyncio.run(all_at_once())
+        assert [a["entity_id"] for a in answers] == entities
+        assert {a["cached"] for a in answers} == {cached}
+        np.testing.assert_allclose([a["score"] for a in answers], expected, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("framework", ["mxnet", "singa"])
 def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, tmp_path):
     """From a raw row, as serving gets it: transform, then the MXNet net or the exported Singa MLP (no Singa import)."""
