@@ -20,8 +20,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -105,13 +103,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def running_service(work: Path, entities_wanted: int) -> Iterator[tuple[str, list[str], subprocess.Popen]]:
-    """Train, register and warm a champion on this run's node, then run the prediction service (its own process).
-
-    Yields the service's base URL, every warmed entity id (at least ``entities_wanted``) and the service's process.
-    Spark runs over ``SPARK_REMOTE`` when set (a Spark Connect server), else in this process.
-    """
+def prepare_champion(work: Path, entities_wanted: int) -> tuple[Path, list[str]]:
+    """Train, register and warm a champion on this run's node; its data root and every warmed entity id (at least
+    ``entities_wanted``). Spark runs over ``SPARK_REMOTE`` when set (a Spark Connect server), else in this process."""
     import pandas as pd
 
     from ml_tasks.candidates import BUILTIN_TRAINERS
@@ -134,10 +128,15 @@ def running_service(work: Path, entities_wanted: int) -> Iterator[tuple[str, lis
     online = latest_features(lay.raw_dir, lay.online_features)
     warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None,
          connect=connect)
-    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()
-    base, server = start_service(lay.data_root)
+    return lay.data_root, pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()
+
+
+@contextlib.contextmanager
+def running_service(data_root: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The prediction service (its own process) over ``data_root``: its base URL and process."""
+    base, server = start_service(data_root)
     try:
-        yield base, entities, server
+        yield base, server
     finally:
         stop_service(server)
 
@@ -180,12 +179,6 @@ def sequential_latency(base: str, entities: list[str]) -> dict[str, list[float]]
                 timings[label].append((time.perf_counter() - start) * 1000)
                 assert resp.status_code == 200 and resp.json()["cached"] == label.startswith("hit"), resp.text
     return timings
-
-
-def serving_latency(work: Path, requests: int) -> dict[str, tuple[float, float]]:
-    with running_service(work, requests) as (base, entities, _):
-        timings = sequential_latency(base, entities[:requests])
-    return {k: (float(np.percentile(v, 50)), float(np.percentile(v, 99))) for k, v in timings.items()}
 
 
 def warm_in_this_process(source: Path, name: str) -> None:
