@@ -237,7 +237,8 @@ def warm(
     """Load ``source`` into ``<name>__<prefix><content hash>``, verify, switch the alias, drop old versions.
 
     Versions must sort oldest-first for retention, hence the prefix (Kiln passes the partition date). ``connect``
-    opens one more connection (a context manager): the load then runs over ``options.loaders`` of them.
+    opens a connection (a context manager): the load then runs over ``options.loaders`` of them side by side, else
+    over ``client`` alone.
     """
     options = options or WarmOptions()
     if min(options.batch_size, options.retain, options.loaders) < 1:
@@ -275,8 +276,10 @@ def warm(
         loaded, started = 0, time.perf_counter()
 
         def write(conn, batch: dict[str, str]) -> None:
-            target_cache = conn.get_cache(target)
-            merge_newer(target_cache, batch) if top_up else target_cache.put_all(batch)
+            if top_up:
+                merge_newer(conn.get_cache(target), batch)
+            else:
+                conn.get_cache(target).put_all(batch)
 
         def written(batch: dict[str, str]) -> None:
             nonlocal loaded
@@ -287,11 +290,13 @@ def warm(
                 progress(f"warming {target}: {loaded}/{expected} ({100 * loaded / expected:.0f}%) {rate:,.0f} entries/s")
 
         with contextlib.ExitStack() as connections:
-            loaders = [client] + [connections.enter_context(connect()) for _ in range(options.loaders - 1 if connect else 0)]
+            # Loaders of their own: this thread keeps ``client`` for the lease while they load (a pyignite client
+            # must not be used by two threads at once).
+            loaders = [connections.enter_context(connect()) for _ in range(options.loaders)] if connect else [client]
             load_in_parallel(iter_source(source, key, options.batch_size), write, loaders, written)
         elapsed = time.perf_counter() - started
 
-        verify(cache, source, key, expected, options.verify_sample, streamed and live == version)
+        verify(cache, source, key, expected, options.verify_sample, top_up)
         carry_stream(client, name, cache, progress)
         lease.renew(force=True)  # the switch happens only while this warmer still holds the lease
         return _switch(client, name, version, target, loaded, options, progress,
