@@ -119,7 +119,7 @@ def prepare_champion(work: Path, entities_wanted: int) -> tuple[Path, list[str]]
 
     spec = load_named("transactions")  # the service serves every spec; the bench's data root has this one's model
     lay = Layout(work / "data", spec.name, "2026-01-01")
-    ingest(spec, lay.ds, lay.raw_dir, rows=max(4 * entities_wanted, 20_000))
+    ingest(spec, lay.ds, lay.raw_dir, rows=max(5 * entities_wanted, 20_000))  # about one entity per 4 rows
     preprocess(lay.raw_dir, lay.features, lay.transform)
     train_candidate(BUILTIN_TRAINERS["spark_gbt"], {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4},
                     task="binary", features=lay.features, candidate=lay.candidate("spark_gbt"), checkpoint_dir=lay.checkpoint_dir("spark"))
@@ -128,7 +128,10 @@ def prepare_champion(work: Path, entities_wanted: int) -> tuple[Path, list[str]]
     online = latest_features(lay.raw_dir, lay.online_features)
     warm(client(), spec.feature_cache, lay.online_features, version_prefix=lay.ds + "-", progress=lambda _: None,
          connect=connect)
-    return lay.data_root, pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()
+    entities = pd.read_parquet(online["online_features"], columns=["entity_id"]).entity_id.tolist()
+    if len(entities) < entities_wanted:
+        raise RuntimeError(f"{len(entities):,} entities warmed, the bench wants {entities_wanted:,}")
+    return lay.data_root, entities
 
 
 @contextlib.contextmanager

@@ -237,6 +237,9 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+FRESH_IDS = 2_000  # warmed entities first requested by the sequential miss run
+
+
 def serving(results: Results, entities: int, load_seconds: int, soak_seconds: int, work: Path) -> None:
     section = "serving"
     log(f"serving: train, register and warm a champion; {entities:,} entities")
@@ -245,12 +248,12 @@ def serving(results: Results, entities: int, load_seconds: int, soak_seconds: in
     with connect_server(work / "spark-connect-serving") as spark_server:
         os.environ["SPARK_REMOTE"] = spark_server.url  # the champion's training, without a JVM in this process
         try:
-            data_root, warmed = bench_ignite.prepare_champion(work / "serving", entities)
+            data_root, warmed = bench_ignite.prepare_champion(work / "serving", entities + FRESH_IDS)
         finally:
             release_spark_session()  # while the server is still there to release it
             os.environ.pop("SPARK_REMOTE")
     with bench_ignite.running_service(data_root) as (base, server):
-        ids, fresh = warmed[:entities], warmed[entities:entities + 2_000]  # fresh: never requested, for misses
+        ids, fresh = warmed[:entities], warmed[entities:entities + FRESH_IDS]  # fresh: never requested, for misses
         python_client = bench_ignite.sequential_latency(base, ids)  # also caches the predictions of ``ids``
         (py_miss, py_hit) = python_client.values()
         ids_file, fresh_file = work / "ids.txt", work / "fresh_ids.txt"
