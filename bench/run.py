@@ -2,7 +2,7 @@
 run) and its goal, written to bench/results/<full|quick>/ (results.md, results.json, PNG plots).
 
 Sections: the pipeline with and without Spark start-up (spark-submit per stage vs one Spark Connect server),
-online predictions (sequential, and under 32 connections from wrk, a C load generator), cache warming vs Ignite's
+online predictions (one at a time and under 32 connections, from wrk, a C load generator), cache warming vs Ignite's
 Java IgniteDataStreamer, the DAG file's parse time, and streaming (freshness of Kafka events in Ignite at 2,000 and
 10,000 events/s, the sustained rate vs the batch path, the driver's memory over a long run). The quick variant runs smaller sizes and shorter loads.
 """
@@ -296,7 +296,7 @@ def serving(results: Results, entities: int, load_seconds: int, soak_seconds: in
         log("serving: the same 32 connections against 2 server processes (--workers 2)")
         base2, server2 = bench_ignite.start_service(data_root, workers=2)
         try:
-            wrk(base2, get_script, 32, 2, ids_file)  # both processes connect and fill their thread pools first
+            wrk(base2, get_script, 32, 2, ids_file)  # both processes connect to Ignite and warm up first
             two = wrk(base2, get_script, 32, load_seconds, ids_file)
         finally:
             bench_ignite.stop_service(server2)
@@ -378,7 +378,7 @@ def release_spark_session() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads (about 10 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads (about 8 minutes)")
     parser.add_argument("--only", nargs="*", choices=["pipeline", "serving", "warm", "parse", "streaming"])
     args = parser.parse_args()
     sections = args.only or ["parse", "pipeline", "serving", "warm", "streaming"]
