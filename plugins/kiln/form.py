@@ -17,6 +17,14 @@ def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None, pipel
     return [*settings_for(spec.task, spec.source.kind, names, pipeline), *own]
 
 
+# The JSON-schema dialect every field declares: Draft 7, in which each keyword the settings use means what it means in
+# the default 2020-12. Airflow validates a value with ``jsonschema.validate``, which first checks the schema itself
+# against its dialect's meta-schema, on every call: Draft 7's is one document, 2020-12's a set of vocabularies 3.5x
+# slower to walk. Serializing Kiln's 8 DAGs resolves every field of every task several times (the DAG processor
+# on each parse, ``dags test`` twice): 1.1 s -> 0.4 s (docs/benchmarks.md; apache/airflow#28059).
+FORM_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+
+
 class FrozenSchema(dict):
     """A field's JSON schema, shared rather than copied: Airflow deep-copies the DAG's params into every task at
     parse time (about half the DAG file's parse time with ~50 fields and ~25 tasks per DAG), and nothing
@@ -27,7 +35,8 @@ class FrozenSchema(dict):
 
 
 def form_params(spec: DatasetSpec, names: tuple[str, ...] | None = None, pipeline: str = "training") -> dict[str, Param]:
-    return {s.name: Param(s.default_for(spec), description=s.description, schema=FrozenSchema(s.schema_for(spec)))
+    return {s.name: Param(s.default_for(spec), description=s.description,
+                          schema=FrozenSchema({"$schema": FORM_SCHEMA_DIALECT, **s.schema_for(spec)}))
             for s in form_settings(spec, names, pipeline)}
 
 

@@ -238,6 +238,27 @@ def test_a_bad_form_value_is_refused_naming_the_param(dagbag, name, value, messa
         params.validate()
 
 
+@pytest.mark.parametrize(
+    "name, value",
+    [("rows", 5), ("pca_k", 7), ("min_auc", 1.5), ("partition_date", "yesterday"), ("model_name", "Bad Name"),
+     ("candidates", []), ("candidates", ["xgboost"]), ("candidates", ["spark_lr", "spark_lr"])],
+)
+def test_the_serialized_form_refuses_a_bad_value_as_the_api_server_sees_it(dagbag, name, value):
+    """The fields declare JSON Schema Draft 7 (the cheaper meta-schema for Airflow's per-call schema check): every rule
+    still holds where a triggered run's conf is checked, on the DAG as the scheduler and API server deserialize it."""
+    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+    from jsonschema import Draft7Validator
+
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag("kiln_training")))
+    for field, param in served.params.items():
+        assert param.schema["$schema"] == Draft7Validator.META_SCHEMA["$schema"], field
+        Draft7Validator.check_schema(param.schema)
+    served.params.validate()  # the defaults pass
+    with pytest.raises(ParamValidationError, match=f"Invalid input for param {name}"):
+        served.params.deep_merge({name: value}).validate()
+
+
 EXAMPLES = DAGS_DIR.parent / "examples"
 
 
