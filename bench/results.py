@@ -66,6 +66,9 @@ class Results:
 
     def finish(self) -> None:
         self.save()
+        for stale in self.folder.glob("*.png"):  # an earlier run's plot of a figure this run did not measure
+            if stale.stem not in self.series:
+                stale.unlink()
         draw(self.series, self.folder)
         print("\n" + markdown(self.figures, {"machine": machine()}))
         print(f"results: {self.folder}/results.md, results.json and {len(self.series)} PNG plots")

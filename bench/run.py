@@ -397,7 +397,7 @@ def release_spark_session() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads (about 8 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and shorter loads, under 5 minutes")
     parser.add_argument("--only", nargs="*", choices=["pipeline", "serving", "warm", "parse", "streaming"])
     args = parser.parse_args()
     sections = args.only or ["parse", "pipeline", "serving", "warm", "streaming"]
