@@ -217,18 +217,18 @@ def test_every_param_is_a_described_bounded_form_field(dagbag):
     dag.params.validate()  # the defaults themselves are valid
 
 
-@pytest.mark.parametrize(
-    "name, value, message",
-    [
-        ("rows", 5, "Invalid input for param rows: 5 is less than the minimum of 1000"),
-        ("pca_k", 7, "Invalid input for param pca_k: 7 is greater than the maximum of 6"),
-        ("min_auc", 1.5, "Invalid input for param min_auc: 1.5 is greater than the maximum of 1"),
-        ("partition_date", "yesterday", "Invalid input for param partition_date"),
-        ("model_name", "Bad Name", "Invalid input for param model_name"),
-        ("candidates", [], "Invalid input for param candidates"),
-        ("candidates", ["xgboost"], "Invalid input for param candidates"),
-    ],
-)
+BAD_FORM_VALUES = [
+    ("rows", 5, "Invalid input for param rows: 5 is less than the minimum of 1000"),
+    ("pca_k", 7, "Invalid input for param pca_k: 7 is greater than the maximum of 6"),
+    ("min_auc", 1.5, "Invalid input for param min_auc: 1.5 is greater than the maximum of 1"),
+    ("partition_date", "yesterday", "Invalid input for param partition_date"),
+    ("model_name", "Bad Name", "Invalid input for param model_name"),
+    ("candidates", [], "Invalid input for param candidates"),
+    ("candidates", ["xgboost"], "Invalid input for param candidates"),
+]
+
+
+@pytest.mark.parametrize("name, value, message", BAD_FORM_VALUES)
 def test_a_bad_form_value_is_refused_naming_the_param(dagbag, name, value, message):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -239,10 +239,7 @@ def test_a_bad_form_value_is_refused_naming_the_param(dagbag, name, value, messa
 
 
 @pytest.mark.parametrize(
-    "name, value",
-    [("rows", 5), ("pca_k", 7), ("min_auc", 1.5), ("partition_date", "yesterday"), ("model_name", "Bad Name"),
-     ("candidates", []), ("candidates", ["xgboost"]), ("candidates", ["spark_lr", "spark_lr"])],
-)
+    "name, value", [(name, value) for name, value, _ in BAD_FORM_VALUES] + [("candidates", ["spark_lr", "spark_lr"])])
 def test_the_serialized_form_refuses_a_bad_value_as_the_api_server_sees_it(dagbag, name, value):
     """The fields declare JSON Schema Draft 7 (the cheaper meta-schema for Airflow's per-call schema check): every rule
     still holds where a triggered run's conf is checked, on the DAG as the scheduler and API server deserialize it."""
