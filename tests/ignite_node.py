@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import shifted
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,10 @@ class IgniteNode:
     activate: bool = True  # False: left inactive, as a fresh persistent cluster starts
     nodes: int = 1  # node i listens on each port + i
     persistence: bool = True
+
+    def __post_init__(self) -> None:
+        self.port, self.discovery_port, self.communication_port = (
+            shifted(p) for p in (self.port, self.discovery_port, self.communication_port))
 
     @property
     def env(self) -> dict[str, str]:

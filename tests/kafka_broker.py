@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import shifted
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -14,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class KafkaBroker:
     state_dir: Path
     port: int = 9192
+
+    def __post_init__(self) -> None:
+        self.port = shifted(self.port)
 
     @property
     def bootstrap(self) -> str:

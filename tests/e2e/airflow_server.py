@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from tests.ports import shifted
+
 ROOT = Path(__file__).resolve().parents[2]
 # A Kiln connection with a password, unused in local execution: the masking test looks for it in task logs.
 MASK_PROBE_PASSWORD = "kiln-Pa55-probe-7c1e"  # noqa: S105 (a probe value, not a secret)
@@ -28,6 +30,9 @@ class AirflowServer:
     log_port: int = 8893
     extra_env: dict[str, str] = field(default_factory=dict)
     _token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.port, self.pg_port, self.log_port = (shifted(p) for p in (self.port, self.pg_port, self.log_port))
 
     @property
     def env(self) -> dict[str, str]:
