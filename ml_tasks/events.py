@@ -10,6 +10,7 @@ is the produce time, which the streaming job's freshness figures start from.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ import numpy as np
 from ml_tasks.errors import KilnError
 from ml_tasks.spec import DatasetSpec, SyntheticSource
 
+log = logging.getLogger(__name__)
 MALFORMED_KINDS = ("not_json", "no_key", "bad_timestamp", "bad_number")
 LATE_BY = timedelta(hours=2)
 
@@ -28,16 +30,31 @@ def kafka_config(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
     return {"bootstrap.servers": bootstrap_servers, "client.id": "kiln", **extra}
 
 
-def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int = 4, timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet (one broker here: replication factor 1)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+# The broker stamps each event with the time it received it: the stream checks event times against that stamp,
+# which no producer can set (under CreateTime, the default, the producer's own clock would be the reference).
+EVENTS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+
+
+def ensure_topics(bootstrap_servers: str, topics: list[str], partitions: int = 4, timeout: float = 30.0,
+                  events_topic: str | None = None) -> None:
+    """Create the topics that do not exist yet (one broker here: replication factor 1); ``events_topic`` with
+    the broker's receive time as its messages' timestamps (``EVENTS_TOPIC_CONFIG``)."""
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
     admin = AdminClient(kafka_config(bootstrap_servers))
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except Exception as exc:  # confluent_kafka.KafkaException: broker unreachable
         raise KilnError(f"Kafka at {bootstrap_servers} did not answer within {timeout:.0f}s: {exc}") from exc
-    missing = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
+    if events_topic in existing:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, events_topic)
+        stamp = admin.describe_configs([resource])[resource].result(timeout)["message.timestamp.type"].value
+        if stamp != EVENTS_TOPIC_CONFIG["message.timestamp.type"]:
+            log.warning("topic %s stamps messages with %s: event times are checked against the producers' clocks; "
+                        "set message.timestamp.type=LogAppendTime on it (docs/streaming.md)", events_topic, stamp)
+    missing = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+                        config=EVENTS_TOPIC_CONFIG if t == events_topic else {})
+               for t in topics if t not in existing]
     for topic, future in (admin.create_topics(missing) if missing else {}).items():
         try:
             future.result(timeout)
@@ -96,7 +113,7 @@ def produce_events(spec: DatasetSpec, bootstrap_servers: str, topic: str, rate: 
 
     if rate < 0 or seconds <= 0 or entities < 1 or not (0 <= late_share <= 1) or not (0 <= malformed_share <= 1):
         raise KilnError("produce-events: --rate >= 0, --seconds > 0, --entities >= 1, shares within [0, 1]")
-    ensure_topics(bootstrap_servers, [topic])
+    ensure_topics(bootstrap_servers, [topic], events_topic=topic)
     producer = Producer(kafka_config(bootstrap_servers, **{"linger.ms": 5, "acks": "all", "enable.idempotence": True}))
     errors: list[str] = []
 

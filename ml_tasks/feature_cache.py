@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow.parquet as pq
 
@@ -335,15 +335,22 @@ def load_in_parallel(batches: Iterator[dict[str, str]], write: Callable[[Any, di
             raise
 
 
-def merge_newer(cache, entries: dict[str, str]) -> tuple[list[str], int]:
-    """Write the entries that are newer than what ``cache`` holds for their key; (keys written, older ones skipped)."""
+class Merged(NamedTuple):
+    written: list[str]  # keys whose entry was newer than the cache's
+    older: int  # entries not written: the cache held the same or a newer one
+    stale: int  # of those, the ones the cache held a newer entry for (not merely the same: a replay)
+
+
+def merge_newer(cache, entries: dict[str, str]) -> Merged:
+    """Write the entries that are newer than what ``cache`` holds for their key."""
     if not entries:
-        return [], 0
+        return Merged([], 0, 0)
     current = cache.get_all(list(entries))
     newer = {k: v for k, v in entries.items() if is_newer(v, current.get(k))}
     if newer:
         cache.put_all(newer)
-    return list(newer), len(entries) - len(newer)
+    stale = sum(1 for k, v in entries.items() if k not in newer and current[k] != v)  # not newer: current holds k
+    return Merged(list(newer), len(entries) - len(newer), stale)
 
 
 def prediction_key(version_cache: str, entity: str) -> str:
@@ -389,10 +396,12 @@ def apply_stream_batch(client, name: str, entries: dict[str, str]) -> dict[str, 
     it when a warm switched the alias since the last batch), then the scores of the replaced features forgotten.
     Idempotent: a replayed batch changes nothing."""
     stream_table = client.get_or_create_cache(stream_cache_name(name))
-    merge_newer(stream_table, entries)  # first: a warm that switches after this carries these entries along
+    # First: a warm that switches after this carries these entries along. ``stale``: entries of entities the stream
+    # already had a newer event of.
+    stale = merge_newer(stream_table, entries).stale
     version = current_version(client, name)
     if version is None:  # never warmed: the stream table keeps them until the first warm carries them in
-        return {"version": None, "written": 0, "older": 0, "republished": 0}
+        return {"version": None, "written": 0, "older": 0, "stale": stale, "republished": 0}
     live = client.get_cache(cache_name(name, version))
     published = client.get_or_create_cache(STREAM_PUBLISHED_CACHE)
     republished = 0
@@ -402,11 +411,11 @@ def apply_stream_batch(client, name: str, entries: dict[str, str]) -> dict[str, 
             forget_predictions(client, live.name, carried)
             republished += len(carried)
         published.put(name, version)
-    written, older = merge_newer(live, entries)
+    written, older, _ = merge_newer(live, entries)
     # After the write, never before: serving re-reads the features after caching a score (see serving.predict), so
     # a score of the old features cached in between is caught by one side or the other.
     forget_predictions(client, live.name, written)
-    return {"version": version, "written": len(written), "older": older, "republished": republished}
+    return {"version": version, "written": len(written), "older": older, "stale": stale, "republished": republished}
 
 
 def _complete(cache, source: Path, key: str, expected: int, sample: int, streamed: bool) -> bool:

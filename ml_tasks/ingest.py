@@ -4,7 +4,9 @@ Rows stream from the source (``ml_tasks.sources``) in batches into one Parquet f
 bounded whatever the source's size. Only the spec's columns are kept. A column is converted to the
 type its role is stored as (``DatasetSchema.storage_type``) only where that cannot fail or lose
 anything (integers to float for numeric features, ids to text); anything else is written as it came,
-and validation, not ingest, names the column and the rule it breaks.
+and validation, not ingest, names the column and the rule it breaks. Rows that break the spec's limits
+(``ml_tasks.event_rules``: an id or a text value too long, an event time after the row was received) are set
+aside in ``REJECTED_FILE`` with the reason, as the stream dead-letters the same events.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ml_tasks import sources
 from ml_tasks.atomic import atomic_dir, link_snapshot, read_json, write_json
 from ml_tasks.errors import KilnError
+from ml_tasks.event_rules import REASON_COLUMN, received_for_partition, rule_of, screen
 from ml_tasks.schema import DatasetSchema, is_number, is_text
 from ml_tasks.spec import DatasetSpec, FileSource, PostgresSource, SklearnSource, SyntheticSource
 
 log = logging.getLogger(__name__)
 PART_FILE = "part-00000.parquet"
 REQUEST_FILE = "_ingest.json"  # what the partition was ingested from ('_' keeps Arrow and Spark from reading it)
+REJECTED_FILE = "_rejected.parquet"  # rows that break the spec's limits, with the reason (not part of the data)
 
 
 def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, pa.DataType]:
@@ -47,9 +52,12 @@ def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, p
     return out
 
 
-def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_file: Path) -> int:
-    """Write the spec's columns of ``batches`` to one Parquet file, converted by ``storage_conversions``."""
+def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_file: Path,
+                  screen: Callable[[pa.Table], pa.Array] | None = None) -> int:
+    """Write the spec's columns of ``batches`` to one Parquet file, converted by ``storage_conversions``; rows
+    ``screen`` gives a reason for go to ``REJECTED_FILE`` beside it instead, with that reason."""
     writer: pq.ParquetWriter | None = None
+    rejected: pq.ParquetWriter | None = None
     rows = 0
     try:
         for batch in batches:
@@ -60,14 +68,38 @@ def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_
                 target = pa.schema([pa.field(f.name, conversions.get(f.name, f.type)) for f in table.schema])
                 writer = pq.ParquetWriter(out_file, target, compression="zstd")
             table = table.cast(target)
+            reason = screen(table) if screen is not None else None
+            if reason is not None and reason.null_count < len(reason):
+                set_aside = pc.is_valid(reason)
+                if rejected is None:
+                    rejected = pq.ParquetWriter(out_file.parent / REJECTED_FILE,
+                                                target.append(pa.field(REASON_COLUMN, pa.string())), compression="zstd")
+                rejected.write_table(table.filter(set_aside).append_column(REASON_COLUMN, reason.filter(set_aside)))
+                table = table.filter(pc.invert(set_aside))
             writer.write_table(table)
             rows += table.num_rows
         if writer is None:  # no batch at all: an empty partition with the contract's columns
             pq.write_table(schema.arrow_schema().empty_table(), out_file)
     finally:
-        if writer is not None:
-            writer.close()
+        for open_writer in (writer, rejected):
+            if open_writer is not None:
+                open_writer.close()
     return rows
+
+
+def rejected_rows(partition: Path) -> dict[str, Any]:
+    """The rows ingest set aside in a partition: how many, per rule, and the first reason of each rule."""
+    path = partition / REJECTED_FILE
+    if not path.exists():
+        return {"rejected": 0, "rejected_by_rule": {}}
+    by_rule: dict[str, int] = {}
+    examples: dict[str, str] = {}
+    for reason in pq.read_table(path, columns=[REASON_COLUMN]).column(REASON_COLUMN).to_pylist():
+        rule = rule_of(reason)
+        by_rule[rule] = by_rule.get(rule, 0) + 1
+        examples.setdefault(rule, reason)
+    return {"rejected": sum(by_rule.values()), "rejected_by_rule": by_rule, "rejected_examples": examples,
+            "rejected_file": str(path)}
 
 
 def _file_batches(spec: DatasetSpec, path: str, fmt: str | None, date_column: str | None, ds: str,
@@ -91,7 +123,7 @@ def _file_batches(spec: DatasetSpec, path: str, fmt: str | None, date_column: st
 def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None) -> dict[str, Any]:
     """What determines the partition's content; ``always_read`` when only reading the source can tell (a database)."""
     request: dict[str, Any] = {"ds": ds, "source": spec.source.model_dump(mode="json"), "schema": list(spec.columns),
-                               "task": spec.task}
+                               "task": spec.task, "limits": spec.limits.model_dump()}
     if input_path or isinstance(spec.source, FileSource):
         path = input_path or spec.source_path()
         date_column = spec.source.date_column if isinstance(spec.source, FileSource) else None
@@ -109,9 +141,10 @@ def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None
 
 def write_partition(spec: DatasetSpec, ds: str, out_dir: Path, rows: int, input_path: str | None) -> int:
     out_file = out_dir / PART_FILE
+    received = received_for_partition(ds)
 
     def write(batches: Iterator[pa.RecordBatch]) -> int:
-        return write_batches(batches, spec.schema, out_file)
+        return write_batches(batches, spec.schema, out_file, lambda t: screen(t, spec.schema, spec.limits, received))
 
     source = spec.source
     if input_path:  # the form's one-off override: a file, folder or glob with the spec's columns
@@ -148,8 +181,13 @@ def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = 20_000, input_
     if snapshot_dir is not None:
         link_snapshot(raw_dir, snapshot_dir)
     read_from = snapshot_dir or raw_dir
-    count = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(read_from.glob("*.parquet")))
+    count = pq.ParquetFile(read_from / PART_FILE).metadata.num_rows
+    rejected = rejected_rows(read_from)
     log.info("%s %d rows of %s from %s in %s", "kept the identical" if reused else "ingested", count, spec.name,
              spec.source.kind, raw_dir)
+    if rejected["rejected"]:
+        log.warning("set aside %d rows that break the spec's limits (%s), e.g. %s; they are in %s", rejected["rejected"],
+                    rejected["rejected_by_rule"], next(iter(rejected["rejected_examples"].values())),
+                    rejected["rejected_file"])
     return {"dataset": spec.name, "ds": ds, "raw_dir": str(raw_dir), "rows": count, "source": spec.source.kind,
-            "rewritten": not reused}
+            "rewritten": not reused, "rejected": rejected["rejected"], "rejected_by_rule": rejected["rejected_by_rule"]}

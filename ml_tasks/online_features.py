@@ -54,8 +54,8 @@ def encode(row: dict[str, Any]) -> str:
 def freshness(entry: str | None) -> tuple[Any, ...]:
     """An entry's order among the versions of one entity, the order ``newest_per_entity`` keeps the last of:
     event time, then the feature values (a missing value first). Entries list key, event time, then features."""
-    if entry is None:
-        return (-1,)
+    if entry is None:  # before every entry, one stamped before 1970 (a negative event time) too
+        return ()
     _key, event_time, *features = json.loads(entry).values()
     return (event_time if event_time is not None else -1, *((v is not None, v) for v in features))
 

@@ -121,6 +121,18 @@ class StreamSpec(_Strict):
     alert_dead_letter_share: float = Field(0.2, ge=0, le=1, description="a batch with more malformed events than this share raises an alert")
 
 
+class EventLimits(_Strict):
+    """What one event may carry, whether it comes as a Kafka message or as a row of the day's source: the stream
+    dead-letters what breaks a limit and ingest sets it aside, each with the reason (docs/streaming.md)."""
+
+    max_future_seconds: int = Field(300, ge=0, le=7 * 86_400, description=(
+        "an event time more than this after the event was received (a message: the broker's timestamp; a source "
+        "row: the end of its day, or the time it was read if earlier) is refused"))
+    max_key_length: int = Field(256, ge=1, le=65_536, description="characters of the entity id")
+    max_text_length: int = Field(1_024, ge=1, le=1_048_576, description="characters of a categorical value")
+    max_message_bytes: int = Field(65_536, ge=1_024, le=8_388_608, description="bytes of one Kafka message")
+
+
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
@@ -136,6 +148,7 @@ class DatasetSpec(_Strict):
     settings: dict[str, Any] = Field({}, description="defaults of the run settings (ml_tasks/run_settings.py)")
     trainers: dict[str, TrainerSpec] = Field({}, description="candidates of this dataset's own, beside the built-in ones")
     stream: StreamSpec | None = Field(None, description="events through Kafka keep the online features fresh (needs timestamp)")
+    limits: EventLimits = Field(EventLimits(), description="what one event or source row may carry")
     python_path: list[str] = Field(["."], description="folders the trainers' modules are imported from (relative: the spec's folder)")
     folder: Path = Field(Path("."), exclude=True, description="the spec file's folder (relative paths start there)")
 

@@ -242,7 +242,7 @@ def _stream(r: Run) -> dict[str, Any]:
             options=["--bootstrap-servers", a.bootstrap_servers, "--ignite-host", a.ignite_host, "--driver"])
         return supervise([sys.executable, *command[1:]], s["stream_max_restarts"], files.driver_log)
     cfg = StreamConfig(
-        dataset=spec.name, schema=spec.schema, feature_cache=spec.feature_cache, bootstrap_servers=a.bootstrap_servers,
+        dataset=spec.name, schema=spec.schema, limits=spec.limits, feature_cache=spec.feature_cache, bootstrap_servers=a.bootstrap_servers,
         topic=spec.topic("events"), dead_letter_topic=spec.topic("dead-letters"), alerts_topic=spec.topic("alerts"),
         checkpoint=files.checkpoint, ignite_hosts=a.ignite_host, available_now=not continuous,
         trigger_seconds=s["stream_trigger_seconds"], max_events_per_batch=s["stream_max_events_per_batch"],

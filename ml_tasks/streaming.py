@@ -19,6 +19,7 @@ alias at a time: the driver holds a lease (``<alias>@stream``), renewed by a thr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml_tasks import event_rules as rules
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError, StageSkipped
 from ml_tasks.feature_cache import AliasLease, LeaseLost, apply_stream_batch, parse_addresses
@@ -39,10 +41,13 @@ from ml_tasks.spark_session import streaming_session
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
+    from ml_tasks.spec import EventLimits
+
 log = logging.getLogger(__name__)
 BATCHES_CACHE = "kiln_stream_batches"
 LATENCY_BUCKET_MS = 10  # freshness histograms: 10 ms buckets
 CORRUPT = "_kiln_not_json"
+DEAD_LETTER_VALUE_BYTES = 4096  # of a rejected message's value: enough to see what is wrong; its offset finds the rest
 
 
 class StreamFailed(RuntimeError):
@@ -53,6 +58,7 @@ class StreamFailed(RuntimeError):
 class StreamConfig:
     dataset: str
     schema: DatasetSchema
+    limits: EventLimits
     feature_cache: str
     bootstrap_servers: str
     topic: str
@@ -75,20 +81,27 @@ class StreamConfig:
 
 
 # --- Spark: session, parsing and validation ---------------------------------------------------------------------
-def parse_events(raw: DataFrame, schema: DatasetSchema) -> DataFrame:
+def parse_events(raw: DataFrame, schema: DatasetSchema, limits: EventLimits) -> DataFrame:
     """Kafka records -> typed columns and ``reason`` (null for a valid event), with the source coordinates.
 
-    Values are read as text first so a wrong type is named rather than silently nulled; a missing feature is
-    allowed (the batch path imputes it), a missing key or event time is not.
+    No content can fail the query: the value's size and UTF-8 are checked before it is parsed, and every
+    conversion is a ``try_`` one. Values are read as text first so a wrong type is named rather than silently
+    nulled; a missing feature is allowed (the batch path imputes it), a missing key or event time is not. An
+    event set aside keeps only its raw value's first ``DEAD_LETTER_VALUE_BYTES`` (for the dead letter) and
+    no parsed field: a batch's size on the driver stays bounded by the limits whatever the messages carry.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     fields = (schema.key, schema.timestamp, *schema.features)
     as_text = StructType([StructField(c, StringType()) for c in (*fields, CORRUPT)])
-    records = raw.select("topic", "partition", "offset",
-                         (F.col("timestamp").cast("double") * 1000).cast("long").alias("produced_ms"),
-                         F.col("value").cast("string").alias("value_text"))
+    value = F.col("value")
+    size = F.coalesce(F.octet_length(value), F.lit(0))
+    is_utf8 = F.coalesce(F.is_valid_utf8(value.cast("string")), F.lit(False))
+    readable = value.isNotNull() & (size <= limits.max_message_bytes) & is_utf8
+    records = raw.select("topic", "partition", "offset", value.alias("raw_value"), size.alias("value_bytes"),
+                         is_utf8.alias("utf8"), F.unix_millis("timestamp").alias("received_ms"),
+                         F.when(readable, value.cast("string")).alias("value_text"))
     # A value that is not a JSON object lands whole in the CORRUPT field (and nothing else is set).
     parsed = records.withColumn("j", F.from_json("value_text", as_text, {"columnNameOfCorruptRecord": CORRUPT}))
     j = F.col("j")
@@ -96,23 +109,42 @@ def parse_events(raw: DataFrame, schema: DatasetSchema) -> DataFrame:
     def field(c: str):
         return j.getField(c)
 
+    def too_long(c: str, limit: int):
+        return (F.char_length(field(c)) > limit,
+                F.format_string(rules.TOO_LONG, F.lit(c), F.char_length(field(c)), F.lit(limit)))
+
     ts_text = field(schema.timestamp)
-    event_time = (F.when(ts_text.rlike(r"^-?[0-9]+$"), F.timestamp_millis(ts_text.try_cast("long")))
+    # Epoch ms of at most 15 digits (31,000 years): timestamp_millis overflows, and fails the query, beyond that.
+    event_time = (F.when(ts_text.rlike(r"^-?[0-9]{1,15}$"), F.timestamp_millis(ts_text.try_cast("long")))
                   .otherwise(ts_text.try_cast("timestamp")))
+    # Whole seconds after the broker received the event, truncated as Arrow's integer division does in ingest.
+    after_s = (F.try_subtract(F.unix_micros(event_time), F.col("received_ms") * 1000) / 1_000_000).cast("long")
     numbers = {c: field(c).try_cast("double") for c in schema.numeric}
-    rules = [
-        (F.col("value_text").isNull() | j.isNull() | j.getField(CORRUPT).isNotNull(), F.lit("value is not a JSON object")),
-        (F.coalesce(F.trim(field(schema.key)), F.lit("")) == "", F.lit(f"{schema.key}: missing")),
-        (ts_text.isNull(), F.lit(f"{schema.timestamp}: missing")),
-        (event_time.isNull(), F.format_string(f"{schema.timestamp}: %s is not a timestamp (ISO-8601 or epoch ms)", ts_text)),
+    checks = [
+        (F.col("raw_value").isNull(), F.lit(rules.NOT_JSON)),
+        (F.col("value_bytes") > limits.max_message_bytes,
+         F.format_string(rules.TOO_BIG, F.col("value_bytes"), F.lit(limits.max_message_bytes))),
+        (~F.col("utf8"), F.lit(rules.NOT_UTF8)),
+        (j.isNull() | j.getField(CORRUPT).isNotNull(), F.lit(rules.NOT_JSON)),
+        (F.coalesce(F.trim(field(schema.key)), F.lit("")) == "", F.format_string(rules.MISSING, F.lit(schema.key))),
+        too_long(schema.key, limits.max_key_length),
+        (ts_text.isNull(), F.format_string(rules.MISSING, F.lit(schema.timestamp))),
+        (event_time.isNull(), F.format_string(rules.NOT_A_TIMESTAMP, F.lit(schema.timestamp), ts_text)),
+        (after_s > limits.max_future_seconds, F.format_string(rules.IN_THE_FUTURE, F.lit(schema.timestamp), ts_text,
+                                                              after_s, F.lit(limits.max_future_seconds))),
     ]
     for c, number in numbers.items():
-        rules.append((field(c).isNotNull() & number.isNull(), F.format_string(f"{c}: %s is not a number", field(c))))
-        rules.append((F.isnan(number) | (F.abs(number) == float("inf")), F.format_string(f"{c}: %s is not finite", field(c))))
-    reason = F.coalesce(*[F.when(bad, message) for bad, message in rules])
-    return parsed.select("topic", "partition", "offset", "produced_ms", "value_text", reason.alias("reason"),
-                         field(schema.key).alias(schema.key), event_time.alias(schema.timestamp),
-                         *[n.alias(c) for c, n in numbers.items()], *[field(c).alias(c) for c in schema.categorical])
+        checks.append((field(c).isNotNull() & number.isNull(), F.format_string(rules.NOT_A_NUMBER, F.lit(c), field(c))))
+        checks.append((F.isnan(number) | (F.abs(number) == float("inf")), F.format_string(rules.NOT_FINITE, F.lit(c), field(c))))
+    checks += [too_long(c, limits.max_text_length) for c in schema.categorical]
+    reason = F.coalesce(*[F.when(bad, message) for bad, message in checks])
+    valid = reason.isNull()
+    return parsed.select(
+        "topic", "partition", "offset", "received_ms", "value_bytes", "utf8", reason.alias("reason"),
+        F.when(~valid, F.substring("raw_value", 1, DEAD_LETTER_VALUE_BYTES)).alias("raw_value"),
+        F.when(valid, field(schema.key)).alias(schema.key), F.when(valid, event_time).alias(schema.timestamp),
+        *[F.when(valid, n).alias(c) for c, n in numbers.items()],
+        *[F.when(valid, field(c)).alias(c) for c in schema.categorical])
 
 
 def batch_entries(table, schema: DatasetSchema) -> dict[str, str]:
@@ -231,11 +263,11 @@ class StreamLease:
 
 
 # --- one micro-batch ---------------------------------------------------------------------------------------------
-def latency_histogram(produced_ms, applied_ms: int) -> dict[str, int]:
-    """Produce -> servable latencies in ``LATENCY_BUCKET_MS`` buckets (bucket start ms -> events)."""
+def latency_histogram(received_ms, applied_ms: int) -> dict[str, int]:
+    """Received by the broker -> servable latencies in ``LATENCY_BUCKET_MS`` buckets (bucket start ms -> events)."""
     import numpy as np
 
-    buckets = np.maximum(applied_ms - np.asarray(produced_ms, dtype="int64"), 0) // LATENCY_BUCKET_MS
+    buckets = np.maximum(applied_ms - np.asarray(received_ms, dtype="int64"), 0) // LATENCY_BUCKET_MS
     values, counts = np.unique(buckets, return_counts=True)
     return {str(int(v) * LATENCY_BUCKET_MS): int(n) for v, n in zip(values, counts, strict=True)}
 
@@ -253,6 +285,20 @@ def quantile(hist: dict[str, int], q: float) -> float | None:
     return None
 
 
+COUNTED = ("events", "applied", "dead_letters", "older", "entities", "written")
+
+
+def dead_letter_value(raw: bytes | None, size: int, utf8: bool) -> dict[str, Any]:
+    """A rejected message's value as a dead letter carries it: text when it was UTF-8 (cut at a character), else
+    base64; at most ``DEAD_LETTER_VALUE_BYTES`` of it, with its whole size."""
+    out: dict[str, Any] = {"value_bytes": size, "value_truncated": size > len(raw or b"")}
+    if raw is None:
+        return {**out, "value": None}
+    if utf8:  # only a cut through the last character can fail to decode
+        return {**out, "value": raw.decode("utf-8", errors="ignore" if out["value_truncated"] else "strict")}
+    return {**out, "value": None, "value_base64": base64.b64encode(raw).decode("ascii")}
+
+
 @dataclass
 class BatchWriter:
     """``foreachBatch``: dead letters to Kafka, the newest valid events to Ignite, the batch's figures."""
@@ -260,8 +306,7 @@ class BatchWriter:
     cfg: StreamConfig
     lease: StreamLease
     ignite: IgniteSession
-    totals: dict[str, int] = field(default_factory=lambda: {"batches": 0, "events": 0, "dead_letters": 0,
-                                                              "entities": 0, "written": 0, "older": 0})
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("batches", *COUNTED), 0))
     last_batch_id: int | None = None
     _producer: Any = None
 
@@ -285,21 +330,25 @@ class BatchWriter:
         steps["dead letters"] = time.time() - started - sum(steps.values())
         entries = batch_entries(valid, self.cfg.schema)
         steps["newest"] = time.time() - started - sum(steps.values())
-        applied = self.ignite.run(lambda c: apply_stream_batch(c, self.cfg.feature_cache, entries), f"batch {batch_id}")
+        merged = self.ignite.run(lambda c: apply_stream_batch(c, self.cfg.feature_cache, entries), f"batch {batch_id}")
         applied_ms = int(time.time() * 1000)
         steps["ignite"] = time.time() - started - sum(steps.values())
-        figures = {"batch_id": batch_id, "events": events, "dead_letters": bad.num_rows, "entities": len(entries),
-                   "written": applied["written"], "older": applied["older"], "republished": applied["republished"],
-                   "version": applied["version"], "applied_ms": applied_ms, "seconds": round(time.time() - started, 3),
-                   "latency_ms": latency_histogram(valid.column("produced_ms").to_numpy(), applied_ms)}
+        # Every event is counted once: applied (now its entity's newest), a dead letter, or older (its entity has a
+        # newer event, in this batch or applied before). A replayed batch counts the same (equal is not older).
+        applied = len(entries) - merged["stale"]
+        figures = {"batch_id": batch_id, "events": events, "dead_letters": bad.num_rows, "applied": applied,
+                   "older": valid.num_rows - applied, "entities": len(entries), "written": merged["written"],
+                   "republished": merged["republished"], "version": merged["version"], "applied_ms": applied_ms,
+                   "seconds": round(time.time() - started, 3),
+                   "latency_ms": latency_histogram(valid.column("received_ms").to_numpy(), applied_ms)}
         self.ignite.run(lambda c: c.get_or_create_cache(BATCHES_CACHE).put(
             f"{self.cfg.feature_cache}|{batch_id:012d}", json.dumps(figures)), f"recording batch {batch_id}")
-        for name in ("events", "dead_letters", "entities", "written", "older"):
+        for name in COUNTED:
             self.totals[name] += figures[name]
         self.totals["batches"] += 1
         self.last_batch_id = batch_id
-        log.info("batch %d: %d events, %d dead letters, %d entities -> %d written to %s (%d older kept out), %.2fs (%s)",
-                 batch_id, events, bad.num_rows, len(entries), applied["written"], applied["version"], applied["older"],
+        log.info("batch %d: %d events = %d applied + %d dead letters + %d older; %d entities written to %s, %.2fs (%s)",
+                 batch_id, events, applied, bad.num_rows, figures["older"], merged["written"], merged["version"],
                  figures["seconds"], ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
         if bad.num_rows / events > self.cfg.alert_dead_letter_share:
             self.alert({"kind": "dead_letters", "dataset": self.cfg.dataset, "batch_id": batch_id,
@@ -317,10 +366,10 @@ class BatchWriter:
     def send_dead_letters(self, bad, batch_id: int) -> None:
         """Each to the dead-letter topic keyed by where it came from, delivered before the batch counts as done."""
         producer, failed = self.producer(), []
-        for row in bad.select(["topic", "partition", "offset", "reason", "value_text"]).to_pylist():
+        for row in bad.select(["topic", "partition", "offset", "reason", "raw_value", "value_bytes", "utf8"]).to_pylist():
             key = f"{row['topic']}/{row['partition']}/{row['offset']}"
-            value = {"reason": row["reason"], "value": row["value_text"], "topic": row["topic"],
-                     "partition": row["partition"], "offset": row["offset"], "batch_id": batch_id}
+            value = {"reason": row["reason"], **dead_letter_value(row["raw_value"], row["value_bytes"], row["utf8"]),
+                     "topic": row["topic"], "partition": row["partition"], "offset": row["offset"], "batch_id": batch_id}
             producer.produce(self.cfg.dead_letter_topic, key=key.encode(), value=json.dumps(value).encode(),
                              on_delivery=lambda err, _m: err is not None and failed.append(str(err)))
             producer.poll(0)
@@ -371,7 +420,7 @@ def run_stream(cfg: StreamConfig) -> dict[str, Any]:
 
     if cfg.schema.timestamp is None:
         raise KilnError(f"dataset {cfg.dataset!r} has no timestamp column; streaming needs event times")
-    ensure_topics(cfg.bootstrap_servers, [cfg.topic, cfg.dead_letter_topic, cfg.alerts_topic])
+    ensure_topics(cfg.bootstrap_servers, [cfg.topic, cfg.dead_letter_topic, cfg.alerts_topic], events_topic=cfg.topic)
     lease = StreamLease(cfg)
     if not lease.acquire(wait_seconds=cfg.lease_seconds + 5):
         message = f"a stream of {cfg.feature_cache} is running already ({lease.holder()})"
@@ -392,7 +441,7 @@ def run_stream(cfg: StreamConfig) -> dict[str, Any]:
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", cfg.bootstrap_servers)
                .option("subscribe", cfg.topic).option("startingOffsets", "earliest")
                .option("maxOffsetsPerTrigger", cfg.max_events_per_batch).load())
-        stream = (parse_events(raw, cfg.schema).writeStream.queryName(f"kiln_stream_{cfg.dataset}")
+        stream = (parse_events(raw, cfg.schema, cfg.limits).writeStream.queryName(f"kiln_stream_{cfg.dataset}")
                   .foreachBatch(writer).option("checkpointLocation", str(cfg.checkpoint)))
         stream = stream.trigger(availableNow=True) if cfg.available_now else stream.trigger(processingTime=f"{cfg.trigger_seconds} seconds")
         query = stream.start()

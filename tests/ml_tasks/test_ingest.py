@@ -151,3 +151,41 @@ def test_a_run_reads_its_own_snapshot_while_another_run_of_the_day_replaces_the_
     assert pq.read_table(a.raw_dir).num_rows == 1_500 and pq.read_table(b.input_dir).num_rows == 1_500
     assert reading.read().num_rows == 2_000 and pq.read_table(a.input_dir).num_rows == 2_000  # a stays whole
     assert DatasetSchema.load(a.input_dir) == TX.schema
+
+
+def test_rows_over_the_specs_limits_are_set_aside_with_their_reason_and_the_rest_is_kept(data_root, tmp_path):
+    """An entity id or a text value longer than the spec allows, or an event time after the row was received (past
+    the end of its day), is not ingested but set aside beside the partition with the rule it broke."""
+    frame = user_frame(50)
+    frame["ts"] = pd.Timestamp("2026-05-01 12:00:00")
+    frame.loc[3, "customer"] = "c" * 41  # max_key_length 40
+    frame.loc[5, "plan"] = "p" * 900_000  # the 900 KB categorical a producer once sent
+    frame.loc[7, "ts"] = pd.Timestamp("2096-05-01 12:00:00")  # 70 years ahead
+    frame.loc[9, "ts"] = pd.Timestamp("2026-05-02 00:04:00")  # 4 min after the day ends: within max_future_seconds
+    frame.loc[11, "ts"] = pd.Timestamp("2026-05-02 00:06:00")  # 6 min after: beyond it
+    frame.loc[13, ["customer", "ts"]] = ["k" * 50, pd.Timestamp("2096-01-01")]  # two rules broken: the first named
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path)
+    spec = parse_spec(f"""
+task: binary
+source: {{kind: file, path: "{path}"}}
+key: customer
+label: churned
+timestamp: ts
+features: {{numeric: [f1, f2], categorical: [plan]}}
+limits: {{max_key_length: 40, max_text_length: 1000, max_future_seconds: 300}}
+""", "mine", "mine.yaml", tmp_path)
+    layout = Layout(data_root, "mine", "2026-05-01")
+    summary = ingest(spec, layout.ds, layout.raw_dir)
+
+    kept = pq.read_table(layout.raw_dir).to_pandas()
+    assert summary["rows"] == len(kept) == 45 and summary["rejected"] == 5
+    assert set(kept["customer"]) == set(frame["customer"].drop([3, 7, 11, 13]).drop(5))
+    rejected = pq.read_table(layout.raw_dir / "_rejected.parquet").to_pandas().set_index("customer")
+    assert rejected.loc["c" * 41, "_reason"] == "customer: 41 characters, over the limit of 40"
+    assert rejected.loc["c5", "_reason"] == "plan: 900000 characters, over the limit of 1000"
+    assert rejected.loc["c7", "_reason"] == ("ts: 2096-05-01T12:00:00 is 2209032000 s after the event was received "
+                                             "(limit 300 s)")
+    assert rejected.loc["c11", "_reason"].startswith("ts: 2026-05-02T00:06:00 is 360 s after")
+    assert rejected.loc["k" * 50, "_reason"] == "customer: 50 characters, over the limit of 40"
+    assert summary["rejected_by_rule"] == {"customer": 2, "plan": 1, "ts": 2}

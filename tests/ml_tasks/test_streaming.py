@@ -197,9 +197,10 @@ class Supervised:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def wait_for_events(client, spec, count: int, timeout: float, what: str, log: Path) -> list[dict]:
+def wait_for_events(client, spec, count: int, timeout: float, what: str, log: Path,
+                    stream: Supervised | None = None) -> list[dict]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (stream is None or stream.proc.poll() is None):
         figures = batch_figures(client, spec.feature_cache)
         if sum(f["events"] for f in figures) >= count:
             return figures
