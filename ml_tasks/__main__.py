@@ -58,6 +58,8 @@ def stage_run(args: argparse.Namespace) -> Run:
         spec = DatasetSpec.model_validate_json(lay.spec_snapshot.read_text())
     else:
         spec = load_named(args.dataset)
+    if lay is not None:
+        spec.check_partition(lay.ds)  # whoever chose the date: a partition the spec allows
     given = {name: SETTINGS[name].from_cli(getattr(args, f"setting_{name}")) for name in stage.settings
              if getattr(args, f"setting_{name}") is not None}
     given.update(candidate_params(spec, args))

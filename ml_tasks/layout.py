@@ -29,6 +29,7 @@ _DS = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Model, candidate and cache names become folder and cache names: no separators, dots or case games.
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _RUN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_HASHED_RUN_KEY = re.compile(r"-[0-9a-f]{16}$")  # how run_key ends a hashed key
 
 
 def check_ds(ds: str) -> str:
@@ -51,13 +52,18 @@ def check_name(kind: str, value: str) -> str:
 
 
 def run_key(run_id: str) -> str:
-    """A folder name for an Airflow run id: the id itself when safe, else a readable slug plus its hash."""
+    """A folder name for an Airflow run id: the id itself when safe, else a readable slug plus its hash.
+
+    One run id, one folder, and never another run's: an id is kept as it is only when it is safe and does not
+    end like a hashed key (``-`` and 16 hex digits), so no id chosen to equal another run's slug-plus-hash is kept
+    verbatim; it is hashed itself. Two hashed keys meet only if SHA-256's first 64 bits do (no one can aim a run
+    id at a given one, as 32 bits could be)."""
     if not run_id:
         raise ValueError("run id must not be empty")
     slug = _RUN_UNSAFE.sub("_", run_id).strip("._-")[:80]
-    if slug == run_id:
+    if slug == run_id and not _HASHED_RUN_KEY.search(run_id):
         return slug
-    return f"{slug or 'run'}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    return f"{slug or 'run'}-{hashlib.sha256(run_id.encode()).hexdigest()[:16]}"
 
 
 def registry_root(data_root: str | Path) -> Path:
@@ -327,6 +333,13 @@ class Layout:
     @property
     def report(self) -> Path:
         return self.report_dir / "index.html"
+
+    @classmethod
+    def reports_of(cls, data_root: str | Path, dataset: str, run_id: str | None = None) -> list[Path]:
+        """Where ``report`` is for each run of ``dataset`` that wrote one (``run_id``'s only, when given), by
+        partition: the one file of a run that the Airflow UI serves."""
+        run = f"run={run_key(run_id)}" if run_id else "run=*"  # run keys hold no glob characters
+        return sorted(dataset_root(data_root, dataset).glob(f"runs/ds=*/{run}/report/index.html"))
 
     @property
     def registry_root(self) -> Path:

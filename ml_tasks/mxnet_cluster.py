@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ml_tasks.atomic import read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.processes import die_with_parent, kill_recorded
+from ml_tasks.processes import die_with_parent, kill_recorded, stage_environment
 
 # Scheduler and servers are just MXNet imported with DMLC_ROLE set; numpy's aliases first (see import_mxnet).
 PS_ROLE_CMD = [sys.executable, "-c", "from ml_tasks.train_mxnet import import_mxnet; import_mxnet()"]
@@ -102,7 +102,7 @@ def run_cluster(
     # a killed earlier try: its roles must not train on beside this one
     if pid_file is not None and pid_file.exists() and (leftover := kill_recorded(read_json(pid_file), "ml_tasks")):
         log(f"stopped roles left by an earlier try: {', '.join(leftover)}")
-    base = {**os.environ, **dmlc_env(free_port(), num_servers, num_workers)}
+    base = {**stage_environment(os.environ), **dmlc_env(free_port(), num_servers, num_workers)}  # never the worker's secrets
     plan = [("scheduler", PS_ROLE_CMD, "scheduler")]
     plan += [(f"server-{i}", PS_ROLE_CMD, "server") for i in range(num_servers)]
     plan += [(f"worker-{i}", worker_cmd, "worker") for i in range(num_workers)]

@@ -8,6 +8,7 @@ from typing import Any
 
 from ml_tasks.layout import Layout, check_ds
 from ml_tasks.run_settings import resolve
+from ml_tasks.sources import check_input_path
 from ml_tasks.spec import load_named
 
 
@@ -24,7 +25,9 @@ def plan_run(dataset: str, params: dict[str, Any], data_root: str, logical_date:
     """Check the run's params against the dataset's spec (naming a bad one) and resolve its partition and paths."""
     spec = load_named(dataset)
     settings = resolve(spec, params, where="param")
-    ds = resolve_partition(settings["partition_date"], logical_date, run_after)
+    ds = spec.check_partition(resolve_partition(settings["partition_date"], logical_date, run_after))
+    if settings.get("input_path"):  # refused before any stage runs (ingest checks again, on what it reads)
+        check_input_path(settings["input_path"], spec.allowed_input_roots())
     layout = Layout(Path(data_root).resolve(), spec.name, ds, run_id)
-    return {**layout.as_dict(), "model_name": settings["model_name"], "key": spec.key,
+    return {**layout.as_dict(), "model_name": spec.registry_name, "key": spec.key,
             "feature_cache": spec.feature_cache, "task": spec.task}

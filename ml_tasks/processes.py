@@ -1,11 +1,40 @@
-"""Child processes that cannot outlive the process that started them."""
+"""Child processes that cannot outlive the process that started them, and see only what they need."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
+from collections.abc import Mapping
 from pathlib import Path
+
+# What a stage process takes from its parent's environment: nothing else. The parent is an Airflow worker
+# whose environment holds Airflow's own secrets (AIRFLOW__* : the JWT secret, the Fernet key, the metadata
+# DB URL with its password) and every connection; a stage runs user code (a spec's trainer), so it gets the
+# connections its operator hands it (``extra``) and these.
+STAGE_ENV_NAMES = frozenset({
+    "PATH", "HOME", "TMPDIR", "TEMP", "TMP", "LANG", "LANGUAGE", "TZ", "USER", "LOGNAME",
+    "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONHASHSEED", "VIRTUAL_ENV",
+    "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HADOOP_CONF_DIR",
+})
+STAGE_ENV_PREFIXES = ("LC_", "KILN_", "SPARK_", "PYSPARK_", "JAVA_", "MXNET_")
+# Kiln's own settings may name a secret (KILN_PG_PASSWORD is the metadata DB's, KILN_SERVE_API_KEY serving's).
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|FERNET|CREDENTIAL|SQL_ALCHEMY", re.IGNORECASE)
+
+
+def stage_environment(parent: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a stage process: the allowed part of ``parent`` plus ``extra``.
+
+    ``extra`` is what the operator decided the stage needs (its ``AIRFLOW_CONN_*`` connections,
+    ``SPARK_REMOTE``); it is taken as given. From ``parent`` only ``STAGE_ENV_NAMES`` and names starting
+    with ``STAGE_ENV_PREFIXES`` pass, never one that names a secret, never an ``AIRFLOW*`` variable.
+    """
+    env = {name: value for name, value in parent.items()
+           if (name in STAGE_ENV_NAMES or name.startswith(STAGE_ENV_PREFIXES)) and not _SECRET_NAME.search(name)}
+    env.update(extra or {})
+    return env
 
 _PR_SET_PDEATHSIG = 1
 

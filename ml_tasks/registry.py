@@ -15,7 +15,6 @@ only the locked state write points at it: serving moves only with a decision, at
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import math
 import shutil
@@ -27,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.atomic import atomic_dir, read_json, write_json
+from ml_tasks.atomic import atomic_dir, folder_lock, read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import PROJECT_ROOT, VersionFiles, check_ds, check_name
 
@@ -44,8 +43,7 @@ def model_root(registry_root: Path, model_name: str) -> Path:
 def _locked(root: Path) -> Iterator[dict[str, Any]]:
     """Hold the registry lock; yield the state; re-decide and write it back atomically on success."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with folder_lock(root):  # <root>/.lock, a record lock: it holds across the nodes sharing an NFS volume
         path = root / STATE_FILE
         state = read_json(path) if path.exists() else _empty_state()
         _upgrade(state)
@@ -69,6 +67,13 @@ def _upgrade(state: dict[str, Any]) -> None:
             rec["bless_reasons"] = [r for r in rec.get("reasons", []) if "does not beat baseline" not in r]
             rec.setdefault("margin", 0.0)
             rec.setdefault("registration", ds)
+
+
+def _check_metric(state: dict[str, Any], model_name: str, metric: str) -> None:
+    current = state.get("primary_metric")
+    if current not in (None, metric):
+        raise KilnError(f"model {model_name!r} is ranked on {current}, this evaluation on {metric}: "
+                        "register it under another model name")
 
 
 def _beats(score: float, baseline: float, margin: float, higher_is_better: bool) -> bool:
@@ -141,10 +146,7 @@ def register(
     metric, higher = verdict.get("primary_metric", "auc"), verdict.get("higher_is_better", True)
     best = next(c for c in verdict["candidates"] if c["candidate"] == verdict["best"])
     root = model_root(registry_root, model_name)
-    current = read_state(registry_root, model_name).get("primary_metric")
-    if current not in (None, metric):
-        raise KilnError(f"model {model_name!r} is ranked on {current}, this evaluation on {metric}: "
-                        "register it under another model name")
+    _check_metric(read_state(registry_root, model_name), model_name, metric)  # fail fast; again under the lock
     registration = _new_registration_id()
     artifact = root / "versions" / ds / registration
     with atomic_dir(artifact) as tmp:
@@ -169,6 +171,9 @@ def register(
             bless_reasons.append(f"not servable: {exc}")
     score = float(best["metrics"][metric])
     with _locked(root) as state:
+        # Again where it is set: two first registrations with different metrics both passed the check above.
+        # The loser's artifact is named by no state; _remove_orphans takes it later, as a killed register's.
+        _check_metric(state, model_name, metric)
         state["primary_metric"], state["higher_is_better"] = metric, higher
         previous_champion = state["champion"]
         replaced = state["versions"].get(ds, {}).get("registration")

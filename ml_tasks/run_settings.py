@@ -49,11 +49,17 @@ class Setting:
     # A default that follows from the dataset, when its spec does not set one.
     spec_default: Callable[[DatasetSpec], Any] | None = field(default=None, repr=False)
     pipeline: str = "training"  # whose form shows it: the training DAG's or the streaming DAG's
+    # A blessing threshold a spec may bound (its ``floors``): the JSON-schema keyword the spec's floor becomes, "minimum"
+    # for a threshold whose lower values bless more (min_auc, promote_margin), "maximum" for a max_* one.
+    floor: str | None = None
 
     def default_for(self, spec: DatasetSpec) -> Any:
         if self.name in spec.settings:
             return spec.settings[self.name]
-        return self.spec_default(spec) if self.spec_default is not None else self.default
+        default = self.spec_default(spec) if self.spec_default is not None else self.default
+        if self.floor and self.name in spec.floors and not _within(default, self.floor, spec.floors[self.name]):
+            return spec.floors[self.name]  # a floor stricter than Kiln's default is the dataset's default
+        return default
 
     @property
     def flag(self) -> str:
@@ -63,6 +69,13 @@ class Setting:
         schema = dict(self.schema)
         if spec is not None and self.spec_schema is not None:
             schema.update(self.spec_schema(spec))
+        if spec is not None and self.floor and self.name in spec.floors:
+            # The spec's floor replaces the setting's own bound on that side: the form and every stage refuse a value
+            # past it; a nullable max_* threshold (empty: no bound) must then be a number.
+            schema[self.floor] = spec.floors[self.name]
+            schema.pop("exclusiveMinimum" if self.floor == "minimum" else "exclusiveMaximum", None)
+            if isinstance(schema["type"], list):
+                schema["type"] = next(t for t in schema["type"] if t != "null")
         return schema
 
     def check(self, value: Any, spec: DatasetSpec | None = None, where: str = "setting") -> Any:
@@ -101,6 +114,13 @@ class Setting:
 
 def _s(name: str, schema: dict[str, Any], default: Any, description: str, **kw: Any) -> Setting:
     return Setting(name, schema, default, description, **kw)
+
+
+def _within(value: Any, floor: str, bound: float) -> bool:
+    """Whether ``value`` is at least as strict as ``bound`` (a spec's floor; ``floor`` says which side)."""
+    if value is None:  # a max_* threshold left empty: no bound at all
+        return False
+    return value >= bound if floor == "minimum" else value <= bound
 
 
 _SETTINGS = [
@@ -154,24 +174,22 @@ _SETTINGS = [
        spec_schema=lambda spec: {"items": {"type": "string", "enum": [*CANDIDATES[spec.task], *spec.trainers]}},
        spec_default=lambda spec: [*CANDIDATES[spec.task], *spec.trainers]),
     _s("min_auc", {"type": "number", "minimum": 0.5, "maximum": 1}, 0.65,
-       "Blessing: smallest held-out ROC AUC.", tasks=(BINARY,)),
+       "Blessing: smallest held-out ROC AUC.", tasks=(BINARY,), floor="minimum"),
     _s("max_log_loss", {"type": "number", "exclusiveMinimum": 0, "maximum": 10}, 0.69,
-       "Blessing: largest held-out log loss.", tasks=(BINARY,)),
+       "Blessing: largest held-out log loss.", tasks=(BINARY,), floor="maximum"),
     _s("max_calibration_error", {"type": "number", "minimum": 0, "maximum": 1}, 0.1,
-       "Blessing: largest expected calibration error (10 bins).", tasks=(BINARY,)),
+       "Blessing: largest expected calibration error (10 bins).", tasks=(BINARY,), floor="maximum"),
     _s("min_r2", {"type": "number", "minimum": -1000, "maximum": 1}, 0.0,
-       "Blessing: smallest held-out R2 (0: no better than predicting the mean).", tasks=(REGRESSION,)),
+       "Blessing: smallest held-out R2 (0: no better than predicting the mean).", tasks=(REGRESSION,), floor="minimum"),
     _s("max_rmse", {"type": ["null", "number"], "exclusiveMinimum": 0}, None,
-       "Blessing: largest held-out RMSE, in the label's unit. Empty: no bound.", tasks=(REGRESSION,)),
+       "Blessing: largest held-out RMSE, in the label's unit. Empty: no bound.", tasks=(REGRESSION,), floor="maximum"),
     _s("max_mae", {"type": ["null", "number"], "exclusiveMinimum": 0}, None,
-       "Blessing: largest held-out mean absolute error, in the label's unit. Empty: no bound.", tasks=(REGRESSION,)),
-    # register
-    _s("model_name", {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"}, "",
-       "Registry name of the model (lower-case letters, digits, underscores). Default: the dataset's model name.",
-       spec_default=lambda spec: spec.registry_name),
+       "Blessing: largest held-out mean absolute error, in the label's unit. Empty: no bound.", tasks=(REGRESSION,),
+       floor="maximum"),
+    # register (into the spec's model_name alone: a run never names the model it registers into)
     _s("promote_margin", {"type": "number", "minimum": 0, "maximum": 1_000_000}, 0.0,
        "Registry: how much the blessed model must improve the primary metric over the champion to replace it "
-       "(in the metric's unit)."),
+       "(in the metric's unit).", floor="minimum"),
     # hyper-parameter search (mapped trials) and human approval
     _s("search_candidates", {"type": "array", "items": {"type": "string", "enum": list(SEARCHABLE)}, "uniqueItems": True},
        [], "Search: candidates whose hyper-parameters are tuned before they train (empty: none). Each trial trains on "
@@ -188,12 +206,16 @@ _SETTINGS = [
        "high/low >= 100). Default: the dataset spec's, else Kiln's."),
     _s("require_approval", {"type": "boolean"}, False,
        "Promotion waits for a person to approve it (Airflow's required actions), shown the metrics against the "
-       "champion; reject or timeout keeps the version registered but not promoted."),
+       "champion; reject or timeout keeps the version registered but not promoted. Always on when the dataset's "
+       "spec requires approval.",
+       spec_schema=lambda spec: {"enum": [True]} if spec.approval.required else {},
+       spec_default=lambda spec: spec.approval.required),
     _s("approval_timeout_minutes", {"type": "integer", "minimum": 1, "maximum": 10080}, 1440,
        "Minutes an approval may wait before it counts as a rejection."),
     # the run itself
     _s("partition_date", {"type": ["null", "string"], "format": "date"}, None,
-       "Partition (YYYY-MM-DD) to build. Empty: the run's logical date, or today for a manual run without one."),
+       "Partition (YYYY-MM-DD) to build, from the spec's start_date (if any) to tomorrow. Empty: the run's logical "
+       "date, or today for a manual run without one."),
     _s("stage_timeout_minutes", {"type": "integer", "minimum": 1, "maximum": 1440}, 180,
        "Minutes each stage may run before it is killed with its whole process group and fails."),
     _s("warm_cache", {"type": "boolean"}, True,

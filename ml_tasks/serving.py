@@ -14,8 +14,12 @@ changed meanwhile), so a stale score is never served. The resolved alias is reus
 (1): a re-warm is served within that bound, a streamed update as soon as it is written, a new champion within
 ``KILN_RELOAD_INTERVAL`` (2).
 
-Faults: the only answers are 200, 404 (unknown entity), 422 (malformed request) and 503 (no champion
-yet, Ignite down or restarted, cache not warmed). Handlers are coroutines: a dataset's requests share one
+Faults: the only answers are 200, 401 (no or a wrong API key, when one is configured), 404 (unknown entity), 413
+(body over ``KILN_SERVE_MAX_BODY_BYTES``), 422 (malformed request, an id over ``KILN_SERVE_MAX_ENTITY_ID_CHARS``, more
+ids than ``KILN_SERVE_MAX_BATCH_IDS``) and 503 (no champion yet, Ignite down or restarted, cache not warmed). An error
+names the problem, never a path, an address or an exception's text: those go to the log. ``RequestGuard`` checks
+the key and the body's size before a byte of the body is read, so an oversized or unauthenticated request costs
+a bounded amount of memory. Handlers are coroutines: a dataset's requests share one
 pyignite asyncio client (requests multiplexed on one connection, each bounded to 2 s) connected to one of
 the nodes ``KILN_IGNITE_HOST`` lists (``a,b:10801``); scoring more than a few rows runs in a thread.
 An Ignite error drops that client and the request is retried once on a fresh one (another node, when one died),
@@ -30,18 +34,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
+import hmac
 import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError
@@ -87,7 +94,8 @@ def routes_from_specs() -> list[Route]:
 
 
 class Unavailable(KilnError):
-    """The service cannot answer now (no champion, Ignite unreachable, cache not warmed): HTTP 503."""
+    """The service cannot answer now (no champion, Ignite unreachable, cache not warmed): HTTP 503. Its message is
+    the client's: it names the problem, not the path or exception behind it."""
 
 
 def ignite_errors() -> tuple[type[BaseException], ...]:
@@ -96,6 +104,22 @@ def ignite_errors() -> tuple[type[BaseException], ...]:
 
     return (OSError, ConnectionError, ex.ReconnectError, ex.CacheError, ex.ParseError, ex.ClusterError,
             ex.SocketError, ex.HandshakeError)
+
+
+def configured_api_key() -> str | None:
+    """The key clients must send: the file ``KILN_SERVE_API_KEY_FILE`` names (a mounted Secret), else
+    ``KILN_SERVE_API_KEY``; None when neither is set (no authentication, the local default). A file that is named
+    but missing or empty stops the service from starting rather than let it serve without a key."""
+    path = os.environ.get("KILN_SERVE_API_KEY_FILE")
+    if path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise KilnError(f"KILN_SERVE_API_KEY_FILE {path} cannot be read ({exc.strerror}): not serving without its key") from None
+        if not key:
+            raise KilnError(f"KILN_SERVE_API_KEY_FILE {path} is empty: not serving without its key")
+        return key
+    return os.environ.get("KILN_SERVE_API_KEY") or None
 
 
 @dataclass
@@ -112,15 +136,106 @@ class Settings:
     # costs one Ignite round trip instead of two. 0 resolves it on every request.
     alias_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_ALIAS_TTL", "1")))
     ignite_timeout: float = 2.0
+    # Request limits: 1,000 ids of the longest length fit in the body limit with room to spare.
+    max_body_bytes: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_BODY_BYTES", str(1 << 20))))
+    max_entity_id_chars: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_ENTITY_ID_CHARS", "256")))
+    max_batch_ids: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_BATCH_IDS", "1000")))
+    api_key: str | None = field(default_factory=configured_api_key, repr=False)
+
     @property
     def ignite_addresses(self) -> list[tuple[str, int]]:
         return parse_addresses(self.ignite_host, self.ignite_port)
 
 
-class BatchRequest(BaseModel):
-    """``POST /predict`` body: 1 to 1000 entity ids."""
+def batch_request_model(settings: Settings) -> type[BaseModel]:
+    """The ``POST /predict`` body the settings allow: ``{"entity_ids": [...]}``, 1 to ``max_batch_ids`` ids of 1 to
+    ``max_entity_id_chars`` characters each."""
+    entity_id = Annotated[str, StringConstraints(min_length=1, max_length=settings.max_entity_id_chars)]
 
-    entity_ids: list[str] = Field(min_length=1, max_length=1000)
+    class BatchRequest(BaseModel):
+        entity_ids: list[entity_id] = Field(min_length=1, max_length=settings.max_batch_ids)
+
+    return BatchRequest
+
+
+def validation_message(exc: ValidationError) -> str:
+    """What was wrong, by field, without echoing the input back (it may be a megabyte)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    named = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:3]]
+    return "; ".join(named) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
+
+
+HEALTH_PATH = re.compile(r"(/datasets/[^/]+)?/healthz")
+
+
+class RequestGuard:
+    """In front of every route (pure ASGI, so before FastAPI reads anything): the API key when one is configured,
+    then the body's size, refused by its Content-Length before a byte of it is read, or counted as it streams in
+    and refused once it passes the limit. A refusal closes the connection, so the rest of a big body is never read.
+
+    The health routes stay open: the kubelet's probes carry no key, and they answer versions and counts, never a
+    prediction."""
+
+    def __init__(self, app, settings: Settings):
+        self.app = app
+        self.max_body_bytes = settings.max_body_bytes
+        self._key = hashlib.sha256(settings.api_key.encode()).digest() if settings.api_key else None
+
+    def _authorized(self, headers) -> bool:
+        scheme, _, bearer = headers.get("authorization", "").partition(" ")
+        offered = bearer.strip() if scheme.lower() == "bearer" else headers.get("x-api-key", "")
+        # Digests of equal length compared in constant time: no timing hint of the key or of its length.
+        return hmac.compare_digest(hashlib.sha256(offered.encode()).digest(), self._key)
+
+    async def __call__(self, scope, receive, send) -> None:
+        from starlette.datastructures import Headers
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self._key is not None and not HEALTH_PATH.fullmatch(scope["path"]) and not self._authorized(headers):
+            await self._refuse(send, 401, "missing or wrong API key: send it as 'Authorization: Bearer <key>' or "
+                                          "'X-API-Key: <key>'", [(b"www-authenticate", b"Bearer")])
+            return
+        too_large = f"request body over {self.max_body_bytes} bytes (KILN_SERVE_MAX_BODY_BYTES)"
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._refuse(send, 413, too_large)
+            return
+        received, started = 0, False
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:  # no or a lying Content-Length: stop reading here
+                raise BodyTooLarge
+            return message
+
+        async def noting_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, noting_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(send, 413, too_large)
+
+    @staticmethod
+    async def _refuse(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close"), *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    """Raised by ``RequestGuard``'s receive once a body passes the limit; the guard answers 413."""
 
 
 INLINE_SCORE_ROWS = 16
@@ -133,7 +248,6 @@ class Predictor:
         self.settings = settings
         self.route = route
         self.bundle: ModelBundle | None = None
-        self.model_error: str | None = "not loaded yet"
         self._state_path = model_root(registry_root(settings.data_root), route.model_name) / STATE_FILE
         self._loaded_stamp: tuple[float, int] | None = None
         self._ignite_conn: tuple[Any, Any, Any] | None = None  # (client, alias cache, prediction cache)
@@ -168,11 +282,10 @@ class Predictor:
         try:
             bundle = ModelBundle.load(champion_dir(registry_root(self.settings.data_root), self.route.model_name))
         except (KilnError, OSError, ValueError, KeyError) as exc:
-            self.model_error = str(exc)
             log.warning("champion not (re)loaded, still serving %s: %s",
                         self.bundle.registration if self.bundle else "nothing", exc)
             return
-        self.bundle, self._loaded_stamp, self.model_error = bundle, stamp, None  # one reference swap
+        self.bundle, self._loaded_stamp = bundle, stamp  # one reference swap
         log.info("serving %s/%s (%s, %s)", self.route.model_name, bundle.version, bundle.candidate, bundle.registration)
 
     # --- Ignite: one asyncio client, its requests multiplexed; dropped on error --------------------
@@ -233,13 +346,14 @@ class Predictor:
             except ignite_errors() as exc:
                 await self._drop_ignite(conn)
                 if attempt == 2:
-                    raise Unavailable(f"Ignite unavailable: {type(exc).__name__}: {exc}") from exc
+                    log.warning("Ignite unavailable: %s: %s", type(exc).__name__, exc)
+                    raise Unavailable("the online feature store (Ignite) is unreachable") from exc
                 log.warning("Ignite node lost mid-request, retrying on another: %s: %s", type(exc).__name__, exc)
 
     def _champion(self) -> ModelBundle:
         bundle = self.bundle
         if bundle is None:
-            raise Unavailable(f"no champion model to serve: {self.model_error}")
+            raise Unavailable(f"no champion of model {self.route.model_name} is loaded yet")
         return bundle
 
     async def _feature_version(self, aliases, fresh: bool = False) -> str:
@@ -251,7 +365,7 @@ class Predictor:
         version = await self._io(aliases.get(self.route.feature_cache))
         if version is None:
             self._alias = None
-            raise Unavailable(f"feature cache alias {self.route.feature_cache!r} is not set; warm the cache first")
+            raise Unavailable(f"the online features of dataset {self.route.dataset} are not warmed yet")
         self._alias = (version, now)
         return version
 
@@ -343,6 +457,8 @@ def create_app(settings: Settings | None = None):
 
     app = FastAPI(title="Kiln online predictions", lifespan=lifespan)
     app.state.predictors = predictors
+    app.add_middleware(RequestGuard, settings=settings)
+    batch_request = batch_request_model(settings)
 
     def predictor_for(dataset: str) -> Predictor:
         if dataset not in predictors:
@@ -355,9 +471,9 @@ def create_app(settings: Settings | None = None):
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Logged with its traceback; the client is told to retry rather than handed a 500 mid-incident.
+        # Logged with its traceback; the client is told to retry rather than handed a 500 mid-incident (or its text).
         log.exception("unexpected error serving %s", request.url.path)
-        return JSONResponse(status_code=503, content={"detail": f"temporarily unavailable: {type(exc).__name__}"},
+        return JSONResponse(status_code=503, content={"detail": "temporarily unavailable"},
                             headers={"Retry-After": "1"})
 
     # Handlers run on the event loop and wait on Ignite without a thread each; scoring many rows goes to a thread. They
@@ -371,6 +487,9 @@ def create_app(settings: Settings | None = None):
     async def predict_one(request: Request) -> Response:
         dataset = request.path_params.get("dataset", settings.default_dataset)
         entity_id = request.path_params["entity_id"]
+        if len(entity_id) > settings.max_entity_id_chars:
+            raise HTTPException(status_code=422, detail=f"entity id longer than {settings.max_entity_id_chars} "
+                                                        "characters (KILN_SERVE_MAX_ENTITY_ID_CHARS)")
         found, _ = await predictor_for(dataset).predict([entity_id])
         if not found:
             raise HTTPException(status_code=404, detail=f"unknown entity {entity_id!r} in the {dataset} feature cache")
@@ -379,20 +498,25 @@ def create_app(settings: Settings | None = None):
     app.add_route("/datasets/{dataset}/predict/{entity_id}", predict_one, methods=["GET"])
     app.add_route("/predict/{entity_id}", predict_one, methods=["GET"])  # the default dataset's
 
-    @app.post("/datasets/{dataset}/predict")
-    async def predict_batch(dataset: str, request: BatchRequest) -> Response:
-        found, unknown = await predictor_for(dataset).predict(request.entity_ids)
+    # A batch is a plain Starlette route too: its body is parsed here rather than by a FastAPI body parameter, as its
+    # limits are settings and a refusal must not echo the body back. RequestGuard stops reading past max_body_bytes.
+    async def predict_batch(request: Request) -> Response:
+        dataset = request.path_params.get("dataset", settings.default_dataset)
+        try:
+            entity_ids = batch_request.model_validate_json(await request.body()).entity_ids
+        except ValidationError as exc:
+            raise HTTPException(status_code=422, detail=validation_message(exc)) from None
+        found, unknown = await predictor_for(dataset).predict(entity_ids)
         return answer({"predictions": found, "unknown": unknown})
+
+    app.add_route("/datasets/{dataset}/predict", predict_batch, methods=["POST"])
+    app.add_route("/predict", predict_batch, methods=["POST"])  # the default dataset's
 
     @app.get("/datasets/{dataset}/healthz")
     async def healthz(dataset: str) -> dict[str, Any]:
         return await predictor_for(dataset).health()
 
-    # The default dataset's short routes.
-    @app.post("/predict")
-    async def predict_batch_default(request: BatchRequest) -> Response:
-        return await predict_batch(settings.default_dataset, request)
-
+    # The default dataset's short route.
     @app.get("/healthz")
     async def healthz_default() -> dict[str, Any]:
         return await healthz(settings.default_dataset)

@@ -65,6 +65,30 @@ def resolve_files(path: str, ds: str | None) -> list[str]:
     return files
 
 
+def check_input_path(path: str, roots: list[Path]) -> None:
+    """Refuse a run's ``input_path`` unless it and every file under it lie in one of ``roots`` (the spec's
+    ``input_roots``), with ``~``, ``..`` and symbolic links resolved: a link planted under a root must not lead out."""
+    def inside(name: str) -> bool:
+        real = Path(os.path.realpath(os.path.expanduser(name)))
+        return any(real.is_relative_to(root) for root in roots)
+
+    if not roots:
+        raise KilnError(f"input_path {path!r} refused: the dataset's spec allows no input_path (declare input_roots)")
+    allowed = ", ".join(str(r) for r in roots)
+    if not inside(path):
+        raise KilnError(f"input_path {path!r} refused: not under the spec's input_roots ({allowed})")
+    expanded = os.path.expanduser(path)
+    if any(ch in expanded for ch in "*?["):
+        files = glob.glob(expanded, recursive=True)
+    elif os.path.isdir(expanded):
+        files = [str(f) for f in Path(expanded).rglob("*")]  # every day's files, a superset of what ingest reads
+    else:
+        files = [expanded]
+    outside = [f for f in files if not inside(f)]
+    if outside:
+        raise KilnError(f"input_path {path!r} refused: {outside[0]} leads out of the spec's input_roots ({allowed})")
+
+
 def file_digest(path: str, ds: str | None) -> str:
     return content_digest([Path(f) for f in resolve_files(path, ds)])
 

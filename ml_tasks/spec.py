@@ -8,6 +8,7 @@ and what was expected. ``python -m ml_tasks infer-dataset`` drafts a spec from d
 from __future__ import annotations
 
 import os
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ml_tasks.candidates import BUILTIN_TASK_IDS, BUILTIN_TRAINERS, TrainerRef, locate
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import PROJECT_ROOT, check_name
+from ml_tasks.layout import PROJECT_ROOT, check_ds, check_name
 from ml_tasks.run_settings import BINARY, SETTINGS, Setting, applies, check_search_space
 from ml_tasks.schema import DatasetSchema
 
@@ -79,6 +80,26 @@ SOURCE_KINDS = ("file", "postgres", "sklearn", "synthetic")
 class Features(_Strict):
     numeric: list[str] = []
     categorical: list[str] = []
+
+
+class Approvers(_Strict):
+    """Who may answer a promotion's approval request (anyone else's answer is refused)."""
+
+    users: list[str] = Field([], description="Airflow user ids (the simple auth manager's: user names)")
+    roles: list[str] = Field([], description="Airflow roles whose users may answer (the simple auth manager's roles)")
+
+    @model_validator(mode="after")
+    def _someone(self) -> Approvers:
+        if not self.users and not self.roles:
+            raise ValueError("name at least one approver (users or roles)")
+        return self
+
+
+class ApprovalSpec(_Strict):
+    """Whether a promotion of this dataset's model waits for a person, and who that may be."""
+
+    required: bool = Field(False, description="every promotion waits for approval; the form cannot turn it off")
+    approvers: Approvers | None = Field(None, description="who may answer; default: anyone who may answer in Airflow")
 
 
 class ParamSpec(_Strict):
@@ -144,7 +165,13 @@ class DatasetSpec(_Strict):
     features: Features
     ignore: list[str] = Field([], description="columns of the source that are not used")
     schedule: str | None = "@daily"
-    model_name: str | None = Field(None, description="registry name; default: the dataset's name")
+    model_name: str | None = Field(None, description="registry name; default: the dataset's name (no other spec's)")
+    floors: dict[str, float] = Field({}, description="the least strict value a run may give a blessing threshold or "
+                                     "promote_margin: a minimum for min_* and promote_margin, a maximum for max_*")
+    input_roots: list[str] | None = Field(None, description="folders a run's input_path may read from (relative: the "
+                                          "spec's folder); default: a file source's own folder, none for PostgreSQL")
+    start_date: date | None = Field(None, description="the earliest partition a run may build")
+    approval: ApprovalSpec = Field(ApprovalSpec(), description="whether promotions wait for a person, and who")
     settings: dict[str, Any] = Field({}, description="defaults of the run settings (ml_tasks/run_settings.py)")
     trainers: dict[str, TrainerSpec] = Field({}, description="candidates of this dataset's own, beside the built-in ones")
     stream: StreamSpec | None = Field(None, description="events through Kafka keep the online features fresh (needs timestamp)")
@@ -170,6 +197,7 @@ class DatasetSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
         self._check_trainers()
+        self._check_trust()
         roles = self.columns + tuple(self.ignore)
         repeated = sorted({c for c in roles if roles.count(c) > 1})
         if repeated:
@@ -190,6 +218,42 @@ class DatasetSpec(_Strict):
             except KilnError as exc:
                 raise ValueError(str(exc)) from None  # pydantic reports ValueErrors with the file
         return self
+
+    def _check_trust(self) -> None:
+        """Floors are blessing thresholds' bounds within the thresholds' own; input roots need an input_path."""
+        for name, value in self.floors.items():
+            if name not in SETTINGS or SETTINGS[name].floor is None:
+                raise ValueError(f"floors.{name}: not a threshold a floor can bound (those are: "
+                                 f"{', '.join(n for n, s in SETTINGS.items() if s.floor)})")
+            if not applies(name, self.task):
+                raise ValueError(f"floors.{name}: does not apply to a {self.task} task")
+            try:
+                SETTINGS[name].check(value, where="floors")
+            except KilnError as exc:
+                raise ValueError(str(exc)) from None
+        if self.input_roots is not None and not applies("input_path", self.task, self.source.kind):
+            raise ValueError(f"input_roots: a {self.source.kind} source takes no input_path")
+
+    def allowed_input_roots(self) -> list[Path]:
+        """The folders (symbolic links resolved) a run's ``input_path`` may read from."""
+        if self.input_roots is not None:
+            return [(self.folder / os.path.expanduser(r)).resolve() for r in self.input_roots]
+        if not isinstance(self.source, FileSource):
+            return []
+        parts = Path(self.source_path()).parts
+        fixed = Path(*parts[:next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))])
+        return [(fixed if fixed.is_dir() or fixed != Path(*parts) else fixed.parent).resolve()]
+
+    def check_partition(self, ds: str, today: date | None = None) -> str:
+        """``ds`` if a run may build it: a real date, not before ``start_date``, at most tomorrow (UTC: a day's run
+        may start before that day began somewhere); else raise naming the bound."""
+        day = date.fromisoformat(check_ds(ds))
+        latest = (today or datetime.now(UTC).date()) + timedelta(days=1)
+        if day > latest:
+            raise KilnError(f"partition date {ds} is in the future (the latest a run may build is {latest})")
+        if self.start_date is not None and day < self.start_date:
+            raise KilnError(f"partition date {ds} is before dataset {self.name!r}'s start_date {self.start_date}")
+        return ds
 
     def _check_trainers(self) -> None:
         for name, trainer in self.trainers.items():
@@ -328,14 +392,46 @@ def load_named(name: str) -> DatasetSpec:
 
 
 def discover() -> list[tuple[Path, DatasetSpec | SpecError]]:
-    """Every spec file in ``specs_dir()`` with its spec, or the error that makes it unusable."""
+    """Every spec file in ``specs_dir()`` with its spec, or the error that makes it unusable (two specs of one model
+    are both unusable: neither may register into the other's)."""
     found: list[tuple[Path, DatasetSpec | SpecError]] = []
     for path in sorted(specs_dir().glob(f"*{SPEC_SUFFIX}")):
         try:
             found.append((path, load_spec(path)))
         except SpecError as exc:
             found.append((path, exc))
-    return found
+    owners = model_owners()
+    return [(path, _shared_model_error(path, spec.registry_name, owners) or spec)
+            if isinstance(spec, DatasetSpec) else (path, spec) for path, spec in found]
+
+
+def model_owners() -> dict[str, list[Path]]:
+    """Each registry model name with the spec files that name it (read from the YAML alone: cheap, and what a
+    broken spec claims counts too)."""
+    owners: dict[str, list[Path]] = {}
+    for path in sorted(specs_dir().glob(f"*{SPEC_SUFFIX}")):
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        model = raw.get("model_name") if isinstance(raw, dict) else None
+        owners.setdefault(model if isinstance(model, str) and model else path.name.removesuffix(SPEC_SUFFIX), []).append(path)
+    return owners
+
+
+def _shared_model_error(path: Path, model: str, owners: dict[str, list[Path]]) -> SpecError | None:
+    others = [str(p) for p in owners.get(model, []) if p.resolve() != path.resolve()]
+    if not others:
+        return None
+    return SpecError(f"{path}: field 'model_name': model {model!r} is also the model of {', '.join(others)}; "
+                     "each dataset registers into a model of its own")
+
+
+def check_model_owner(spec: DatasetSpec) -> None:
+    """Refuse to register ``spec``'s runs when another spec in ``specs_dir()`` names the same model."""
+    error = _shared_model_error(spec_path(spec.name), spec.registry_name, model_owners())
+    if error is not None:
+        raise error
 
 
 __all__ = ["BUILTIN_DATASET", "DatasetSpec", "SpecError", "discover", "load_named", "load_spec", "specs_dir"]

@@ -81,7 +81,10 @@ def run_input(lay: Layout) -> Path:
 
 def _ingest(r: Run) -> dict[str, Any]:
     from ml_tasks.ingest import ingest
+    from ml_tasks.sources import check_input_path
 
+    if r.settings.get("input_path"):
+        check_input_path(r.settings["input_path"], r.data_spec.allowed_input_roots())
     return ingest(r.data_spec, r.lay.ds, r.lay.raw_dir, rows=r.settings.get("rows", 0),
                   input_path=r.settings.get("input_path"), snapshot_dir=r.lay.input_dir)
 
@@ -208,12 +211,14 @@ def _online_features(r: Run) -> dict[str, Any]:
 
 def _register(r: Run) -> dict[str, Any]:
     from ml_tasks.registry import register
+    from ml_tasks.spec import check_model_owner
 
     lay = r.lay
+    check_model_owner(r.data_spec)
     lineage = {"dataset": lay.dataset, "data_partition": str(lay.raw_dir), "dag_run_id": lay.run_id,
                "params": json.loads(r.args.params_json)}
     online = lay.online_features if lay.online_features.exists() else None
-    result = register(lay.evaluation, lay.registry_root, r.settings["model_name"], lay.ds, lay.transform_dir,
+    result = register(lay.evaluation, lay.registry_root, r.data_spec.registry_name, lay.ds, lay.transform_dir,
                       r.settings["promote_margin"], lineage, online_features=online, test_features_dir=lay.features.test,
                       require_approval=r.settings["require_approval"])
     return {**result, "dataset": lay.dataset, "feature_cache": r.data_spec.feature_cache, "key": r.data_spec.key}
@@ -254,15 +259,15 @@ def _stream(r: Run) -> dict[str, Any]:
 def _rollback(r: Run) -> dict[str, Any]:
     from ml_tasks.registry import rollback
 
-    return rollback(registry_root(r.args.data_root), r.settings["model_name"])
+    return rollback(registry_root(r.args.data_root), r.data_spec.registry_name)
 
 
 def _report(r: Run) -> dict[str, Any]:
     from ml_tasks.html_report import write_report
     from ml_tasks.report import report
 
-    page = write_report(r.data_spec, r.lay, r.settings["model_name"])
-    summary = report(r.lay, r.settings["model_name"]) if r.lay.evaluation.exists() or r.args.require_evaluation else {}
+    page = write_report(r.data_spec, r.lay, r.data_spec.registry_name)
+    summary = report(r.lay, r.data_spec.registry_name) if r.lay.evaluation.exists() or r.args.require_evaluation else {}
     return {**summary, "report": str(page), "run_id": r.lay.run_id}
 
 
@@ -329,7 +334,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           ("candidates", "min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")),
     Stage("online-features", "latest row per entity, the table the Ignite cache serves", _online_features),
     Stage("register", "version the best candidate, decide promotion", _register,
-          ("model_name", "promote_margin", "require_approval"),
+          ("promote_margin", "require_approval"),
           ((("--params-json",), {"default": "{}", "help": "the run's parameters, kept in the version's lineage"}),)),
     Stage("produce-events", "send transactions-shaped events to the dataset's Kafka topic (demo, tests, benchmarks)",
           _produce_events, partition=False,
@@ -352,10 +357,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
                                                  "without a port: KILN_IGNITE_PORT, else 10800)"}),
                    (("--driver",), {"action": "store_true", "help": "continuous mode: run the query here, unsupervised "
                                                                     "(what the supervisor starts)"}))),
-    Stage("rollback", "retire the champion; the registry re-decides without it", _rollback, ("model_name",), partition=False),
+    Stage("rollback", "retire the dataset's champion; the registry re-decides without it", _rollback, partition=False),
     Stage("report", "write the run's HTML report (report/index.html) and print its evaluation and the registry state",
-          _report, ("model_name",),
-          ((("--require-evaluation",), {"action": "store_true", "help": "fail when the run has no evaluation (else "
+          _report,
+          options=((("--require-evaluation",), {"action": "store_true", "help": "fail when the run has no evaluation (else "
                                                                         "the report says what the run did reach)"}),)),
     Stage("serve", "online predictions for every dataset (features from Ignite, the champion models)", _serve,
           options=((("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000}),

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A running Airflow 3 for the UI, schedules and backfills: `airflow.sh up|down|status|cli ARGS...`.
+# A running Airflow 3 for the UI, schedules and backfills: `airflow.sh up|down|status|cli ARGS...` (`postgres`:
+# only the metadata PostgreSQL, its roles and databases; `down` stops it).
 # PostgreSQL (Debian's package, data in the state folder) as the metadata DB, LocalExecutor, and the
 # api-server, scheduler, dag-processor and triggerer as separate processes. Secrets (DB password,
 # JWT secret) are generated on first start into the git-ignored state folder, never kept in code.
@@ -78,12 +79,15 @@ postgres_up() {
     as_pg "$pg_bin/pg_ctl" -D "$pgdata" -l "$pgsock/postgres.log" -w -o "-p $pg_port -k $pgsock -c listen_addresses=127.0.0.1" start > /dev/null
   fi
   psql_super() { as_pg "$pg_bin/psql" -h "$pgsock" -p "$pg_port" -U "$(pg_super)" -d postgres "$@"; }
-  psql_super -tAc "SELECT 1 FROM pg_roles WHERE rolname='airflow'" | grep -q 1 || \
-    psql_super -qc "CREATE ROLE airflow LOGIN PASSWORD '$KILN_PG_PASSWORD'"
+  # The password goes to psql on stdin (printf is a builtin: no process gets it in its argv, which any local user
+  # can read in /proc/<pid>/cmdline or ps).
+  create_role() {
+    printf "CREATE ROLE %s LOGIN PASSWORD '%s';\n" "$1" "${2//\'/\'\'}" | psql_super -q -v ON_ERROR_STOP=1 > /dev/null
+  }
+  psql_super -tAc "SELECT 1 FROM pg_roles WHERE rolname='airflow'" | grep -q 1 || create_role airflow "$KILN_PG_PASSWORD"
   psql_super -tAc "SELECT 1 FROM pg_database WHERE datname='airflow'" | grep -q 1 || \
     psql_super -qc "CREATE DATABASE airflow OWNER airflow"
-  psql_super -tAc "SELECT 1 FROM pg_roles WHERE rolname='kiln_source'" | grep -q 1 || \
-    psql_super -qc "CREATE ROLE kiln_source LOGIN PASSWORD '$KILN_SOURCE_PASSWORD'"
+  psql_super -tAc "SELECT 1 FROM pg_roles WHERE rolname='kiln_source'" | grep -q 1 || create_role kiln_source "$KILN_SOURCE_PASSWORD"
   psql_super -tAc "SELECT 1 FROM pg_database WHERE datname='kiln_source'" | grep -q 1 || \
     psql_super -qc "CREATE DATABASE kiln_source OWNER kiln_source"
 }
@@ -138,11 +142,12 @@ down() {
 
 case "${1:-}" in
   up) up ;;
+  postgres) write_env; postgres_up; echo "airflow: metadata DB PostgreSQL on 127.0.0.1:$pg_port (roles airflow, kiln_source)" ;;
   down) down ;;
   status) write_env; for c in "${components[@]}"; do
             if [ -f "$run/$c.pid" ] && kill -0 "$(cat "$run/$c.pid")" 2>/dev/null; then echo "$c: running"; else echo "$c: stopped"; fi; done ;;
   cli) shift; write_env; exec airflow "$@" ;;
   # Names of secrets are left out, and any value that embeds one (the DB URL holds the password) is masked.
   env) write_env; env | grep -E '^(AIRFLOW|KILN|PYSPARK|SPARK_LOCAL)' | grep -v -E 'PASSWORD|SECRET' | sed -e "s/$KILN_PG_PASSWORD/***/g" -e "s/$KILN_SOURCE_PASSWORD/***/g" ;;
-  *) echo "usage: $0 up|down|status|cli ARGS...|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|postgres|cli ARGS...|env" >&2; exit 2 ;;
 esac

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # System packages Kiln's tests and services use, installed from Debian when missing:
 # Java 17 and Maven (Spark, Ignite), PostgreSQL (the running Airflow), Chromium + ChromeDriver
-# (the browser test), kubectl, openssl and curl (k8s/ and the loopback control plane). As root it
+# (the browser test), kubectl, openssl and curl (k8s/ and the loopback control plane), strace (the fsync test). As root it
 # installs; otherwise it lists what is missing. Go 1.24+ (building the control plane) is not a Debian
 # package of that version: scripts/build_k8s.sh asks for it.
 set -euo pipefail
 declare -A need=(
   [java]=openjdk-17-jre-headless [mvn]=maven [chromium]=chromium [chromedriver]=chromium-driver
-  [kubectl]=kubernetes-client [wrk]=wrk [/usr/lib/postgresql/15/bin/initdb]=postgresql-15 [openssl]=openssl [curl]=curl
+  [kubectl]=kubernetes-client [wrk]=wrk [/usr/lib/postgresql/15/bin/initdb]=postgresql-15 [openssl]=openssl [curl]=curl [strace]=strace
 )
 missing=()
 for cmd in "${!need[@]}"; do

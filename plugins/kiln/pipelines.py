@@ -118,7 +118,7 @@ def _trials(spec: DatasetSpec, plan_search: Any):
 
 def training_dag(spec: DatasetSpec) -> DAG:
     from kiln.form import form_params
-    from kiln.operators.approval import PromotionApprovalOperator
+    from kiln.operators.approval import PromotionApprovalOperator, approver_ids
     from kiln.operators.ignite import IgniteCacheWarmOperator
     from kiln.operators.mxnet import MXNetDistributedOperator
 
@@ -210,8 +210,10 @@ def training_dag(spec: DatasetSpec) -> DAG:
             return bool(decision["awaiting_approval"])
 
         registered = "ti.xcom_pull(task_ids='register')"
+        approvers = spec.approval.approvers
         approve = PromotionApprovalOperator(
             task_id="approve_promotion", timeout_minutes="{{ params.approval_timeout_minutes }}",
+            approvers=approver_ids(approvers.users, approvers.roles) if approvers else (),
             subject="Promote {{ " + registered + "['model_name'] }}/{{ " + registered + "['version'] }} ({{ "
                     + registered + "['candidate'] }}) to champion?",
             body="{{ " + registered + "['approval_request'] }}")
@@ -285,7 +287,6 @@ def training_dag(spec: DatasetSpec) -> DAG:
 
 
 def cache_refresh_dag(spec: DatasetSpec) -> DAG:
-    from kiln.form import form_params
     from kiln.operators.ignite import IgniteCacheWarmOperator
 
     doc = (f"### {cache_refresh_dag_id(spec.name)}\n\nRe-warms the Ignite feature cache `{spec.feature_cache}` of "
@@ -297,17 +298,16 @@ def cache_refresh_dag(spec: DatasetSpec) -> DAG:
 
     @dag(dag_id=cache_refresh_dag_id(spec.name), doc_md=doc, schedule=[champion_asset(spec)], start_date=START,
          catchup=False, max_active_runs=1, tags=["kiln", "ignite", "serving", f"dataset:{spec.name}"],
-         default_args={"owner": "kiln", "retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": TASK_TIMEOUT},
-         params=form_params(spec, ("model_name",)))
+         default_args={"owner": "kiln", "retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": TASK_TIMEOUT})
     def refresh():
         @task(multiple_outputs=True)
-        def find_champion(params=None) -> dict:
+        def find_champion() -> dict:
             """The registry's champion and the features it was registered with: what serving must see."""
             from kiln.settings import data_root
             from ml_tasks.layout import registry_root
             from ml_tasks.registry import champion_features
 
-            return champion_features(registry_root(data_root()), params["model_name"])
+            return champion_features(registry_root(data_root()), spec.registry_name)  # the spec's model, no other
 
         champion = find_champion()
         IgniteCacheWarmOperator(

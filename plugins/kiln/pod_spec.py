@@ -12,7 +12,7 @@ import os
 
 from kubernetes.client import models as k8s
 
-SECRET_NAME = "kiln-connections"  # holds AIRFLOW_CONN_* values for the pods (see docs/kubernetes.md)
+SECRET_NAME = "kiln-connections"  # holds AIRFLOW_CONN_<ID> keys; a pod gets its stage's only (docs/kubernetes.md)
 RUN_AS_USER = 50000  # the image's non-root "kiln" user
 TMP_MOUNT = "/tmp"  # noqa: S108 (an emptyDir: the only writable path besides the artifact volume)
 
@@ -69,9 +69,13 @@ def environment(data_mount: str) -> list[k8s.V1EnvVar]:
     return [k8s.V1EnvVar(name="KILN_DATA_ROOT", value=data_mount), k8s.V1EnvVar(name="HOME", value=TMP_MOUNT)]
 
 
-def connection_secrets() -> list[k8s.V1EnvFromSource]:
-    """Connections reach pods as AIRFLOW_CONN_* variables from a Secret, never through code or arguments."""
-    return [k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=SECRET_NAME, optional=True))]
+def connection_env(conn_ids: list[str]) -> list[k8s.V1EnvVar]:
+    """The stage's connections as AIRFLOW_CONN_<ID> variables, each from its own key of the Secret: a pod
+    never sees the connections of other stages (never the whole Secret), and none reaches it through code
+    or arguments. A missing key leaves the variable unset, so the stage says which connection it lacks."""
+    return [k8s.V1EnvVar(name=f"AIRFLOW_CONN_{conn_id.upper()}", value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=SECRET_NAME, key=f"AIRFLOW_CONN_{conn_id.upper()}", optional=True)))
+            for conn_id in conn_ids]
 
 
 def container(*, name: str, image: str, command: list[str], args: list[str] | None = None, preset: str,
@@ -80,7 +84,7 @@ def container(*, name: str, image: str, command: list[str], args: list[str] | No
     """A Kiln container: the stage's error lines become the termination message when it fails."""
     return k8s.V1Container(
         name=name, image=image, command=command, args=args, ports=ports or None, resources=resources(preset),
-        env=[*environment(data_mount), *env], env_from=connection_secrets(),
+        env=[*environment(data_mount), *env],
         volume_mounts=volume_mounts(data_mount), security_context=container_security_context(),
         termination_message_policy="FallbackToLogsOnError")
 

@@ -3,11 +3,13 @@
 Airflow does not put a plugin's routes behind its auth, so every route here does it itself, with Airflow's own
 pieces: the caller's JWT (the UI's ``_token`` cookie, or an ``Authorization: Bearer`` token from ``/auth/token``)
 resolved by Airflow's auth manager, which must also allow reading the runs of the DAG the report belongs to.
-Files are served only from run report folders under the data root: a path that leaves it (``..``, an absolute
-path, a symlink out) is refused.
+The only file served is a run's report, where the report stage writes it (``Layout.report``): anything else in a
+run (a trainer's own HTML), a path that leaves the data root (``..``, an absolute path) and a report that is a
+symlink out of it are refused. The report is served on Airflow's origin, so it is sent as HTML the browser may not
+sniff, under a Content-Security-Policy that runs no script (the report has none) in a sandbox of its own origin.
 
 - ``GET /kiln/reports/{dag_id}/{run_id}``: a training DAG run's report (the run page's "Report" tab).
-- ``GET /kiln/files/{path}``: a file of a report folder, by its path under the data root.
+- ``GET /kiln/files/{path}``: a run's report, by its path under the data root.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from ml_tasks.layout import check_name, run_key
+from ml_tasks.layout import Layout, check_name
+
+# What the report needs and nothing more: its inline <style> and SVG (matplotlib's may embed a data: image), shown in
+# the run page's frame. No script, no fetch, no form; ``sandbox`` gives it an origin of its own, away from Airflow's
+# cookies, should anything slip through.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'self'; sandbox",
+    "X-Content-Type-Options": "nosniff",
+}
+NOT_A_REPORT = "not a run report under the data root"
 
 app = FastAPI(title="Kiln run reports", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -58,33 +70,38 @@ def data_root() -> Path:
     return Path(configured()).resolve()
 
 
+def report_response(report: Path) -> FileResponse:
+    """``report`` as HTML the browser may not sniff or script, unless it is a symlink out of the data root."""
+    target = report.resolve()
+    if not target.is_relative_to(data_root()) or not target.is_file():
+        raise HTTPException(404, NOT_A_REPORT)
+    return FileResponse(target, media_type="text/html", headers=REPORT_HEADERS)
+
+
 @app.get("/reports/{dag_id}/{run_id}")
 async def run_report(dag_id: str, run_id: str, request: Request) -> FileResponse:
     await authorize(request, dag_id)
-    dataset = dataset_of(dag_id)
-    found = sorted((data_root() / dataset / "runs").glob(f"ds=*/run={run_key(run_id)}/report/index.html"))
+    found = Layout.reports_of(data_root(), dataset_of(dag_id), run_id)
     if not found:
         raise HTTPException(404, f"run {run_id} of {dag_id} has no report yet: its last task, report, writes it")
-    return FileResponse(found[-1], media_type="text/html")
+    return report_response(found[-1])
 
 
 @app.get("/files/{path:path}")
 async def report_file(path: str, request: Request) -> FileResponse:
     await authorize(request, None)
-    root = data_root()
-    # Refuse before touching the file system: only a relative path of plain names, inside a run's report folder.
+    # Refuse before touching the file system: only a relative path of plain names, starting with a dataset's.
     parts = Path(path).parts
-    if Path(path).is_absolute() or ".." in parts or "" in parts or len(parts) < 5 or parts[1] != "runs" \
-            or "report" not in parts[4:-1]:
-        raise HTTPException(404, "not a report file under the data root")
+    if Path(path).is_absolute() or ".." in parts or not parts:
+        raise HTTPException(404, NOT_A_REPORT)
     try:
         dataset = check_name("dataset", parts[0])
     except ValueError:
-        raise HTTPException(404, "not a report file under the data root") from None
+        raise HTTPException(404, NOT_A_REPORT) from None
     from kiln.pipelines import training_dag_id
 
     await authorize(request, training_dag_id(dataset))
-    target = (root / path).resolve()
-    if not target.is_relative_to(root) or not target.is_file():  # a symlink out of the data root, or nothing there
-        raise HTTPException(404, "not a report file under the data root")
-    return FileResponse(target)
+    root = data_root()
+    if root / path not in Layout.reports_of(root, dataset):  # a run's report, not any file of the run
+        raise HTTPException(404, NOT_A_REPORT)
+    return report_response(root / path)

@@ -18,8 +18,8 @@ def data_root() -> str:
     return setting("kiln_data_root", "KILN_DATA_ROOT", str(PROJECT_ROOT / "data"))
 
 
-# The connections Kiln's stages and hooks use. A stage subprocess inherits the task's environment, so
-# whatever it prints could carry their secrets: they are registered with Airflow's masker first.
+# The connections Kiln's stages and hooks use. A stage gets those its operator names (and what it prints is
+# logged), so they are registered with Airflow's masker first.
 KILN_CONNECTIONS = ("ignite_default", "spark_default", "kubernetes_default")
 
 

@@ -222,7 +222,6 @@ BAD_FORM_VALUES = [
     ("pca_k", 7, "Invalid input for param pca_k: 7 is greater than the maximum of 6"),
     ("min_auc", 1.5, "Invalid input for param min_auc: 1.5 is greater than the maximum of 1"),
     ("partition_date", "yesterday", "Invalid input for param partition_date"),
-    ("model_name", "Bad Name", "Invalid input for param model_name"),
     ("candidates", [], "Invalid input for param candidates"),
     ("candidates", ["xgboost"], "Invalid input for param candidates"),
 ]
@@ -254,6 +253,30 @@ def test_the_serialized_form_refuses_a_bad_value_as_the_api_server_sees_it(dagba
     served.params.validate()  # the defaults pass
     with pytest.raises(ParamValidationError, match=f"Invalid input for param {name}"):
         served.params.deep_merge({name: value}).validate()
+
+
+def test_the_form_names_no_model_and_refuses_a_threshold_past_the_specs_floor(dagbag, tmp_path, monkeypatch):
+    """A run registers into its spec's model only, and cannot bless below the floors its spec declares: the form,
+    as the API server deserializes it, refuses the value before a run starts."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    assert "model_name" not in dagbag.get_dag("kiln_training").params
+    assert not dagbag.get_dag("kiln_cache_refresh").params  # the champion of the spec's model, nothing to choose
+    shipped = DAGS_DIR.parent / "datasets"
+    (tmp_path / "breast_cancer.yaml").write_text((shipped / "breast_cancer.yaml").read_text()
+                                                  + "floors: {min_auc: 0.9, promote_margin: 0.005}\n")
+    monkeypatch.setenv("KILN_DATASETS_DIR", str(tmp_path))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "kiln_datasets.py"))
+    assert bag.import_errors == {}
+    served = DagSerialization.from_dict(DagSerialization.to_dict(bag.get_dag("kiln_training_breast_cancer")))
+    served.params.validate()  # the defaults pass: at least the floors
+    assert served.params["min_auc"] >= 0.9 and served.params["promote_margin"] >= 0.005
+    served.params.deep_merge({"min_auc": 0.95}).validate()
+    for name, value in [("min_auc", 0.85), ("promote_margin", 0.0)]:
+        with pytest.raises(ParamValidationError, match=f"Invalid input for param {name}"):
+            served.params.deep_merge({name: value}).validate()
 
 
 EXAMPLES = DAGS_DIR.parent / "examples"

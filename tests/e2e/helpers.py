@@ -29,9 +29,24 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def trigger(server, conf: dict) -> str:
+def dataset_of_its_own(server, name: str, refresh: bool = False) -> str:
+    """A copy of the transactions spec as dataset ``name`` (so a model of its own: a run registers only into its
+    dataset's model), without its stream and schedule, added to the running server; its training DAG's id, unpaused
+    (and its cache refresh DAG's, with ``refresh``)."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "datasets" / "transactions.yaml").read_text().replace("stream: {}\n", "") + "schedule: null\n"
+    (server.datasets / f"{name}.yaml").write_text(text)
+    dag_ids = [f"kiln_training_{name}", *([f"kiln_cache_refresh_{name}"] if refresh else [])]
+    for dag_id in dag_ids:
+        server.wait_for_dag(dag_id)
+        with server.api() as api:
+            assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+    return dag_ids[0]
+
+
+def trigger(server, conf: dict, dag_id: str = "kiln_training") -> str:
     with server.api() as api:
-        resp = api.post("/dags/kiln_training/dagRuns", json={"logical_date": None, "conf": conf})
+        resp = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
     assert resp.status_code == 200, resp.text
     return resp.json()["dag_run_id"]
 
@@ -66,27 +81,27 @@ def wait_until_the_scheduler_saw_the_task_leave_its_worker(server, ti_id: str, t
                 time.sleep(0.5)
 
 
-def wait_for_approval_request(server, run_id: str, timeout: float = 600) -> dict:
+def wait_for_approval_request(server, run_id: str, timeout: float = 600, dag_id: str = "kiln_training") -> dict:
     """The run's approval request once its task waits for input and the scheduler knows it (fails early when the
     run ends instead)."""
     deadline = time.monotonic() + timeout
     with server.api() as api:
         while time.monotonic() < deadline:
-            ti = api.get(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/approve_promotion").json()
+            ti = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_promotion").json()
             if ti.get("state") == "awaiting_input":
                 wait_until_the_scheduler_saw_the_task_leave_its_worker(server, ti["id"])
-                detail = api.get(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails")
+                detail = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails")
                 assert detail.status_code == 200, detail.text
                 return detail.json()
-            run = api.get(f"/dags/kiln_training/dagRuns/{run_id}").json()
+            run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
             assert run["state"] not in ("success", "failed"), \
-                f"run ended {run['state']} without asking: {server.task_instances('kiln_training', run_id)}"
+                f"run ended {run['state']} without asking: {server.task_instances(dag_id, run_id)}"
             time.sleep(3)
     raise AssertionError(f"run {run_id} did not ask for approval within {timeout}s")
 
 
-def answer(server, run_id: str, option: str, reason: str) -> None:
+def answer(server, run_id: str, option: str, reason: str, dag_id: str = "kiln_training") -> None:
     with server.api() as api:
-        resp = api.patch(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails",
+        resp = api.patch(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails",
                          json={"chosen_options": [option], "params_input": {"reason": reason}})
     assert resp.status_code == 200, resp.text

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import SUBSET
-from tests.e2e.helpers import ARTIFACTS, trigger, wait_for_approval_request
+from tests.e2e.helpers import ARTIFACTS, dataset_of_its_own, trigger, wait_for_approval_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
@@ -105,36 +105,37 @@ def test_approve_a_promotion_in_the_browser_then_read_the_runs_report(airflow_se
 
     from selenium.webdriver.common.by import By
 
+    dag_id = dataset_of_its_own(airflow_server, "approved_browser")  # a model of its own: no champion yet
     run_id = trigger(airflow_server, {"rows": 6000, "candidates": SUBSET, "warm_cache": False, "require_approval": True,
-                                      "search_candidates": SUBSET, "search_trials": 2, "partition_date": "2026-04-03",
-                                      "model_name": "approved_browser"})
-    wait_for_approval_request(airflow_server, run_id)
+                                      "search_candidates": SUBSET, "search_trials": 2, "partition_date": "2026-04-03"},
+                     dag_id)
+    wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
     sign_in(browser, airflow_server)
-    browser.get(f"{airflow_server.url}/dags/kiln_training/runs/{run_id}/tasks/approve_promotion/required_actions")
+    browser.get(f"{airflow_server.url}/dags/{dag_id}/runs/{run_id}/tasks/approve_promotion/required_actions")
     time.sleep(4)
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Promote approved_browser/2026-04-03" in body and "auc" in body  # the request shows the metrics
     browser.find_element(By.NAME, "element_reason").send_keys("metrics and drift checked in the report")
     browser.save_screenshot(str(ARTIFACTS / "ui-5-approval-request.png"))
     button(browser, "Approve").click()
-    run = airflow_server.wait_for_run("kiln_training", run_id)
-    assert run["state"] == "success", airflow_server.task_instances("kiln_training", run_id)
+    run = airflow_server.wait_for_run(dag_id, run_id)
+    assert run["state"] == "success", airflow_server.task_instances(dag_id, run_id)
     state = json.loads((airflow_server.data_root / "registry/approved_browser/registry.json").read_text())
     approval = state["versions"]["2026-04-03"]["approval"]
     assert state["champion"] == "2026-04-03" and approval["by"] == "admin"
     assert approval["reason"] == "metrics and drift checked in the report"
 
     # the run's page has a "Report" tab (the plugin's external view): the report renders inside it, plots included
-    browser.get(f"{airflow_server.url}/dags/kiln_training/runs/{run_id}/plugin/kiln-report")
+    browser.get(f"{airflow_server.url}/dags/{dag_id}/runs/{run_id}/plugin/kiln-report")
     time.sleep(4)
     browser.save_screenshot(str(ARTIFACTS / "ui-6-run-report-tab.png"))
     frame = browser.find_element(By.TAG_NAME, "iframe")
     browser.switch_to.frame(frame)
-    assert "Kiln run report: transactions partition 2026-04-03" in browser.find_element(By.TAG_NAME, "h1").text
+    assert "Kiln run report: approved_browser partition 2026-04-03" in browser.find_element(By.TAG_NAME, "h1").text
     plots = browser.find_elements(By.CSS_SELECTOR, "figure svg")
     assert len(plots) >= 6 and all(p.size["width"] > 100 and p.size["height"] > 100 for p in plots)
     browser.switch_to.default_content()
     browser.set_window_size(1300, 4300)  # the whole report, as its own page (the session cookie signs it in)
-    browser.get(f"{airflow_server.url}/kiln/reports/kiln_training/{run_id}")
+    browser.get(f"{airflow_server.url}/kiln/reports/{dag_id}/{run_id}")
     time.sleep(2)
     browser.save_screenshot(str(ARTIFACTS / "report.png"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SUBSET
-from tests.e2e.helpers import snapshot, task_pid
+from tests.e2e.helpers import dataset_of_its_own, snapshot, task_pid
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 CONF = {"rows": 6000, "candidates": SUBSET}
@@ -66,40 +66,42 @@ def test_the_daily_schedule_runs_the_latest_interval_with_default_params(airflow
     assert verdict["candidates"] == 5 and verdict["auc"] > 0.7
 
 
-def run_dir(root, ds: str, run_id: str):
+def run_dir(root, ds: str, run_id: str, dataset: str = "transactions"):
     from ml_tasks.layout import Layout
 
-    return Layout(root, "transactions", ds, run_id).run_dir
+    return Layout(root, dataset, ds, run_id).run_dir
 
 
 def test_rest_trigger_registers_a_model_and_the_asset_refreshes_the_cache(airflow_server, spark_stages_over_connect):
-    # A model of its own: its first version is its champion whatever other tests registered, so the
-    # champion changes, the cache is warmed and the asset event fires.
+    # A dataset, so a model, of its own (a run registers only into its dataset's model): its first version is its
+    # champion whatever other tests registered, so the champion changes, the cache is warmed and the asset event fires.
+    dag_id = dataset_of_its_own(airflow_server, "rest_trigger", refresh=True)
     started = time.time()
-    before = {r["dag_run_id"] for r in airflow_server.runs("kiln_cache_refresh")}
-    resp = trigger(airflow_server, {**CONF, "partition_date": "2026-03-01", "model_name": "rest_trigger"})
+    before = {r["dag_run_id"] for r in airflow_server.runs("kiln_cache_refresh_rest_trigger")}
+    with airflow_server.api() as api:
+        resp = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {**CONF, "partition_date": "2026-03-01"}})
     assert resp.status_code == 200, resp.text
-    run = airflow_server.wait_for_run("kiln_training", resp.json()["dag_run_id"])
-    tis = airflow_server.task_instances("kiln_training", run["dag_run_id"])
+    run = airflow_server.wait_for_run(dag_id, resp.json()["dag_run_id"])
+    tis = airflow_server.task_instances(dag_id, run["dag_run_id"])
     assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
     assert tis["train_spark_gbt"]["state"] == "skipped" and tis["train_mxnet"]["state"] == "success"
     state = json.loads((airflow_server.data_root / "registry/rest_trigger/registry.json").read_text())
     assert state["champion"] == "2026-03-01"
     assert tis["warm_feature_cache"]["state"] == "success"
-    evaluation = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"]) / "evaluation.json").read_text())
+    evaluation = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"], "rest_trigger") / "evaluation.json").read_text())
     assert {c["candidate"] for c in evaluation["candidates"]} == set(SUBSET)
     # spark_default is an sc:// connection: preprocess ran as a thin client of the Spark Connect server
-    preprocessed = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"]) / "_results/preprocess.json").read_text())
+    preprocessed = json.loads((run_dir(airflow_server.data_root, "2026-03-01", run["dag_run_id"], "rest_trigger") / "_results/preprocess.json").read_text())
     assert preprocessed["spark_connect"] == spark_stages_over_connect.url
-    # the champion changed, so the kiln_champion_transactions asset was updated: a new kiln_cache_refresh run starts by itself
+    # the champion changed, so the kiln_champion_rest_trigger asset was updated: its cache refresh run starts by itself
     deadline = time.monotonic() + 180
     fresh: list[dict] = []
     while not fresh and time.monotonic() < deadline:
-        fresh = [r for r in airflow_server.runs("kiln_cache_refresh") if r["dag_run_id"] not in before]
+        fresh = [r for r in airflow_server.runs("kiln_cache_refresh_rest_trigger") if r["dag_run_id"] not in before]
         time.sleep(3)
     assert fresh and fresh[0]["run_type"] == "asset_triggered"
     assert datetime.fromisoformat(fresh[0]["run_after"]).timestamp() >= started
-    assert airflow_server.wait_for_run("kiln_cache_refresh", fresh[0]["dag_run_id"], timeout=300)["state"] == "success"
+    assert airflow_server.wait_for_run("kiln_cache_refresh_rest_trigger", fresh[0]["dag_run_id"], timeout=300)["state"] == "success"
 
 
 def writing_into(folder: Path, pid: int, timeout: float = 120.0) -> bool:

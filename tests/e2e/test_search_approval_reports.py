@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import SUBSET
-from tests.e2e.helpers import answer, trigger, wait_for_approval_request
+from tests.e2e.helpers import answer, dataset_of_its_own, trigger, wait_for_approval_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 # One searched candidate, few trials, no cache warming: this file is about the search, the approval and the report.
@@ -24,9 +24,9 @@ def registry(server, model: str) -> dict:
     return json.loads((server.data_root / "registry" / model / "registry.json").read_text())
 
 
-def xcom(server, run_id: str, task_id: str, map_index: int = -1):
+def xcom(server, run_id: str, task_id: str, map_index: int = -1, dag_id: str = "kiln_training_approved_rest"):
     with server.api() as api:
-        resp = api.get(f"/dags/kiln_training/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+        resp = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
                        params={"map_index": map_index})
     assert resp.status_code == 200, resp.text
     value = resp.json()["value"]
@@ -35,17 +35,18 @@ def xcom(server, run_id: str, task_id: str, map_index: int = -1):
 
 @pytest.fixture(scope="module")
 def approved_run(airflow_server) -> str:
-    """A searched run of a model of its own (no champion yet), approved through the REST API."""
-    run_id = trigger(airflow_server, {**CONF, **SEARCH, "partition_date": "2026-04-01", "model_name": "approved_rest"})
-    request = wait_for_approval_request(airflow_server, run_id)
+    """A searched run of a dataset, so a model, of its own (no champion yet), approved through the REST API."""
+    dag_id = dataset_of_its_own(airflow_server, "approved_rest")
+    run_id = trigger(airflow_server, {**CONF, **SEARCH, "partition_date": "2026-04-01"}, dag_id)
+    request = wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
     # the person sees the metrics and that there is no champion to compare with; nothing is promoted meanwhile
     assert "Promote approved_rest/2026-04-01" in request["subject"]
     assert "| auc (ranks) |" in request["body"] and "no champion yet" in request["body"]
     waiting = registry(airflow_server, "approved_rest")
     assert waiting["champion"] is None and waiting["versions"]["2026-04-01"]["reasons"] == ["awaiting approval"]
-    answer(airflow_server, run_id, "Approve", "validation and search look right")
-    run = airflow_server.wait_for_run("kiln_training", run_id)
-    assert run["state"] == "success", airflow_server.task_instances("kiln_training", run_id)
+    answer(airflow_server, run_id, "Approve", "validation and search look right", dag_id)
+    run = airflow_server.wait_for_run(dag_id, run_id)
+    assert run["state"] == "success", airflow_server.task_instances(dag_id, run_id)
     return run_id
 
 
@@ -60,7 +61,7 @@ def test_an_approval_through_rest_promotes_the_version_with_who_and_why(airflow_
 
 def test_the_search_fans_out_as_mapped_trials_and_the_best_trains_the_candidate(airflow_server, approved_run):
     with airflow_server.api() as api:
-        trials = api.get(f"/dags/kiln_training/dagRuns/{approved_run}/taskInstances",
+        trials = api.get(f"/dags/kiln_training_approved_rest/dagRuns/{approved_run}/taskInstances",
                          params={"task_id": "search_trials", "limit": 100}).json()["task_instances"]
     trials = [t for t in trials if t["task_id"] == "search_trials"]
     assert sorted(t["map_index"] for t in trials) == [0, 1, 2] and {t["state"] for t in trials} == {"success"}
@@ -73,11 +74,12 @@ def test_the_search_fans_out_as_mapped_trials_and_the_best_trains_the_candidate(
 
 
 def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with_the_reason(airflow_server):
-    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-02", "model_name": "rejected_rest"})
-    wait_for_approval_request(airflow_server, run_id)
-    answer(airflow_server, run_id, "Reject", "calibration drifted")
-    run = airflow_server.wait_for_run("kiln_training", run_id)
-    tis = airflow_server.task_instances("kiln_training", run_id)
+    dag_id = dataset_of_its_own(airflow_server, "rejected_rest")
+    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-02"}, dag_id)
+    wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
+    answer(airflow_server, run_id, "Reject", "calibration drifted", dag_id)
+    run = airflow_server.wait_for_run(dag_id, run_id)
+    tis = airflow_server.task_instances(dag_id, run_id)
     assert run["state"] == "success", tis
     state = registry(airflow_server, "rejected_rest")
     version = state["versions"]["2026-04-02"]
@@ -89,11 +91,11 @@ def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with
 
 
 def test_no_answer_within_the_timeout_counts_as_a_rejection(airflow_server):
-    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-04", "model_name": "unanswered",
-                                      "approval_timeout_minutes": 1})
-    wait_for_approval_request(airflow_server, run_id)
-    run = airflow_server.wait_for_run("kiln_training", run_id, timeout=300)  # the scheduler applies the default
-    assert run["state"] == "success", airflow_server.task_instances("kiln_training", run_id)
+    dag_id = dataset_of_its_own(airflow_server, "unanswered")
+    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-04", "approval_timeout_minutes": 1}, dag_id)
+    wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
+    run = airflow_server.wait_for_run(dag_id, run_id, timeout=300)  # the scheduler applies the default
+    assert run["state"] == "success", airflow_server.task_instances(dag_id, run_id)
     state = registry(airflow_server, "unanswered")
     version = state["versions"]["2026-04-04"]
     assert state["champion"] is None and not version["promoted"]
@@ -101,7 +103,7 @@ def test_no_answer_within_the_timeout_counts_as_a_rejection(airflow_server):
 
 
 def report_url(server, run_id: str) -> str:
-    return f"{server.url}/kiln/reports/kiln_training/{run_id}"
+    return f"{server.url}/kiln/reports/kiln_training_approved_rest/{run_id}"
 
 
 def test_the_report_is_served_only_to_a_signed_in_user(airflow_server, approved_run):
@@ -125,7 +127,7 @@ def test_report_files_are_served_from_report_folders_under_the_data_root_only(ai
 
     with airflow_server.api() as api:
         token = {"Authorization": api.headers["Authorization"]}
-    report = Layout(airflow_server.data_root, "transactions", "2026-04-01", approved_run).report
+    report = Layout(airflow_server.data_root, "approved_rest", "2026-04-01", approved_run).report
     relative = report.relative_to(airflow_server.data_root.resolve())
     outside = tmp_path / "secret.txt"
     outside.write_text("not for the report")
@@ -143,6 +145,6 @@ def test_report_files_are_served_from_report_folders_under_the_data_root_only(ai
     assert get(str(relative)).status_code == 200 and "<svg" in get(str(relative)).text
     for path in ["%2e%2e/%2e%2e/etc/passwd", f"{relative.parent}/%2e%2e/%2e%2e/evaluation.json", "/etc/passwd",
                  str(outside), f"{relative.parent}/leak.txt", "registry/approved_rest/registry.json",
-                 "transactions/runs/ds=2026-04-01/x/evaluation.json"]:
+                 "approved_rest/runs/ds=2026-04-01/x/evaluation.json"]:
         resp = get(path)
         assert resp.status_code == 404 and "not for the report" not in resp.text and "root:" not in resp.text, path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import itertools
 import json
 import os
@@ -16,13 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.atomic import write_json
+from ml_tasks.atomic import folder_lock, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.evaluate import Thresholds, compute_metrics, evaluate
 from ml_tasks.layout import CandidateFiles
 from ml_tasks.layout import Layout as _Layout
 from ml_tasks.portable import predict_score
-from ml_tasks.registry import approval_outcome, champion_dir, read_state, record_approval, register, rollback
+from ml_tasks.registry import (
+    approval_outcome,
+    champion_dir,
+    decide,
+    read_state,
+    record_approval,
+    register,
+    rollback,
+)
 
 ROWS = 2_000
 
@@ -67,12 +74,12 @@ def write_candidate(lay: _Layout, name: str, model: dict, labels, scores, framew
 
 
 def run_day(data_root: Path, ds: str, signal: float, margin: float = 0.0, thresholds: Thresholds | None = None,
-            framework: str = "spark_mllib", require_approval: bool = False) -> dict:
+            framework: str = "spark_mllib", require_approval: bool = False, model: str = "m") -> dict:
     lay = Layout(data_root, ds)
     make_candidate(lay, "weak", signal / 4, framework=framework)
     make_candidate(lay, "strong", signal, framework=framework)
     evaluate("binary", lay.candidates_root, lay.evaluation, thresholds or LOOSE)
-    return register(lay.evaluation, lay.registry_root, "m", ds, lay.transform_dir, margin,
+    return register(lay.evaluation, lay.registry_root, model, ds, lay.transform_dir, margin,
                     test_features_dir=lay.features.test, require_approval=require_approval)
 
 
@@ -203,18 +210,17 @@ def test_rerun_of_the_champions_day_with_an_unblessed_model_never_serves_it(data
 
 
 def test_a_register_killed_before_its_decision_leaves_the_champion_and_its_files_untouched(data_root):
-    run_day(data_root, "2026-01-01", signal=2.0)
-    served = champion_dir(data_root / "registry", "m")
+    run_day(data_root, "2026-01-01", signal=2.0, model="transactions")  # the CLI registers into the spec's model
+    served = champion_dir(data_root / "registry", "transactions")
     files_before = {p: p.read_bytes() for p in served.rglob("*") if p.is_file()}
     lay = Layout(data_root, "2026-01-01")
     make_candidate(lay, "strong", 0.05)  # the rerun's model: much worse
     make_candidate(lay, "weak", 0.01)
     evaluate("binary", lay.candidates_root, lay.evaluation, LOOSE)
-    model_root = data_root / "registry" / "m"
-    with open(model_root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the rerun writes its artifact, then waits here for the decision
+    model_root = data_root / "registry" / "transactions"
+    with folder_lock(model_root):  # the rerun writes its artifact, then waits here for the decision
         proc = subprocess.Popen([sys.executable, "-m", "ml_tasks", "register", "--data-root", str(data_root),
-                                 "--ds", "2026-01-01", "--model-name", "m"], stderr=subprocess.PIPE)
+                                 "--ds", "2026-01-01"], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while len(list(model_root.glob("versions/2026-01-01/r*"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -222,7 +228,7 @@ def test_a_register_killed_before_its_decision_leaves_the_champion_and_its_files
         time.sleep(0.3)
         os.kill(proc.pid, signals.SIGKILL)
         proc.wait()
-    assert champion_dir(data_root / "registry", "m") == served
+    assert champion_dir(data_root / "registry", "transactions") == served
     assert {p: p.read_bytes() for p in served.rglob("*") if p.is_file()} == files_before
 
 
@@ -290,6 +296,54 @@ def test_one_model_name_is_ranked_on_one_metric(data_root):
     evaluate("regression", lay.candidates_root, lay.evaluation, Thresholds())
     with pytest.raises(KilnError, match="model 'm' is ranked on auc, this evaluation on rmse"):
         register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir)
+
+
+REGISTER = """
+import sys
+from pathlib import Path
+from ml_tasks.errors import KilnError
+from ml_tasks.layout import Layout
+from ml_tasks.registry import register
+lay = Layout(Path(sys.argv[1]), "transactions", sys.argv[2])
+try:
+    register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir, test_features_dir=lay.features.test)
+except KilnError as exc:
+    print("REFUSED", exc, flush=True)
+    sys.exit(3)
+print("REGISTERED", flush=True)
+"""
+
+
+def test_two_first_registrations_ranked_on_different_metrics_never_mix_them(data_root):
+    """Both see an empty registry before the lock (the early check passes for both); the one that comes
+    second is refused under the lock, and the registry stays ranked on one metric, so decide() still works."""
+    binary = Layout(data_root, "2026-01-01")
+    make_candidate(binary, "strong", 2.0)
+    evaluate("binary", binary.candidates_root, binary.evaluation, LOOSE)
+    regression = Layout(data_root, "2026-01-02")
+    x, _ = held_out(regression)
+    model = {"kind": "linear_regression", "coefficients": [30.0, -20.0, 10.0], "intercept": 150.0}
+    write_candidate(regression, "linear", model, predict_score(x, model) + 1.0, predict_score(x, model), task="regression")
+    evaluate("regression", regression.candidates_root, regression.evaluation, Thresholds(min_r2=0.5))
+    model_root = data_root / "registry" / "m"
+    model_root.mkdir(parents=True)
+    with folder_lock(model_root):  # both write their artifacts, then wait here for the decision
+        procs = {ds: subprocess.Popen([sys.executable, "-c", REGISTER, str(data_root), ds], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for ds in ("2026-01-01", "2026-01-02")}
+        deadline = time.monotonic() + 60
+        while len(list(model_root.glob("versions/*/r*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(model_root.glob("versions/*/r*"))) == 2, "the registrations never wrote their artifacts"
+        time.sleep(0.3)
+    outcomes = {ds: proc.communicate(timeout=120) + (proc.returncode,) for ds, proc in procs.items()}
+    registered = [ds for ds, (out, _, code) in outcomes.items() if code == 0 and "REGISTERED" in out]
+    refused = [ds for ds, (out, _, code) in outcomes.items() if code == 3 and "is ranked on" in out]
+    assert len(registered) == 1 and len(refused) == 1, outcomes
+    state = read_state(data_root / "registry", "m")
+    assert state["primary_metric"] == ("auc" if registered == ["2026-01-01"] else "rmse")
+    assert list(state["versions"]) == registered and all(state["primary_metric"] in v for v in state["versions"].values())
+    decide(state)  # never a KeyError: every version has the metric it is ranked on
+    assert state["champion"] == registered[0]
 
 
 def test_a_version_awaiting_approval_is_not_promoted_until_a_person_approves_it(data_root):

@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from ml_tasks.atomic import LOCK_NAME
 from ml_tasks.errors import KilnError
 from ml_tasks.ingest import ingest
 from ml_tasks.layout import Layout
@@ -64,7 +65,7 @@ def test_rerun_replaces_partition_without_leftovers(data_root):
     ingest(TX, lay.ds, lay.raw_dir, rows=2_000)
     ingest(TX, lay.ds, lay.raw_dir, rows=1_500)
     assert pq.read_table(lay.raw_dir).num_rows == 1_500
-    assert [p.name for p in lay.raw_dir.parent.iterdir()] == ["ds=2026-05-01"]
+    assert sorted(p.name for p in lay.raw_dir.parent.iterdir()) == [LOCK_NAME, "ds=2026-05-01"]  # the publish lock's file
 
 
 def test_failed_ingest_keeps_the_good_partition(data_root, tmp_path):

@@ -107,6 +107,33 @@ def test_hit_miss_unknown_and_malformed(served):
         assert http.post("/predict", content=b"not json", headers={"content-type": "application/json"}).status_code == 422
 
 
+def test_a_keyed_service_answers_only_with_its_key_and_its_503s_keep_their_causes_to_the_log(served, ignite_node):
+    """With an API key configured, a request with it is served as before and one without is refused; with Ignite
+    unreachable, the 503 says so without the address or the exception behind it."""
+    from ml_tasks.serving import Settings
+
+    lay = served["layout"]
+    entity = single_row_test_entities(lay, 1)[0]
+    keyed = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=ignite_node.port,
+                     api_key="kiln-key-1")
+    with running_service(keyed) as url, httpx.Client(base_url=url) as http:
+        assert http.get(f"/predict/{entity}").status_code == 401
+        answer = http.get(f"/predict/{entity}", headers={"Authorization": "Bearer kiln-key-1"})
+        assert answer.status_code == 200 and answer.json()["entity_id"] == entity
+        batch = http.post("/predict", json={"entity_ids": [entity]}, headers={"X-API-Key": "kiln-key-1"})
+        assert [p["entity_id"] for p in batch.json()["predictions"]] == [entity]
+        assert http.get("/healthz").status_code == 200  # the probes need no key
+    gone = free_port()
+    unreachable = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=gone,
+                           ignite_timeout=0.5)
+    with running_service(unreachable) as url, httpx.Client(base_url=url) as http:
+        for path in (f"/predict/{entity}", "/healthz"):
+            answer = http.get(path)
+            detail = answer.json()["detail"]
+            assert answer.status_code == 503 and "Ignite" in detail and "unreachable" in detail, detail
+            assert "127.0.0.1" not in detail and str(gone) not in detail and "Error" not in detail, detail
+
+
 def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_features(served, ignite_node):
     """The stream's own write (``apply_stream_batch``) into the live version: the next request scores the new
     features; the score cached for the old ones is never served again, with no re-warm."""

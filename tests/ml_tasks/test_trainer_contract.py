@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.__main__ import main
-from ml_tasks.atomic import read_json
+from ml_tasks.atomic import LOCK_NAME, read_json
 from ml_tasks.candidates import TrainerRef
 from ml_tasks.errors import BAD_INPUT_EXIT_CODE
 from ml_tasks.layout import CandidateFiles, FeatureFiles, Layout
@@ -81,7 +81,7 @@ def test_a_trainer_that_breaks_the_contract_fails_with_the_reason_and_leaves_no_
     assert reason in str(err.value)
     assert not (tmp_path / "cand").exists()
     assert reason in read_json(tmp_path / "failed.json")["reason"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != LOCK_NAME], "temporary folder left behind"
 
 
 def test_a_secondary_worker_publishes_nothing(tmp_path):

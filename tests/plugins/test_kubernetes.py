@@ -80,9 +80,30 @@ def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
                                             "capabilities": {"drop": ["ALL"]}}
     assert spec["activeDeadlineSeconds"] == 1800  # the stage timeout, enforced by the kubelet
     assert {"name": "KILN_DATA_ROOT", "value": "/data"} in container["env"]
-    assert container["envFrom"] == [{"secretRef": {"name": "kiln-connections", "optional": True}}]
+    assert not container.get("envFrom")  # never the whole kiln-connections Secret: this DAG's stages read no connection
+    assert not [e for e in container["env"] if "valueFrom" in e]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data", "/tmp"}
     assert spec["restartPolicy"] == "Never"
+
+
+def test_a_stage_s_pod_gets_its_own_connections_from_the_secret_and_no_other():
+    """A PostgreSQL source's ingest pod: its connection, one key of ``kiln-connections``; nothing else of the Secret."""
+    from kiln.operators.pod import KilnPodOperator
+    from kiln.operators.stage import KilnStageOperator
+    from kubernetes.client import ApiClient
+
+    stage = KilnStageOperator(task_id="ingest", stage="ingest", connections=["kiln_source"], timeout_minutes="30",
+                              arguments=["--dataset", "card_events", "--data-root", "/data", "--ds", "2026-11-24"],
+                              result_path="/data/runs/ds=2026-11-24/_results/ingest.json")
+    pod_op = KilnPodOperator.for_stage(stage, context={}, data_root="/data")
+    manifest = ApiClient().sanitize_for_serialization(
+        pod_op.build_pod_request_obj({"ti": TI("ingest"), "run_id": TI.run_id, "dag": FakeDag()}, dry_run=True))
+    validate(manifest)
+    container = manifest["spec"]["containers"][0]
+    assert not container.get("envFrom")
+    assert [e for e in container["env"] if "valueFrom" in e] == [{"name": "AIRFLOW_CONN_KILN_SOURCE", "valueFrom": {
+        "secretKeyRef": {"name": "kiln-connections", "key": "AIRFLOW_CONN_KILN_SOURCE", "optional": True}}}]
+    assert {e["name"] for e in container["env"]} == {"KILN_DATA_ROOT", "HOME", "AIRFLOW_CONN_KILN_SOURCE"}
 
 
 def test_gpu_preset_requests_a_gpu():
@@ -170,6 +191,21 @@ def test_every_overlay_renders_and_validates_strictly(overlay):
     rules = [r for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "kiln-pod-launcher" for r in o["rules"]]
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)  # least privilege
     assert not any(o["kind"] in ("ClusterRole", "ClusterRoleBinding") for o in objects)
+
+
+@pytest.mark.parametrize("overlay", ["prod", "dev"])
+def test_prods_prediction_service_asks_for_an_api_key_from_a_secret(overlay):
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)], capture_output=True, text=True, timeout=60)
+    objects = [o for o in yaml.safe_load_all(out.stdout) if o]
+    pod = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "kiln-serving")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    if overlay == "dev":
+        assert "KILN_SERVE_API_KEY_FILE" not in env and "KILN_SERVE_API_KEY" not in env
+        return
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if env["KILN_SERVE_API_KEY_FILE"].startswith(m["mountPath"] + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "kiln-serving-api-key" and not volume["secret"].get("optional")  # no key, no pod
+    assert "KILN_SERVE_API_KEY" not in env  # never the key itself in the manifest
 
 
 @pytest.mark.parametrize("overlay", ["prod", "dev"])

@@ -118,7 +118,7 @@ class MXNetDistributedOperator(BaseOperator):
         from kiln.execution import read_result, resolve_execution
         from kiln.settings import mask_kiln_connections
 
-        mask_kiln_connections()  # the roles inherit the task's environment and their output is logged
+        mask_kiln_connections()  # the roles' output is logged (their environment: ml_tasks.processes.stage_environment)
         Path(self.result_path).unlink(missing_ok=True)
         if resolve_execution(self.execution) == "kubernetes":
             self.run_on_kubernetes(context)

@@ -2,7 +2,7 @@
 
 A thin subclass of the provider's ``KubernetesPodOperator`` that fixes what every Kiln pod shares
 (``kiln.pod_spec``: image, resource preset, Pod Security ``restricted`` contexts, the artifact volume
-mounted at the same path as the data root, connection secrets from a Secret) plus labels (KPO's
+mounted at the same path as the data root, the stage's own connections from a Secret) plus labels (KPO's
 dag/task/run/try and Kiln's stage), and deletes pods when they finish. Exit codes mean what they mean
 locally: the skip code skips the task, bad input (2) fails it without a retry, with the stage's own
 error line (the container's termination message) as the reason. The result manifest the stage writes
@@ -30,6 +30,8 @@ class KilnPodOperator(KubernetesPodOperator):
     :param stage_arguments: its arguments (templated through ``arguments``).
     :param preset: one of ``small``, ``medium``, ``large``, ``gpu``.
     :param data_mount: where the artifact volume is mounted: the data root the arguments name.
+    :param connections: the Airflow connections the stage reads: their keys of the ``kiln-connections`` Secret
+        become its ``AIRFLOW_CONN_<ID>`` variables, and nothing else of the Secret does.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class KilnPodOperator(KubernetesPodOperator):
         image: str | None = None,
         namespace: str | None = None,
         stage_env: dict[str, str] | None = None,
+        connections: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.stage = stage
@@ -61,8 +64,8 @@ class KilnPodOperator(KubernetesPodOperator):
             container_security_context=pod_spec.container_security_context(),
             volumes=pod_spec.volumes(),
             volume_mounts=pod_spec.volume_mounts(data_mount),
-            env_vars=[*pod_spec.environment(data_mount), *(k8s.V1EnvVar(name=k, value=v) for k, v in (stage_env or {}).items())],
-            env_from=pod_spec.connection_secrets(),
+            env_vars=[*pod_spec.environment(data_mount), *(k8s.V1EnvVar(name=k, value=v) for k, v in (stage_env or {}).items()),
+                      *pod_spec.connection_env(list(connections or []))],
             termination_message_policy="FallbackToLogsOnError",  # the stage's last lines explain a failure
             labels={"app.kubernetes.io/part-of": "kiln", "kiln.io/stage": stage},  # KPO adds dag/task/run/try
             skip_on_exit_code=SKIP_EXIT_CODE,  # the stage says why it cannot run here
@@ -78,7 +81,7 @@ class KilnPodOperator(KubernetesPodOperator):
                    data_mount=data_root,
                    # the stage's timeout, enforced by the kubelet: it kills the pod, whatever happens to the task
                    active_deadline_seconds=int(float(stage_op.timeout_minutes) * 60) if stage_op.timeout_minutes else None,
-                   image=stage_op.image, stage_env=stage_op.stage_env())
+                   image=stage_op.image, stage_env=stage_op.stage_env(), connections=stage_op.connections)
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """KPO's cleanup (delete the pod, map the skip code), then the stage's exit codes with its reason."""

@@ -36,9 +36,10 @@ class KilnStageOperator(BaseOperator):
     :param image: the pod's image in Kubernetes mode (default: the Kiln image).
     :param execution: ``local`` or ``kubernetes``; ``None`` resolves it at run time.
     :param timeout_minutes: kill the stage's whole process group after this long (templated; a form field).
-    :param connections: Airflow connections the stage reads (e.g. a PostgreSQL source): resolved here and
-        handed to the local subprocess as ``AIRFLOW_CONN_<ID>`` environment variables (never argv); pods get
-        them from the ``kiln-connections`` Secret.
+    :param connections: Airflow connections the stage reads (e.g. a PostgreSQL source): resolved here (which
+        registers their secrets with the masker) and handed to the local subprocess as ``AIRFLOW_CONN_<ID>``
+        environment variables (never argv); a pod gets those keys, and only those, of the ``kiln-connections``
+        Secret. Nothing else of the worker's environment reaches the stage (``ml_tasks.processes.stage_environment``).
     """
 
     template_fields: Sequence[str] = ("arguments", "result_path", "timeout_minutes")
@@ -76,7 +77,8 @@ class KilnStageOperator(BaseOperator):
         from kiln.execution import resolve_execution
         from kiln.settings import mask_kiln_connections
 
-        mask_kiln_connections()  # before the stage, which inherits them, can print anything
+        mask_kiln_connections()  # before the stage can print anything
+        connections = self._connections()  # and the stage's own, whose output (a pod's log too) is logged
         Path(self.result_path).unlink(missing_ok=True)  # never return a previous try's manifest
         if resolve_execution(self.execution) == "kubernetes":
             # KPO's execute, minus Airflow's warning about an operator run inside another one
@@ -86,7 +88,7 @@ class KilnStageOperator(BaseOperator):
             else:
                 pod.execute_sync(context)
         else:
-            self._run_local()
+            self._run_local(connections)
         return self._result()
 
     def trigger_reentry(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
@@ -109,17 +111,18 @@ class KilnStageOperator(BaseOperator):
         """Variables the stage needs wherever it runs (subprocess or pod); none by default."""
         return {}
 
-    def _stage_env(self) -> dict[str, str]:
+    def _connections(self) -> dict[str, str]:
+        """The stage's connections as ``AIRFLOW_CONN_<ID>`` values; fetching registers their secrets with the masker."""
         from airflow.sdk import BaseHook
 
-        env = {**os.environ, **self.stage_env()}
-        for conn_id in self.connections:  # fetching registers the secret with the masker, too
-            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = BaseHook.get_connection(conn_id).get_uri()
-        return env
+        return {f"AIRFLOW_CONN_{conn_id.upper()}": BaseHook.get_connection(conn_id).get_uri() for conn_id in self.connections}
 
-    def _run_local(self) -> None:
+    def _run_local(self, connections: dict[str, str]) -> None:
+        from ml_tasks.processes import stage_environment
+
         cmd = [sys.executable, *self.command[1:]]
-        env = self._stage_env()  # first: it registers the stage's connections with the masker
+        # the stage's whole environment: never the worker's (Airflow's JWT secret, metadata DB URL, other connections)
+        env = stage_environment(os.environ, {**self.stage_env(), **connections})
         self.log.info("running %s", " ".join(cmd))
         self._proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
