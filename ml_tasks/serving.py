@@ -59,6 +59,7 @@ from ml_tasks.feature_cache import (
     parse_addresses,
     prediction_key,
 )
+from ml_tasks.ignite_connection import options_from_env
 from ml_tasks.layout import default_data_root, registry_root
 from ml_tasks.model_bundle import ModelBundle
 from ml_tasks.registry import STATE_FILE, champion_dir, model_root
@@ -106,6 +107,12 @@ def ignite_errors() -> tuple[type[BaseException], ...]:
             ex.SocketError, ex.HandshakeError)
 
 
+def login_refused() -> type[BaseException]:
+    from pyignite.exceptions import AuthenticationError
+
+    return AuthenticationError
+
+
 def configured_api_key() -> str | None:
     """The key clients must send: the file ``KILN_SERVE_API_KEY_FILE`` names (a mounted Secret), else
     ``KILN_SERVE_API_KEY``; None when neither is set (no authentication, the local default). A file that is named
@@ -128,8 +135,10 @@ class Settings:
     routes: list[Route] = field(default_factory=routes_from_specs)
     default_dataset: str = field(default_factory=lambda: os.environ.get("KILN_DEFAULT_DATASET", "transactions"))
     # One node or several (``a,b:10801``): a request whose node died is retried once on another.
-    ignite_host: str = field(default_factory=lambda: os.environ.get("KILN_IGNITE_HOST", "127.0.0.1"))
-    ignite_port: int = field(default_factory=lambda: int(os.environ.get("KILN_IGNITE_PORT", "10800")))
+    ignite_host: str = field(default_factory=lambda: options_from_env()[0] or "127.0.0.1")
+    ignite_port: int = field(default_factory=lambda: options_from_env()[1] or 10800)
+    # The login and TLS the cluster asks for (KILN_IGNITE_USERNAME, KILN_IGNITE_PASSWORD_FILE, KILN_IGNITE_USE_SSL...).
+    ignite_options: dict[str, Any] = field(default_factory=lambda: options_from_env()[2], repr=False)
     prediction_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_PREDICTION_TTL", "300")))
     reload_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RELOAD_INTERVAL", "2")))
     # How long a resolved feature alias is reused: a re-warm's switch is served within this bound, and a cache hit
@@ -306,7 +315,8 @@ class Predictor:
 
         # Partition awareness would re-fetch the partition map in pure Python whenever the topology
         # moves (any cache created or dropped): ~60 ms per request here.
-        client = AioClient(partition_aware=False, handshake_timeout=self.settings.ignite_timeout)
+        client = AioClient(partition_aware=False, handshake_timeout=self.settings.ignite_timeout,
+                           **self.settings.ignite_options)
         addresses = self.settings.ignite_addresses
         random.shuffle(addresses)  # pyignite talks to the first node that answers: spread the server processes
         try:
@@ -343,6 +353,9 @@ class Predictor:
             try:
                 conn = await self._ignite()
                 return await work(*conn)
+            except login_refused() as exc:  # not a fault to retry: the deployment's login is wrong or missing
+                log.error("Ignite refused the service's login (KILN_IGNITE_USERNAME, KILN_IGNITE_PASSWORD_FILE): %s", exc)
+                raise Unavailable("the online feature store (Ignite) refused the service's login") from exc
             except ignite_errors() as exc:
                 await self._drop_ignite(conn)
                 if attempt == 2:

@@ -234,22 +234,26 @@ def _produce_events(r: Run) -> dict[str, Any]:
 
 
 def _stream(r: Run) -> dict[str, Any]:
+    from ml_tasks.feature_cache import parse_addresses
+    from ml_tasks.ignite_connection import DEFAULT_PORT, options_from_env
     from ml_tasks.layout import StreamFiles
     from ml_tasks.streaming import StreamConfig, run_stream, supervise
 
     spec, s, a = r.data_spec, r.settings, r.args
     continuous = s["stream_mode"] == "continuous"
     files = StreamFiles.of(a.data_root, spec.name)
+    hosts, port, ignite_options = options_from_env()  # the nodes, login and TLS its operator handed it
+    ignite_hosts = a.ignite_host or ",".join(f"{h}:{p}" for h, p in parse_addresses(hosts or "127.0.0.1", port or DEFAULT_PORT))
     if continuous and not a.driver:  # this process supervises; the driver is a child that may die and restart
         command = STAGES["stream"].command(
             dataset=spec.name, partition=["--data-root", str(a.data_root)],
             values={name: s[name] for name in STAGES["stream"].settings},
-            options=["--bootstrap-servers", a.bootstrap_servers, "--ignite-host", a.ignite_host, "--driver"])
+            options=["--bootstrap-servers", a.bootstrap_servers, "--ignite-host", ignite_hosts, "--driver"])
         return supervise([sys.executable, *command[1:]], s["stream_max_restarts"], files.driver_log)
     cfg = StreamConfig(
         dataset=spec.name, schema=spec.schema, limits=spec.limits, feature_cache=spec.feature_cache, bootstrap_servers=a.bootstrap_servers,
         topic=spec.topic("events"), dead_letter_topic=spec.topic("dead-letters"), alerts_topic=spec.topic("alerts"),
-        checkpoint=files.checkpoint, ignite_hosts=a.ignite_host, available_now=not continuous,
+        checkpoint=files.checkpoint, ignite_hosts=ignite_hosts, ignite_options=ignite_options, available_now=not continuous,
         trigger_seconds=s["stream_trigger_seconds"], max_events_per_batch=s["stream_max_events_per_batch"],
         run_minutes=s["stream_run_minutes"],
         alert_dead_letter_share=(spec.stream.alert_dead_letter_share if spec.stream else 0.2))
@@ -352,9 +356,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           _stream, ("stream_mode", "stream_trigger_seconds", "stream_max_events_per_batch", "stream_max_restarts",
                     "stream_run_minutes"), partition=False,
           options=(KAFKA_OPTION,
-                   (("--ignite-host",), {"default": os.environ.get("KILN_IGNITE_HOST", "127.0.0.1"),
-                                         "help": "Ignite nodes host[:port][,host[:port]] (KILN_IGNITE_HOST; a node "
-                                                 "without a port: KILN_IGNITE_PORT, else 10800)"}),
+                   (("--ignite-host",), {"help": "Ignite nodes host[:port][,host[:port]] (default: the Ignite "
+                                                 "connection AIRFLOW_CONN_IGNITE_DEFAULT, else KILN_IGNITE_HOST, else "
+                                                 "127.0.0.1; a node without a port: KILN_IGNITE_PORT, else 10800). "
+                                                 "Login and TLS: the connection's, else KILN_IGNITE_USERNAME, "
+                                                 "KILN_IGNITE_PASSWORD_FILE, KILN_IGNITE_USE_SSL"}),
                    (("--driver",), {"action": "store_true", "help": "continuous mode: run the query here, unsupervised "
                                                                     "(what the supervisor starts)"}))),
     Stage("rollback", "retire the dataset's champion; the registry re-decides without it", _rollback, partition=False),

@@ -66,6 +66,7 @@ class StreamConfig:
     alerts_topic: str
     checkpoint: Path
     ignite_hosts: str
+    ignite_options: dict[str, Any] = field(default_factory=dict, repr=False)  # login and TLS (ml_tasks.ignite_connection)
     available_now: bool = True
     trigger_seconds: float = 1.0
     max_events_per_batch: int = 500_000
@@ -166,16 +167,17 @@ class IgniteSession:
     """One pyignite client for the driver, replaced after an error; ``run`` retries work for a while (a node
     restarting) — safe because every write of a batch is idempotent."""
 
-    def __init__(self, hosts: str, retry_seconds: float):
+    def __init__(self, hosts: str, retry_seconds: float, options: dict[str, Any]):
         self.addresses = parse_addresses(hosts, int(os.environ.get("KILN_IGNITE_PORT", "10800")))
         self.retry_seconds = retry_seconds
+        self.options = options
         self.client = None
 
     def connect(self):
         if self.client is None:
             from pyignite import Client
 
-            client = Client(timeout=10.0, partition_aware=False)
+            client = Client(timeout=10.0, partition_aware=False, **self.options)
             client.connect(self.addresses)
             self.client = client
         return self.client
@@ -187,12 +189,17 @@ class IgniteSession:
                 client.close()
 
     def run(self, work, what: str):
-        from ml_tasks.serving import ignite_errors
+        from ml_tasks.serving import ignite_errors, login_refused
 
         deadline = time.monotonic() + self.retry_seconds
         while True:
             try:
                 return work(self.connect())
+            except login_refused() as exc:  # bad input, not a fault: a retry would be refused the same way
+                self.drop()
+                who = f"the login {self.options['username']!r}" if self.options.get("username") else "a stream with no login"
+                raise KilnError(f"Ignite at {self.addresses} refused {who}: {exc}; give the Ignite connection "
+                                "(ignite_default) the cluster's login") from exc
             except ignite_errors() as exc:
                 self.drop()
                 if time.monotonic() > deadline:
@@ -207,7 +214,7 @@ class StreamLease:
 
     def __init__(self, cfg: StreamConfig):
         self.cfg = cfg
-        self.ignite = IgniteSession(cfg.ignite_hosts, retry_seconds=cfg.lease_seconds)
+        self.ignite = IgniteSession(cfg.ignite_hosts, cfg.lease_seconds, cfg.ignite_options)
         self.lease: AliasLease | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
@@ -428,7 +435,7 @@ def run_stream(cfg: StreamConfig) -> dict[str, Any]:
         if cfg.available_now:  # the schedule's run while a continuous stream keeps the features fresh: nothing to do
             raise StageSkipped(message)
         raise StreamFailed(message)
-    ignite = IgniteSession(cfg.ignite_hosts, cfg.ignite_retry_seconds)
+    ignite = IgniteSession(cfg.ignite_hosts, cfg.ignite_retry_seconds, cfg.ignite_options)
     writer = BatchWriter(cfg, lease, ignite)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -7,7 +7,9 @@
 #      KILN_IGNITE_NODES (how many nodes form the cluster, default 1; node i takes each port + i),
 #      KILN_IGNITE_BACKUPS (backup copies of each cache, default 1 with two or more nodes, else 0), KILN_IGNITE_ACTIVATE=false to leave a
 #      persistent cluster inactive as a fresh one starts in Kubernetes (ignite/kiln-ignite-admin.sh activates),
-#      KILN_IGNITE_PORT / _DISCOVERY_PORT / _COMMUNICATION_PORT (10800 / 47500 / 47100).
+#      KILN_IGNITE_PORT / _DISCOVERY_PORT / _COMMUNICATION_PORT (10800 / 47500 / 47100),
+#      KILN_IGNITE_AUTHENTICATION=true: thin clients log in (needs persistence); this script logs in as
+#      KILN_IGNITE_USERNAME / KILN_IGNITE_PASSWORD (default ignite / ignite, Ignite's first user).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${KILN_IGNITE_DIR:-$root/.ignite}"
@@ -20,7 +22,18 @@ base_communication="${KILN_IGNITE_COMMUNICATION_PORT:-47100}"
 # Two or more nodes keep one backup of every cache unless told otherwise: losing a node loses no entry.
 backups="${KILN_IGNITE_BACKUPS:-$([ "$nodes" -gt 1 ] && echo 1 || echo 0)}"
 persistence="${KILN_IGNITE_PERSISTENCE:-false}"
+authentication="${KILN_IGNITE_AUTHENTICATION:-false}"
+if [ "$authentication" = "true" ] && [ "$persistence" != "true" ]; then
+  echo "ignite: KILN_IGNITE_AUTHENTICATION=true needs KILN_IGNITE_PERSISTENCE=true (Ignite keeps its users there)" >&2; exit 2
+fi
+# The script's own login (read by its Python from the environment, never on a command line).
+export KILN_IGNITE_ADMIN_USER="${KILN_IGNITE_USERNAME:-ignite}" KILN_IGNITE_ADMIN_PASSWORD="${KILN_IGNITE_PASSWORD:-ignite}"
 python="$root/.venv/bin/python"
+# A connected client, logging in when the node asks for it.
+client_py="import os; from pyignite import Client
+def client(timeout):
+    login = {'username': os.environ['KILN_IGNITE_ADMIN_USER'], 'password': os.environ['KILN_IGNITE_ADMIN_PASSWORD']} if '$authentication' == 'true' else {}
+    return Client(timeout=timeout, **login)"
 # shellcheck source=scripts/jvm_service.sh
 . "$root/scripts/jvm_service.sh"
 
@@ -30,7 +43,8 @@ pidfile() { echo "$run/ignite$(suffix "$1").pid"; }
 port_of() { echo $(( base_port + $1 )); }
 running() { [ -f "$(pidfile "$1")" ] && alive_pid "$(cat "$(pidfile "$1")")"; }
 answers() {  # a real request answered, not only an open port (the port opens before the node serves)
-  port_open "$1" && "$python" -c "from pyignite import Client; c=Client(timeout=5); c.connect('127.0.0.1', $1); c.get_cluster().get_state()" 2>/dev/null
+  port_open "$1" && "$python" -c "$client_py
+c = client(5); c.connect('127.0.0.1', $1); c.get_cluster().get_state()" 2>/dev/null
 }
 
 resolve() {
@@ -47,6 +61,7 @@ start_node() {
   IGNITE_HOME="$state" nohup java @"$root/ignite/jvm.options" \
     -Dkiln.ignite.work="$work" \
     -Dkiln.ignite.persistence="$persistence" \
+    -Dkiln.ignite.authentication="$authentication" \
     -Dkiln.ignite.backups="$backups" \
     -Dkiln.ignite.port="$port" \
     -Dkiln.ignite.discovery.port="$(( base_discovery + i ))" \
@@ -73,7 +88,8 @@ up() {
   done
   # A persistent cluster starts inactive; activating it once every node is in sets the baseline to all of them.
   if [ "$started" -gt 0 ] && [ "$persistence" = "true" ] && [ "${KILN_IGNITE_ACTIVATE:-true}" = "true" ]; then
-    "$python" -c "from pyignite import Client; c=Client(timeout=30); c.connect('127.0.0.1', $base_port); c.get_cluster().set_state(1); c.get_cache_names()"
+    "$python" -c "$client_py
+c = client(30); c.connect('127.0.0.1', $base_port); c.get_cluster().set_state(1); c.get_cache_names()"
   fi
   echo "ignite: $nodes node(s) on 127.0.0.1:$base_port..$(port_of $(( nodes - 1 ))), $backups backup(s) per cache"
 }

@@ -93,6 +93,19 @@ def ignite_node(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def secured_ignite_node(tmp_path_factory: pytest.TempPathFactory):
+    """A real Ignite node whose thin clients must log in (persistence on: Ignite keeps its users there). Its one
+    user is Ignite's first, ``node.username``/``node.password``: changing it takes SQL, which Kiln's nodes lack."""
+    from tests.ignite_node import IgniteNode
+
+    node = IgniteNode(tmp_path_factory.mktemp("ignite-secured"), port=10995, discovery_port=47730,
+                      communication_port=47340, authentication=True)
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory):
     """One real Kafka broker (KRaft, scripts/kafka.sh, port 9192) for the test session."""
     from tests.kafka_broker import KafkaBroker

@@ -22,6 +22,9 @@ class IgniteNode:
     activate: bool = True  # False: left inactive, as a fresh persistent cluster starts
     nodes: int = 1  # node i listens on each port + i
     persistence: bool = True
+    authentication: bool = False  # thin clients log in; the fixture's own client as Ignite's first user
+    username: str = "ignite"
+    password: str = "ignite"  # noqa: S105 (Ignite's documented first password, on a test node)
 
     def __post_init__(self) -> None:
         self.port, self.discovery_port, self.communication_port = (
@@ -30,6 +33,7 @@ class IgniteNode:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "KILN_IGNITE_DIR": str(self.state_dir), "KILN_IGNITE_PERSISTENCE": str(self.persistence).lower(),
+                "KILN_IGNITE_AUTHENTICATION": str(self.authentication).lower(),
                 "KILN_IGNITE_NODES": str(self.nodes),
                 **({"KILN_IGNITE_BACKUPS": str(self.backups)} if self.backups is not None else {}), "KILN_IGNITE_ACTIVATE": str(self.activate).lower(),
                 "KILN_IGNITE_PORT": str(self.port), "KILN_IGNITE_DISCOVERY_PORT": str(self.discovery_port),
@@ -64,7 +68,7 @@ class IgniteNode:
     def client(self):
         from pyignite import Client
 
-        c = Client(timeout=10.0)
+        c = Client(timeout=10.0, **({"username": self.username, "password": self.password} if self.authentication else {}))
         c.connect([("127.0.0.1", self.port + i) for i in range(self.nodes)])
         return c
 

@@ -363,7 +363,8 @@ def streaming_dag(spec: DatasetSpec) -> DAG:
             values={name: param_template(name) for name in stage.settings_for(spec)},
             options=["--bootstrap-servers", located("bootstrap_servers"), "--ignite-host", located("ignite_host")])[4:]
         locate_stream() >> KilnStageOperator(task_id="stream_events", stage="stream", arguments=arguments,
-                                             result_path=located("result_path"), pod_resources="medium")
+                                             result_path=located("result_path"), pod_resources="medium",
+                                             connections=["ignite_default"])  # its login and TLS
 
     return streaming()
 

@@ -473,3 +473,34 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
     assert not late_failures, late_failures[:10]
     assert all(counts[p].get(200) for p in counts), counts  # every phase served
     assert missing == [] and served_ids == set(entities) and health.status_code == 200  # the last node holds every entry
+
+
+def test_a_cluster_that_asks_for_a_login_is_served_with_the_configured_one_and_never_without(
+        served, secured_ignite_node, tmp_path, monkeypatch):
+    """Ignite authentication on: the service logs in as the deployment configured it (a user and a password file, as
+    a mounted Secret) and answers the same score as on an open node; without the login it answers 503, saying so."""
+    from ml_tasks.serving import Settings
+    lay, node = served["layout"], secured_ignite_node
+    warm(node.client(), "svc_features", lay.online_features, version_prefix=lay.ds + "-")
+    entity = pq.read_table(lay.online_features).column(served["online"]["key"])[0].as_py()
+    with httpx.Client(base_url=served["url"]) as http:
+        open_score = http.get(f"/predict/{entity}").json()["score"]
+
+    monkeypatch.delenv("AIRFLOW_CONN_IGNITE_DEFAULT", raising=False)  # the service's own settings, not a connection
+    password_file = tmp_path / "ignite-password"
+    password_file.write_text(node.password + "\n")
+    monkeypatch.setenv("KILN_IGNITE_USERNAME", node.username)
+    monkeypatch.setenv("KILN_IGNITE_PASSWORD_FILE", str(password_file))
+    logged_in = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=node.port)
+    monkeypatch.delenv("KILN_IGNITE_USERNAME")
+    monkeypatch.delenv("KILN_IGNITE_PASSWORD_FILE")
+    anonymous = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=node.port)
+
+    with running_service(logged_in) as url, httpx.Client(base_url=url) as http:
+        answer = http.get(f"/predict/{entity}")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["score"] == pytest.approx(open_score, abs=1e-12)
+    with running_service(anonymous) as url, httpx.Client(base_url=url) as http:
+        refused = http.get(f"/predict/{entity}")
+        assert refused.status_code == 503
+        assert refused.json()["detail"] == "the online feature store (Ignite) refused the service's login"

@@ -280,3 +280,27 @@ def test_the_supervisor_restarts_a_dying_driver_then_fails_loudly_with_its_last_
     assert "lost my partition leader" in str(failed.value)
     assert time.monotonic() - began >= 3  # backoff 1 s, then 2 s, between the three starts
     assert (tmp_path / "driver.log").read_text().count("--- driver start") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.ignite
+@pytest.mark.kafka
+def test_the_stream_logs_in_with_the_ignite_connections_login_and_fails_clearly_without_it(
+        tmp_path, kafka_broker, secured_ignite_node):
+    """A cluster that asks for a login: the stream takes it from the Ignite connection its operator hands it (as
+    AIRFLOW_CONN_IGNITE_DEFAULT, or a pod's Secret); without it the stage fails as bad input (exit 2), naming it."""
+    spec = stream_spec(tmp_path, "stream_login")
+    node = secured_ignite_node
+    env = {k: v for k, v in stream_env(tmp_path, kafka_broker, node).items() if k != "KILN_IGNITE_HOST"}
+    sent = produce(spec, kafka_broker, rate=1000, seconds=1, entities=200)
+
+    env["AIRFLOW_CONN_IGNITE_DEFAULT"] = f"ignite://127.0.0.1:{node.port}"
+    refused = subprocess.run([sys.executable, "-m", "ml_tasks", "stream", "--dataset", spec.name], env=env,
+                             capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "refused a stream with no login" in refused.stderr
+
+    env["AIRFLOW_CONN_IGNITE_DEFAULT"] = f"ignite://{node.username}:{node.password}@127.0.0.1:{node.port}"
+    result = cli(["stream", "--dataset", spec.name], env)
+    assert result["events"] == sent["produced"] == result["applied"] + result["older"], result
+    assert len(cache_entries(node.client(), stream_cache_name(spec.feature_cache))) == result["entities"] > 0

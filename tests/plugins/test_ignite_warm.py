@@ -115,6 +115,22 @@ def test_dead_node_is_a_clear_error():
         pass
 
 
+def test_the_warm_operator_logs_in_with_its_connections_login(secured_ignite_node, tmp_path, monkeypatch):
+    """A cluster that asks for a login: the hook passes the connection's login (URI or JSON form) to every client,
+    the warm's loaders too; a connection without it is refused by the node."""
+    from pyignite.exceptions import AuthenticationError
+
+    node = secured_ignite_node
+    monkeypatch.setenv("AIRFLOW_CONN_IGNITE_DEFAULT", json.dumps(
+        {"conn_type": "ignite", "host": "127.0.0.1", "port": node.port, "login": node.username, "password": node.password}))
+    result = warm_operator(source(tmp_path, 3_000, "login"), "t_login").execute(context={})
+    assert current_version(node.client(), "t_login") == result["version"]
+    monkeypatch.setenv("AIRFLOW_CONN_IGNITE_DEFAULT", f"ignite://127.0.0.1:{node.port}")
+    with pytest.raises(AuthenticationError):
+        warm_operator(source(tmp_path, 3_000, "login2"), "t_login").execute(context={})
+    assert current_version(node.client(), "t_login") == result["version"]
+
+
 def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_partial_version(ignite_node, tmp_path):
     client = ignite_node.client()
     old = warm(client, "t_crash", source(tmp_path, 2_000, "old"), version_prefix="2026-01-01-")["version"]

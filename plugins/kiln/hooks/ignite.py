@@ -51,17 +51,12 @@ class IgniteHook(BaseHook):
             return [("127.0.0.1", DEFAULT_PORT)], {"timeout": 10.0, "partition_aware": False}
         extra = conn.extra_dejson
         from ml_tasks.feature_cache import parse_addresses
+        from ml_tasks.ignite_connection import client_options
 
         addresses = parse_addresses(conn.host or "127.0.0.1", int(conn.port or DEFAULT_PORT))
         kwargs: dict[str, Any] = {"timeout": float(extra.get("timeout", 10.0)),
-                                  "partition_aware": str(extra.get("partition_aware", "false")).lower() == "true"}
-        if conn.login:
-            kwargs.update(username=conn.login, password=conn.password)
-        if str(extra.get("use_ssl", "false")).lower() == "true":
-            kwargs["use_ssl"] = True
-            for key in ("ssl_ca_file", "ssl_certfile", "ssl_keyfile"):
-                if extra.get(key):
-                    kwargs[key] = extra[key]
+                                  "partition_aware": str(extra.get("partition_aware", "false")).lower() == "true",
+                                  **client_options(conn.login, conn.password, extra)}
         return addresses, kwargs
 
     @contextlib.contextmanager

@@ -112,10 +112,18 @@ class KilnStageOperator(BaseOperator):
         return {}
 
     def _connections(self) -> dict[str, str]:
-        """The stage's connections as ``AIRFLOW_CONN_<ID>`` values; fetching registers their secrets with the masker."""
+        """The stage's connections as ``AIRFLOW_CONN_<ID>`` values; fetching registers their secrets with the masker.
+        One that is not defined is left out: the stage names what it lacks (or, as Ignite's, has a local default)."""
         from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
-        return {f"AIRFLOW_CONN_{conn_id.upper()}": BaseHook.get_connection(conn_id).get_uri() for conn_id in self.connections}
+        found = {}
+        for conn_id in self.connections:
+            try:
+                found[f"AIRFLOW_CONN_{conn_id.upper()}"] = BaseHook.get_connection(conn_id).get_uri()
+            except AirflowNotFoundException:
+                self.log.info("connection %s is not defined; the stage runs without it", conn_id)
+        return found
 
     def _run_local(self, connections: dict[str, str]) -> None:
         from ml_tasks.processes import stage_environment
