@@ -5,7 +5,7 @@ bounded whatever the source's size. Only the spec's columns are kept. A column i
 type its role is stored as (``DatasetSchema.storage_type``) only where that cannot fail or lose
 anything (integers to float for numeric features, ids to text); anything else is written as it came,
 and validation, not ingest, names the column and the rule it breaks. Rows that break the spec's limits
-(``ml_tasks.event_rules``: an id or a text value too long, an event time after the row was received) are set
+(``ml_tasks.event_rules``: an id or a text value too long, an event time after its day ended) are set
 aside in ``REJECTED_FILE`` with the reason, as the stream dead-letters the same events.
 """
 

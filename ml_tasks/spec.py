@@ -148,7 +148,7 @@ class EventLimits(_Strict):
 
     max_future_seconds: int = Field(300, ge=0, le=7 * 86_400, description=(
         "an event time more than this after the event was received (a message: the broker's timestamp; a source "
-        "row: the end of its day, or the time it was read if earlier) is refused"))
+        "row: the end of its day) is refused"))
     max_key_length: int = Field(256, ge=1, le=65_536, description="characters of the entity id")
     max_text_length: int = Field(1_024, ge=1, le=1_048_576, description="characters of a categorical value")
     max_message_bytes: int = Field(65_536, ge=1_024, le=8_388_608, description="bytes of one Kafka message")

@@ -38,6 +38,9 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$state/data
 num.partitions=4
 auto.create.topics.enable=true
+# every topic's messages carry the time the broker received them (a producer's clock cannot set it): Kiln checks
+# event times against it, also on an events topic a producer created by writing first (docs/streaming.md)
+log.message.timestamp.type=LogAppendTime
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
