@@ -56,6 +56,10 @@ def stage_run(args: argparse.Namespace) -> Run:
     lay = Layout.at(args.data_root, args.dataset, args.ds, args.run_id) if stage.partition else None
     if lay is not None and stage.name != "ingest" and lay.spec_snapshot.exists():
         spec = DatasetSpec.model_validate_json(lay.spec_snapshot.read_text())
+        if spec.name != args.dataset or spec.registry_name != load_named(args.dataset).registry_name:
+            # the run folder is writable by the run's own (trainer) code: its snapshot may not name another model
+            raise KilnError(f"{lay.spec_snapshot} is the spec of dataset {spec.name!r} (model {spec.registry_name!r}), "
+                            f"not of this run's dataset {args.dataset!r}; rerun the run from ingest")
     else:
         spec = load_named(args.dataset)
     if lay is not None:

@@ -53,18 +53,18 @@ def parse_connection(value: str) -> tuple[str | None, int | None, dict[str, Any]
         extra = json.loads(extra) if isinstance(extra, str) else extra
         port = conn.get("port")
         return conn.get("host"), int(port) if port else None, client_options(conn.get("login"), conn.get("password"), extra)
-    # Not urlsplit's hostname/port: a host list "a,b:10801" is one netloc that they would misread.
+    # Not urlsplit's hostname/port: a host list is one netloc they would misread. Airflow's get_uri() quotes the
+    # host ("a%2Cb:10801": 10801 is every node's port); a hand-written "a,b:10801" gives that node its own port.
     parts = urlsplit(value)
     credentials, _, hosts = parts.netloc.rpartition("@")
     login, _, password = credentials.partition(":")
     query = dict(parse_qsl(parts.query))
     extra = json.loads(query["__extra__"]) if "__extra__" in query else query
-    hosts = unquote(hosts)
     port = None
     if "," not in hosts and hosts.rpartition(":")[2].isdigit():
         hosts, _, port_text = hosts.rpartition(":")
         port = int(port_text)
-    return hosts or None, port, client_options(unquote(login) or None, unquote(password) or None, extra)
+    return unquote(hosts) or None, port, client_options(unquote(login) or None, unquote(password) or None, extra)
 
 
 def options_from_env(env: Mapping[str, str] = os.environ) -> tuple[str | None, int | None, dict[str, Any]]:

@@ -29,7 +29,7 @@ _DS = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Model, candidate and cache names become folder and cache names: no separators, dots or case games.
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _RUN_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_HASHED_RUN_KEY = re.compile(r"-[0-9a-f]{16}$")  # how run_key ends a hashed key
+_HASHED_RUN_KEY = re.compile(r"-[0-9a-f]{8}(?:[0-9a-f]{8})?$")  # how run_key ends a hashed key (8: before 16)
 
 
 def check_ds(ds: str) -> str:
@@ -55,8 +55,8 @@ def run_key(run_id: str) -> str:
     """A folder name for an Airflow run id: the id itself when safe, else a readable slug plus its hash.
 
     One run id, one folder, and never another run's: an id is kept as it is only when it is safe and does not
-    end like a hashed key (``-`` and 16 hex digits), so no id chosen to equal another run's slug-plus-hash is kept
-    verbatim; it is hashed itself. Two hashed keys meet only if SHA-256's first 64 bits do (no one can aim a run
+    end like a hashed key (``-`` and 16 hex digits, or the 8 of keys made before), so no id chosen to equal another
+    run's slug-plus-hash is kept verbatim; it is hashed itself. Two hashed keys meet only if SHA-256's first 64 bits do (no one can aim a run
     id at a given one, as 32 bits could be)."""
     if not run_id:
         raise ValueError("run id must not be empty")

@@ -24,6 +24,8 @@ def plan_run(dataset: str, params: dict[str, Any], data_root: str, logical_date:
              run_after: datetime | None, run_id: str = "manual") -> dict[str, Any]:
     """Check the run's params against the dataset's spec (naming a bad one) and resolve its partition and paths."""
     spec = load_named(dataset)
+    if params.get("model_name") == spec.registry_name:  # a run started before the model left the form names its own
+        params = {k: v for k, v in params.items() if k != "model_name"}
     settings = resolve(spec, params, where="param")
     ds = spec.check_partition(resolve_partition(settings["partition_date"], logical_date, run_after))
     if settings.get("input_path"):  # refused before any stage runs (ingest checks again, on what it reads)

@@ -29,10 +29,12 @@ def stage_environment(parent: Mapping[str, str], extra: Mapping[str, str] | None
 
     ``extra`` is what the operator decided the stage needs (its ``AIRFLOW_CONN_*`` connections,
     ``SPARK_REMOTE``); it is taken as given. From ``parent`` only ``STAGE_ENV_NAMES`` and names starting
-    with ``STAGE_ENV_PREFIXES`` pass, never one that names a secret, never an ``AIRFLOW*`` variable.
+    with ``STAGE_ENV_PREFIXES`` pass, never one that names a secret (the path of a secret's file, ``*_FILE``, does),
+    never an ``AIRFLOW*`` variable.
     """
     env = {name: value for name, value in parent.items()
-           if (name in STAGE_ENV_NAMES or name.startswith(STAGE_ENV_PREFIXES)) and not _SECRET_NAME.search(name)}
+           if (name in STAGE_ENV_NAMES or name.startswith(STAGE_ENV_PREFIXES))
+           and (not _SECRET_NAME.search(name) or name.endswith("_FILE"))}  # a file's path is not the secret
     env.update(extra or {})
     return env
 

@@ -59,7 +59,7 @@ from ml_tasks.feature_cache import (
     parse_addresses,
     prediction_key,
 )
-from ml_tasks.ignite_connection import options_from_env
+from ml_tasks.ignite_connection import DEFAULT_PORT, options_from_env
 from ml_tasks.layout import default_data_root, registry_root
 from ml_tasks.model_bundle import ModelBundle
 from ml_tasks.registry import STATE_FILE, champion_dir, model_root
@@ -134,11 +134,11 @@ class Settings:
     data_root: Path = field(default_factory=default_data_root)
     routes: list[Route] = field(default_factory=routes_from_specs)
     default_dataset: str = field(default_factory=lambda: os.environ.get("KILN_DEFAULT_DATASET", "transactions"))
-    # One node or several (``a,b:10801``): a request whose node died is retried once on another.
-    ignite_host: str = field(default_factory=lambda: options_from_env()[0] or "127.0.0.1")
-    ignite_port: int = field(default_factory=lambda: options_from_env()[1] or 10800)
-    # The login and TLS the cluster asks for (KILN_IGNITE_USERNAME, KILN_IGNITE_PASSWORD_FILE, KILN_IGNITE_USE_SSL...).
-    ignite_options: dict[str, Any] = field(default_factory=lambda: options_from_env()[2], repr=False)
+    # One node or several (``a,b:10801``): a request whose node died is retried once on another. None: from the
+    # environment (ml_tasks.ignite_connection), as the login and TLS the cluster asks for are (``ignite_options``).
+    ignite_host: str | None = None
+    ignite_port: int | None = None
+    ignite_options: dict[str, Any] | None = field(default=None, repr=False)
     prediction_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_PREDICTION_TTL", "300")))
     reload_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RELOAD_INTERVAL", "2")))
     # How long a resolved feature alias is reused: a re-warm's switch is served within this bound, and a cache hit
@@ -150,6 +150,12 @@ class Settings:
     max_entity_id_chars: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_ENTITY_ID_CHARS", "256")))
     max_batch_ids: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_BATCH_IDS", "1000")))
     api_key: str | None = field(default_factory=configured_api_key, repr=False)
+
+    def __post_init__(self) -> None:
+        hosts, port, options = options_from_env()  # read once: it may read a password file
+        self.ignite_host = self.ignite_host or hosts or "127.0.0.1"
+        self.ignite_port = self.ignite_port or port or DEFAULT_PORT
+        self.ignite_options = options if self.ignite_options is None else self.ignite_options
 
     @property
     def ignite_addresses(self) -> list[tuple[str, int]]:

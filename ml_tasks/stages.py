@@ -356,11 +356,11 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
           _stream, ("stream_mode", "stream_trigger_seconds", "stream_max_events_per_batch", "stream_max_restarts",
                     "stream_run_minutes"), partition=False,
           options=(KAFKA_OPTION,
-                   (("--ignite-host",), {"help": "Ignite nodes host[:port][,host[:port]] (default: the Ignite "
-                                                 "connection AIRFLOW_CONN_IGNITE_DEFAULT, else KILN_IGNITE_HOST, else "
-                                                 "127.0.0.1; a node without a port: KILN_IGNITE_PORT, else 10800). "
-                                                 "Login and TLS: the connection's, else KILN_IGNITE_USERNAME, "
-                                                 "KILN_IGNITE_PASSWORD_FILE, KILN_IGNITE_USE_SSL"}),
+                   (("--ignite-host",), {"help": "Ignite nodes host[:port][,host[:port]] (default: KILN_IGNITE_HOST, "
+                                                 "else the Ignite connection AIRFLOW_CONN_IGNITE_DEFAULT's, else "
+                                                 "127.0.0.1; a node without a port: KILN_IGNITE_PORT, else the "
+                                                 "connection's, else 10800). Login and TLS: the connection's, else "
+                                                 "KILN_IGNITE_USERNAME, KILN_IGNITE_PASSWORD_FILE, KILN_IGNITE_USE_SSL"}),
                    (("--driver",), {"action": "store_true", "help": "continuous mode: run the query here, unsupervised "
                                                                     "(what the supervisor starts)"}))),
     Stage("rollback", "retire the dataset's champion; the registry re-decides without it", _rollback, partition=False),

@@ -35,6 +35,7 @@ from ml_tasks import event_rules as rules
 from ml_tasks import ignite_fast  # noqa: F401
 from ml_tasks.errors import KilnError, StageSkipped
 from ml_tasks.feature_cache import AliasLease, LeaseLost, apply_stream_batch, parse_addresses
+from ml_tasks.ignite_connection import DEFAULT_PORT
 from ml_tasks.schema import DatasetSchema
 from ml_tasks.spark_session import streaming_session
 
@@ -168,7 +169,7 @@ class IgniteSession:
     restarting) — safe because every write of a batch is idempotent."""
 
     def __init__(self, hosts: str, retry_seconds: float, options: dict[str, Any]):
-        self.addresses = parse_addresses(hosts, int(os.environ.get("KILN_IGNITE_PORT", "10800")))
+        self.addresses = parse_addresses(hosts, int(os.environ.get("KILN_IGNITE_PORT", DEFAULT_PORT)))
         self.retry_seconds = retry_seconds
         self.options = options
         self.client = None

@@ -47,7 +47,8 @@ write_env() {
   export AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT="$port"
   export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="$log_port"
   export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="$((log_port + 1))"
-  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin"
+  # name:role pairs (KILN_AIRFLOW_USERS, e.g. "admin:admin,reviewer:user"); passwords are generated into the file below
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${KILN_AIRFLOW_USERS:-admin:admin}"
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$state/admin-password.json"
   export AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL=10
   export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=10

@@ -95,4 +95,5 @@ def pod(*, name: str, namespace: str, labels: dict[str, str], containers: list[k
         api_version="v1", kind="Pod",
         metadata=k8s.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
         spec=k8s.V1PodSpec(restart_policy="Never", security_context=pod_security_context(), containers=containers,
-                           volumes=volumes(), active_deadline_seconds=active_deadline_seconds))
+                           volumes=volumes(), active_deadline_seconds=active_deadline_seconds,
+                           automount_service_account_token=False))  # a stage never calls the Kubernetes API

@@ -29,7 +29,7 @@ class AirflowServer:
     pg_port: int = 5533
     log_port: int = 8893
     extra_env: dict[str, str] = field(default_factory=dict)
-    _token: str | None = field(default=None, repr=False)
+    _tokens: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.port, self.pg_port, self.log_port = (shifted(p) for p in (self.port, self.pg_port, self.log_port))
@@ -91,14 +91,18 @@ class AirflowServer:
 
     @property
     def password(self) -> str:
-        return json.loads((self.state / "admin-password.json").read_text())["admin"]
+        return self.password_of("admin")
 
-    def api(self) -> httpx.Client:
-        if self._token is None:
-            resp = httpx.post(f"{self.url}/auth/token", json={"username": "admin", "password": self.password})
+    def password_of(self, user: str) -> str:
+        return json.loads((self.state / "admin-password.json").read_text())[user]
+
+    def api(self, user: str = "admin") -> httpx.Client:
+        if user not in self._tokens:
+            resp = httpx.post(f"{self.url}/auth/token", json={"username": user, "password": self.password_of(user)})
             resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        return httpx.Client(base_url=f"{self.url}/api/v2", headers={"Authorization": f"Bearer {self._token}"}, timeout=30)
+            self._tokens[user] = resp.json()["access_token"]
+        return httpx.Client(base_url=f"{self.url}/api/v2", headers={"Authorization": f"Bearer {self._tokens[user]}"},
+                            timeout=30)
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

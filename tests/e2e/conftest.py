@@ -43,7 +43,9 @@ def airflow_server(tmp_path_factory, ignite_node, spark_stages_over_connect, kaf
     kafka = {"conn_type": "kafka", "extra": {"bootstrap.servers": kafka_broker.bootstrap, "group.id": "kiln-e2e",
                                               "auto.offset.reset": "earliest"}}
     server = AirflowServer(state=state, data_root=base / "data", ignite_uri=ignite_node.connection_uri(), datasets=datasets,
-                           extra_env={"AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka)})
+                           extra_env={"AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(kafka),
+                                      # a second person: the approval tests assign a request to her alone
+                                      "KILN_AIRFLOW_USERS": "admin:admin,reviewer:user"})
     server.up()
     try:
         for dag_id in ("kiln_training", "kiln_cache_refresh"):

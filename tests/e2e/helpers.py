@@ -29,12 +29,12 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def dataset_of_its_own(server, name: str, refresh: bool = False) -> str:
+def dataset_of_its_own(server, name: str, refresh: bool = False, extra: str = "") -> str:
     """A copy of the transactions spec as dataset ``name`` (so a model of its own: a run registers only into its
-    dataset's model), without its stream and schedule, added to the running server; its training DAG's id, unpaused
-    (and its cache refresh DAG's, with ``refresh``)."""
+    dataset's model), without its stream and schedule, plus the spec text ``extra``, added to the running server;
+    its training DAG's id, unpaused (and its cache refresh DAG's, with ``refresh``)."""
     root = Path(__file__).resolve().parents[2]
-    text = (root / "datasets" / "transactions.yaml").read_text().replace("stream: {}\n", "") + "schedule: null\n"
+    text = (root / "datasets" / "transactions.yaml").read_text().replace("stream: {}\n", "") + "schedule: null\n" + extra
     (server.datasets / f"{name}.yaml").write_text(text)
     dag_ids = [f"kiln_training_{name}", *([f"kiln_cache_refresh_{name}"] if refresh else [])]
     for dag_id in dag_ids:
@@ -100,8 +100,9 @@ def wait_for_approval_request(server, run_id: str, timeout: float = 600, dag_id:
     raise AssertionError(f"run {run_id} did not ask for approval within {timeout}s")
 
 
-def answer(server, run_id: str, option: str, reason: str, dag_id: str = "kiln_training") -> None:
-    with server.api() as api:
+def answer(server, run_id: str, option: str, reason: str, dag_id: str = "kiln_training", user: str = "admin",
+           expect: int = 200) -> None:
+    with server.api(user) as api:
         resp = api.patch(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails",
                          json={"chosen_options": [option], "params_input": {"reason": reason}})
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == expect, resp.text

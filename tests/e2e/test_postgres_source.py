@@ -49,6 +49,7 @@ def card_events(airflow_server):
                              capture_output=True, text=True, timeout=120, env=env)
     assert drafted.returncode == 0, drafted.stderr
     spec = drafted.stdout + "settings: {max_positive_rate: 0.6, candidates: [mxnet_mlp]}\n"  # the review's edit
+    spec += "input_roots: [/nowhere]\n"  # where the masking test's input_path (a file that is not there) may point
     (airflow_server.datasets / "card_events.yaml").write_text(spec)
     airflow_server.wait_for_dag(DAG_ID)
     with airflow_server.api() as api:

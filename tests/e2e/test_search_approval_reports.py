@@ -59,6 +59,28 @@ def test_an_approval_through_rest_promotes_the_version_with_who_and_why(airflow_
     assert xcom(airflow_server, approved_run, "promotion_decision")["champion_changed"]
 
 
+def test_only_the_specs_approvers_may_answer_and_the_form_cannot_turn_approval_off(airflow_server):
+    """A spec that requires approval by a named person: a trigger that turns approval off is refused before a run
+    starts; the request is that person's alone (Airflow refuses the admin's answer, 403), and her answer decides."""
+    dag_id = dataset_of_its_own(airflow_server, "reviewed",
+                                extra="approval: {required: true, approvers: {users: [reviewer]}}\n")
+    with airflow_server.api() as api:
+        off = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None,
+                                                        "conf": {**CONF, "require_approval": False}})
+    assert off.status_code in (400, 422), off.text
+    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-03"}, dag_id)
+    request = wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
+    assert [u["id"] for u in request["assigned_users"]] == ["reviewer"]
+    answer(airflow_server, run_id, "Approve", "I own this model", dag_id, user="admin", expect=403)
+    assert registry(airflow_server, "reviewed")["champion"] is None
+    answer(airflow_server, run_id, "Approve", "checked by its approver", dag_id, user="reviewer")
+    run = airflow_server.wait_for_run(dag_id, run_id)
+    assert run["state"] == "success", airflow_server.task_instances(dag_id, run_id)
+    state = registry(airflow_server, "reviewed")
+    assert state["champion"] == "2026-04-03"
+    assert state["versions"]["2026-04-03"]["approval"]["by"] == "reviewer"
+
+
 def test_the_search_fans_out_as_mapped_trials_and_the_best_trains_the_candidate(airflow_server, approved_run):
     with airflow_server.api() as api:
         trials = api.get(f"/dags/kiln_training_approved_rest/dagRuns/{approved_run}/taskInstances",

@@ -78,6 +78,15 @@ def test_every_overlay_applies_with_no_extra_flags_and_its_controllers_create_ev
         assert not refused, refused
         assert seen[-1] == workloads
 
+    # No Kiln pod calls the Kubernetes API, so none carries a token a process in it could use; each carries the
+    # label Kiln's network policies select it by, and only Kiln's pods are denied by default (not Airflow's).
+    pods = prod.objects("pods", namespace)
+    assert [p["metadata"]["name"] for p in pods if p["spec"].get("automountServiceAccountToken") is not False] == []
+    assert [v["name"] for p in pods for v in p["spec"].get("volumes", []) if v["name"].startswith("kube-api-access")] == []
+    assert {p["metadata"]["labels"].get("app.kubernetes.io/part-of") for p in pods} == {"kiln"}
+    deny = next(o for o in rendered if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "default-deny-ingress")
+    assert deny["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "kiln"}}
+
 
 def can_i(kube, verb: str, resource: str, namespace: str = NAMESPACE) -> bool:
     resource, _, subresource = resource.partition("/")  # `can-i create pods/exec` would ask about pods

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -143,7 +143,7 @@ def test_input_path_reads_only_under_the_specs_roots_with_links_and_dots_resolve
 def test_a_partition_in_the_future_or_before_the_specs_start_is_refused_by_every_stage(specs, data_root):
     (specs / "mine.yaml").write_text(SPEC + "start_date: 2026-01-01\n")
     spec = load_spec(specs / "mine.yaml")
-    today = date.today()
+    today = datetime.now(UTC).date()  # the spec checks against UTC
     assert spec.check_partition((today + timedelta(days=1)).isoformat())
     for ds, message in [((today + timedelta(days=2)).isoformat(), "is in the future"),
                         ("2099-01-01", "is in the future"), ("2025-12-31", "is before dataset 'mine''s start_date")]:

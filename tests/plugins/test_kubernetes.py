@@ -84,6 +84,7 @@ def test_each_heavy_step_becomes_a_valid_pod(dag, task_id):
     assert not [e for e in container["env"] if "valueFrom" in e]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/data", "/tmp"}
     assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False  # a stage never calls the API: no token in the pod
 
 
 def test_a_stage_s_pod_gets_its_own_connections_from_the_secret_and_no_other():

@@ -13,6 +13,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException
 
 from tests.conftest import PROJECT_ROOT
+from tests.ml_tasks.test_trainer_contract import SPEC as TRAINER_SPEC
 
 
 def group_alive(pgid: int) -> bool:
@@ -76,14 +77,8 @@ def test_a_stage_that_ends_before_its_timeout_keeps_its_own_outcome(data_root, t
         stage("ingest", "--dataset", "mine").execute(context={})
 
 
-ENV_SPEC = """
-task: regression
-source: {kind: sklearn, dataset: diabetes}
-key: row_id
-label: target
-features: {numeric: [age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]}
-python_path: [PATH]
-trainers:
+# The contract tests' diabetes spec with one trainer that writes down the environment it sees.
+ENV_SPEC = TRAINER_SPEC.split("trainers:")[0] + """trainers:
   nosy:
     entry: env_trainer:train
     scorer: broken_trainers:load

@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-DEFAULT_PORT = 10800
+from ml_tasks.ignite_connection import DEFAULT_PORT  # one default port for every client
 
 
 class IgniteConnectionError(ConnectionError):

@@ -67,6 +67,7 @@ class KilnPodOperator(KubernetesPodOperator):
             env_vars=[*pod_spec.environment(data_mount), *(k8s.V1EnvVar(name=k, value=v) for k, v in (stage_env or {}).items()),
                       *pod_spec.connection_env(list(connections or []))],
             termination_message_policy="FallbackToLogsOnError",  # the stage's last lines explain a failure
+            automount_service_account_token=False,  # a stage never calls the Kubernetes API: no token to steal
             labels={"app.kubernetes.io/part-of": "kiln", "kiln.io/stage": stage},  # KPO adds dag/task/run/try
             skip_on_exit_code=SKIP_EXIT_CODE,  # the stage says why it cannot run here
             **kwargs,
