@@ -175,7 +175,7 @@ def register(
         # The loser's artifact is named by no state; _remove_orphans takes it later, as a killed register's.
         _check_metric(state, model_name, metric)
         state["primary_metric"], state["higher_is_better"] = metric, higher
-        previous_champion = state["champion"]
+        previous_champion = champion_registration(state)
         replaced = state["versions"].get(ds, {}).get("registration")
         if ds in state["rolled_back"]:
             state["rolled_back"].remove(ds)  # a new registration of the day is a new model; its rollback was of the old one
@@ -197,13 +197,23 @@ def register(
             "approval_request": approval_request(state, model_name, ds) if require_approval else None}
 
 
-def _decision(state: dict[str, Any], model_name: str, ds: str, previous_champion: str | None) -> dict[str, Any]:
+def champion_registration(state: dict[str, Any]) -> tuple[str, str] | None:
+    """The champion as what serving loads: its version and that version's registration (a rerun of the champion's
+    day replaces the registration, so the model and its features, under the same version)."""
+    champion = state["champion"]
+    return (champion, state["versions"][champion]["registration"]) if champion else None
+
+
+def _decision(state: dict[str, Any], model_name: str, ds: str, previous: tuple[str, str] | None) -> dict[str, Any]:
     rec = state["versions"][ds]
+    current = champion_registration(state)
     return {"model_name": model_name, "version": ds, "registration": rec["registration"],
             "primary_metric": state["primary_metric"], "promoted": rec["promoted"], "reasons": rec["reasons"],
-            "approval": rec.get("approval"), "champion": state["champion"], "previous_champion": previous_champion,
-            # a new champion to announce and warm (none, after a rollback of the last one, is nothing to serve)
-            "champion_changed": state["champion"] not in (None, previous_champion),
+            "approval": rec.get("approval"), "champion": state["champion"],
+            "previous_champion": previous[0] if previous else None,
+            # a new champion to announce and warm, or the champion's day registered anew (another model and features
+            # under the same version); none, after a rollback of the last one, is nothing to serve
+            "champion_changed": current is not None and current != previous,
             "champion_features": _features_of(state)}
 
 
@@ -246,7 +256,7 @@ def record_approval(registry_root: Path, model_name: str, ds: str, registration:
     An answer about a registration the day no longer has (a rerun replaced it) changes nothing."""
     check_ds(ds)
     with _locked(model_root(registry_root, model_name)) as state:
-        previous_champion = state["champion"]
+        previous_champion = champion_registration(state)
         rec = state["versions"].get(ds)
         if rec is None or rec["registration"] != registration:
             raise KilnError(f"{model_name}/{ds} registration {registration} is not the day's registration any more "

@@ -346,6 +346,19 @@ def test_two_first_registrations_ranked_on_different_metrics_never_mix_them(data
     assert state["champion"] == registered[0]
 
 
+def test_a_new_registration_of_the_champions_day_is_a_champion_change_to_warm(data_root):
+    """A second run of the champion's day replaces its registration (another model, other features) under the same
+    version: serving loads the new one, so the online features must move with it (an e2e backfill found the alias
+    on the first run's features while the registry named the second's)."""
+    first = run_day(data_root, "2026-05-01", signal=1.0)
+    assert first["champion_changed"]
+    again = run_day(data_root, "2026-05-01", signal=1.5)
+    assert again["champion"] == "2026-05-01" and again["registration"] != first["registration"]
+    assert again["champion_changed"] and again["previous_champion"] == "2026-05-01"
+    other_day = run_day(data_root, "2026-04-30", signal=1.0)  # an older day does not displace the champion
+    assert other_day["champion"] == "2026-05-01" and not other_day["champion_changed"]
+
+
 def test_a_version_awaiting_approval_is_not_promoted_until_a_person_approves_it(data_root):
     run_day(data_root, "2026-05-01", signal=0.5)
     waiting = run_day(data_root, "2026-05-02", signal=2.0, require_approval=True)
