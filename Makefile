@@ -27,16 +27,24 @@ export PYTHONPATH := $(CURDIR)/plugins
 
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
+# Debian packages by group (scripts/system_deps.sh): each target asks for what it runs; silent when installed.
+DEPS := deps-core deps-services deps-postgres deps-k8s deps-bench deps-test
 
-.PHONY: setup singa k8s-binaries demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down kafka-up kafka-down airflow-up airflow-down k8s-up k8s-down clean
+.PHONY: setup setup-test singa k8s-binaries $(DEPS) demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down kafka-up kafka-down airflow-up airflow-down k8s-up k8s-down clean
 
-# `setup` does nothing when the venv matches requirements.txt/pyproject.toml, Singa is installed, the
-# Kubernetes control plane is built and the DB is migrated. Singa compiles once per machine (~2.5 min on
-# 2 cores), the control plane too (~8 min): both are cached in ~/.cache/kiln.
-setup: $(STAMP) singa k8s-binaries $(AIRFLOW_HOME)/airflow.db
+# `setup`: what every target needs, and all that `make demo` runs: Java 17 and curl, the venv, Singa, the
+# migrated DB. `setup-test` adds what only the tests use: the Kubernetes control plane's binaries and every
+# Debian package the tests run (Chromium, kubectl, PostgreSQL, Maven, wrk, strace). Both do nothing when it is
+# all there. Singa compiles once per machine (~2.5 min on 2 cores), the control plane too (~8 to 12 min): both
+# are cached in ~/.cache/kiln.
+setup: deps-core $(STAMP) singa $(AIRFLOW_HOME)/airflow.db
 
-$(STAMP): requirements.txt pyproject.toml scripts/system_deps.sh
-	scripts/system_deps.sh
+setup-test: setup deps-test k8s-binaries
+
+$(DEPS): deps-%:
+	@scripts/system_deps.sh $*
+
+$(STAMP): requirements.txt pyproject.toml | deps-core
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements.txt
@@ -59,22 +67,22 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 demo: setup
 	scripts/demo.sh $(DEMO_DATE)
 
-test: setup
+test: setup-test
 	scripts/run_tests.sh $(PYTEST_ARGS)
 
 # Each figure beside its baseline (same run) and goal; results in bench/results/{full,quick}/ (table + PNG plots).
-bench: setup
+bench: setup deps-bench deps-postgres
 	python bench/run.py
 	python bench/bench_mxnet.py
 	python bench/bench_postgres.py
 
-bench-quick: setup
+bench-quick: setup deps-bench
 	python bench/run.py --quick
 
 lint: setup
 	ruff check .
 
-ignite-up: setup
+ignite-up: setup deps-services
 	scripts/ignite.sh up
 
 ignite-down:
@@ -93,20 +101,20 @@ spark-connect-down:
 	scripts/spark_connect.sh down
 
 # One KRaft broker (no ZooKeeper) on 127.0.0.1:9092 from Maven Central jars; its topics survive down/up.
-kafka-up: setup
+kafka-up: setup deps-services
 	scripts/kafka.sh up
 
 kafka-down:
 	scripts/kafka.sh down
 
-airflow-up: setup
+airflow-up: setup deps-postgres
 	scripts/airflow.sh up
 
 airflow-down:
 	scripts/airflow.sh down
 
 # A real control plane on loopback (kwok plays the node); prints the kubeconfig to point kubectl at.
-k8s-up: k8s-binaries
+k8s-up: deps-k8s k8s-binaries
 	scripts/k8s.sh up
 
 k8s-down:

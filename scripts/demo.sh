@@ -73,6 +73,7 @@ sys.exit(0 if current_version(c, 'kiln_features_transactions') else 1)"; then
 
   # Streaming: events for the entity through Kafka and Spark Structured Streaming into Ignite; no re-warm.
   if [ "${KILN_KAFKA_BOOTSTRAP%:*}" = 127.0.0.1 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/${KILN_KAFKA_BOOTSTRAP##*:}") 2>/dev/null; then
+    scripts/system_deps.sh services  # Maven: the broker's jars (make ignite-up asked for it already)
     KILN_KAFKA_PORT="${KILN_KAFKA_BOOTSTRAP##*:}" scripts/kafka.sh up > /dev/null  # left running (make kafka-down stops it)
   fi
   echo "streaming      : 20 new events for $entity -> Kafka $KILN_KAFKA_BOOTSTRAP -> Spark Structured Streaming -> Ignite"

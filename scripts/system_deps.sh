@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
-# System packages Kiln's tests and services use, installed from Debian when missing:
-# Java 17 and Maven (Spark, Ignite), PostgreSQL (the running Airflow), Chromium + ChromeDriver
-# (the browser test), kubectl, openssl and curl (k8s/ and the loopback control plane), strace (the fsync test). As root it
-# installs; otherwise it lists what is missing. Go 1.24+ (building the control plane) is not a Debian
-# package of that version: scripts/build_k8s.sh asks for it.
+# The Debian packages Kiln uses, by group, installed when missing: `system_deps.sh GROUP...` (none: every group).
+#   core      Java 17 (Spark: the demo's Spark Connect server and stages), curl (the demo's prediction requests)
+#   services  + Maven (Ignite's and Kafka's jars from Maven Central: ignite-up, kafka-up, the demo's streaming part)
+#   postgres  PostgreSQL 15 and openssl (airflow-up: its metadata DB and secrets; bench_postgres)
+#   k8s       kubectl, openssl, curl (k8s-up: the loopback control plane)
+#   bench     core + Maven, the JDK's javac (bench/java) and wrk (the serving load)
+#   test      all of the above + Chromium and ChromeDriver (the browser test), strace (the fsync and argv tests)
+# Silent when nothing is missing. As root it installs; otherwise it lists what is missing. Go 1.24+ (building the
+# control plane) is not a Debian package of that version: scripts/build_k8s.sh asks for it.
 set -euo pipefail
-declare -A need=(
-  [java]=openjdk-17-jre-headless [mvn]=maven [chromium]=chromium [chromedriver]=chromium-driver
-  [kubectl]=kubernetes-client [wrk]=wrk [/usr/lib/postgresql/15/bin/initdb]=postgresql-15 [openssl]=openssl [curl]=curl [strace]=strace
+declare -A package=(
+  [java]=openjdk-17-jre-headless [curl]=curl [mvn]=maven [/usr/lib/postgresql/15/bin/initdb]=postgresql-15
+  [openssl]=openssl [kubectl]=kubernetes-client [javac]=openjdk-17-jdk-headless [wrk]=wrk
+  [chromium]=chromium [chromedriver]=chromium-driver [strace]=strace
 )
+declare -A group=(
+  [core]="java curl"
+  [services]="java curl mvn"
+  [postgres]="/usr/lib/postgresql/15/bin/initdb openssl"
+  [k8s]="kubectl openssl curl"
+  [bench]="java curl mvn javac wrk"
+  [test]="${!package[*]}"
+)
+[ $# -gt 0 ] || set -- test
+commands=()
+for g in "$@"; do
+  [ -n "${group[$g]:-}" ] || { echo "system_deps: no group '$g' (groups: ${!group[*]})" >&2; exit 2; }
+  read -ra cmds <<< "${group[$g]}"
+  commands+=("${cmds[@]}")
+done
 missing=()
-for cmd in "${!need[@]}"; do
-  if [[ "$cmd" == /* ]]; then [ -x "$cmd" ] || missing+=("${need[$cmd]}"); else command -v "$cmd" >/dev/null || missing+=("${need[$cmd]}"); fi
+for cmd in "${commands[@]}"; do
+  if [[ "$cmd" == /* ]]; then [ -x "$cmd" ] && continue; else command -v "$cmd" > /dev/null && continue; fi
+  [[ " ${missing[*]} " == *" ${package[$cmd]} "* ]] || missing+=("${package[$cmd]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

@@ -14,6 +14,7 @@ import pytest
 from tests.ports import shifted
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # a real PostgreSQL server (airflow.sh postgres)
 
 
 @pytest.fixture

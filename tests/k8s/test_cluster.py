@@ -10,7 +10,7 @@ import yaml
 
 from tests.k8s.conftest import NAMESPACE, ROOT, storage_for, wait_until
 
-pytestmark = pytest.mark.kubernetes
+pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]  # a real control plane (scripts/k8s.sh)
 
 
 def test_the_control_plane_answers_with_a_ready_kwok_node(cluster):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.k8s.conftest import NAMESPACE, PodEvents, task_context, wait_until
 
-pytestmark = pytest.mark.kubernetes
+pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]  # a real control plane (scripts/k8s.sh)
 RUN_ID = "manual__2026-11-24T00:00:00+00:00"
 
 

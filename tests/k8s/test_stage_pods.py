@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from tests.k8s.conftest import NAMESPACE, ROOT, PodEvents, task_context
 
-pytestmark = pytest.mark.kubernetes
+pytestmark = [pytest.mark.kubernetes, pytest.mark.slow]  # a real control plane (scripts/k8s.sh)
 DS = "2026-11-24"
 RUN_ID = "scheduled__2026-11-24T00:00:00+00:00"
 

@@ -12,8 +12,11 @@ import time
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow  # a real Spark Connect server (the session's spark_connect)
 
 SLOW_QUERY = """
 import sys

@@ -33,6 +33,7 @@ def two_backup_node(tmp_path_factory):
     node.stop()
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_ready_means_a_thin_client_request_answered_by_an_active_cluster(two_backup_node):
     """The port is open from the start; the node is ready only once the cluster is activated."""
     with socket.create_connection(("127.0.0.1", two_backup_node.port), timeout=5):
@@ -54,6 +55,7 @@ def test_a_closed_port_is_not_ready():
     assert admin("ready", free).returncode == 1
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_every_kiln_cache_takes_the_node_s_backups(two_backup_node, tmp_path):
     from pyignite.datatypes.prop_codes import PROP_BACKUPS_NUMBER
 

@@ -43,6 +43,7 @@ def warm_operator(src: Path, name: str, **kwargs):
     return IgniteCacheWarmOperator(task_id="warm", source=str(src), cache_name=name, version_prefix="2026-01-01-", **kwargs)
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_warm_verifies_then_switches_the_alias(ignite_node, tmp_path):
     result = warm_operator(source(tmp_path, 5_000, "v1"), "t_switch", batch_size=700).execute(context={})
     client = ignite_node.client()
@@ -55,6 +56,7 @@ def test_warm_verifies_then_switches_the_alias(ignite_node, tmp_path):
     assert again["switched"] is False  # same data: idempotent, nothing reloaded
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_a_warm_carries_newer_streamed_entries_into_its_new_version(ignite_node, tmp_path):
     """A daily warm of older batch data must not hide what the stream wrote since: the stream table's newer
     entries go into the new version before it goes live; the stream, on its next batch, republishes into it."""
@@ -88,6 +90,7 @@ def test_a_warm_carries_newer_streamed_entries_into_its_new_version(ignite_node,
     assert client.get_cache(stream_cache_name("t_stream")).get_size() == 3
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_retention_keeps_the_newest_versions(ignite_node, tmp_path):
     client = ignite_node.client()
     made = []
@@ -97,6 +100,7 @@ def test_retention_keeps_the_newest_versions(ignite_node, tmp_path):
     assert current_version(client, "t_retain") == made[2]
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_source_without_the_key_changes_nothing(ignite_node, tmp_path):
     client = ignite_node.client()
     good = warm(client, "t_badkey", source(tmp_path, 200, "good"), version_prefix="2026-01-01-")["version"]
@@ -115,6 +119,7 @@ def test_dead_node_is_a_clear_error():
         pass
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_the_warm_operator_logs_in_with_its_connections_login(secured_ignite_node, tmp_path, monkeypatch):
     """A cluster that asks for a login: the hook passes the connection's login (URI or JSON form) to every client,
     the warm's loaders too; a connection without it is refused by the node."""
@@ -131,6 +136,7 @@ def test_the_warm_operator_logs_in_with_its_connections_login(secured_ignite_nod
     assert current_version(node.client(), "t_login") == result["version"]
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_partial_version(ignite_node, tmp_path):
     client = ignite_node.client()
     old = warm(client, "t_crash", source(tmp_path, 2_000, "old"), version_prefix="2026-01-01-")["version"]
@@ -191,6 +197,7 @@ def test_node_killed_mid_warm_then_retry_completes_and_readers_never_see_a_parti
     assert client.get_or_create_cache(ALIAS_CACHE).get("t_crash") == retried["version"]
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_two_warmers_of_one_alias_take_turns_and_neither_destroys_the_others_load(ignite_node, tmp_path):
     """The in-DAG warm and the asset-triggered refresh load the same champion's features at once."""
     big = source(tmp_path, 120_000, "same")
@@ -227,6 +234,7 @@ def test_two_warmers_of_one_alias_take_turns_and_neither_destroys_the_others_loa
     assert current_version(ignite_node.client(), "t_race") == results["first"]["version"]
 
 
+@pytest.mark.slow  # a real Ignite node
 def test_an_incomplete_live_version_is_topped_up_in_place_never_destroyed(ignite_node, tmp_path):
     client = ignite_node.client()
     src = source(tmp_path, 3_000, "live")

@@ -64,6 +64,7 @@ def airflow_api(tmp_path_factory):
         log.close()
 
 
+@pytest.mark.slow  # Airflow's API server (uvicorn, its own port)
 def test_only_the_runs_own_report_is_served_unsniffed_unscripted_and_inside_the_data_root(airflow_api, tmp_path):
     root = airflow_api["data_root"]
     lay = Layout.at(root, "transactions", "2026-06-03", RUN_ID)
