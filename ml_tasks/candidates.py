@@ -1,6 +1,9 @@
 """Kiln's built-in candidates, declared through the same trainer contract (``ml_tasks.trainer``) a dataset
 spec's own trainers use: an entry point, a scorer, and the run settings each takes. A spec's ``trainers:``
 add to these (``DatasetSpec.trainer_refs``); both run through ``run_trainer`` and serve through their scorer.
+
+Each declares here, once, how its Airflow task runs (its stage, runner, pod size and image): the DAG factory
+and the operators read these declarations and know no candidate by name.
 """
 
 from __future__ import annotations
@@ -31,8 +34,17 @@ class TrainerRef:
     default_seed: int = 7
     tolerance: float = 1e-4
     python_path: tuple[str, ...] = ()
-    resources: str = "medium"
+    resources: str = "medium"  # the pod's resource preset in Kubernetes mode
     task_id: str = ""  # its Airflow task; default train_<name>
+    # How its Airflow task trains it: the stage and its own options (a spec's trainers: ``train``, built by the DAG
+    # factory with their settings), and the runner: ``process`` (a process or a pod), ``spark`` (a Spark stage, over
+    # Spark Connect or spark-submit), ``mxnet_cluster`` (a parameter-server cluster of processes or pods).
+    stage: str = "train"
+    stage_options: tuple[str, ...] = ()
+    runner: str = "process"
+    image: str = ""  # the pod image it needs ("": Kiln's; "singa": the one with Singa built in)
+    searchable: bool = True  # whether a hyper-parameter search may tune it
+    preflight: str = ""  # ``module:function`` called before training: skips (exit 99) where its framework is missing
 
     @property
     def airflow_task_id(self) -> str:
@@ -91,23 +103,29 @@ MLP_PARAMS = ("mlp_epochs", "mlp_hidden", "mlp_layers", "mlp_dropout", "mlp_lear
 MLP_SETTINGS = (*MLP_PARAMS, "mlp_seed")
 
 
-def _mlp(name: str, entry: str, scorer: str, tolerance: float, task_id: str) -> TrainerRef:
+def _mlp(name: str, entry: str, scorer: str, tolerance: float, task_id: str, stage: str, **how: object) -> TrainerRef:
     return TrainerRef(name, entry, scorer, params={p: p for p in MLP_PARAMS}, seed="mlp_seed", tolerance=tolerance,
-                      task_id=task_id)
+                      task_id=task_id, stage=stage, stage_options=("--candidate", name), **how)  # type: ignore[arg-type]
+
+
+def _spark(name: str, entry: str, params: tuple[str, ...], model: str) -> TrainerRef:
+    # Spark's own scores vs the numpy export: the same float64 arithmetic
+    return TrainerRef(name, entry, "ml_tasks.portable:load", params={p: p for p in params}, tolerance=1e-6,
+                      stage="train-spark", stage_options=("--model", model), runner="spark")
 
 
 BUILTIN_TRAINERS: dict[str, TrainerRef] = {r.name: r for r in [
-    # Spark's own scores vs the numpy export: the same float64 arithmetic
-    TrainerRef("spark_lr", "ml_tasks.train_spark:train_lr", "ml_tasks.portable:load", params={"lr_reg": "lr_reg"},
-               tolerance=1e-6, resources="small"),
-    TrainerRef("spark_gbt", "ml_tasks.train_spark:train_gbt", "ml_tasks.portable:load",
-               params={"gbt_max_iter": "gbt_max_iter", "gbt_max_depth": "gbt_max_depth"}, tolerance=1e-6, resources="small"),
-    _mlp("mxnet_mlp", "ml_tasks.train_mxnet:train", "ml_tasks.train_mxnet:load", 1e-5, "train_mxnet"),
-    _mlp("mxnet_dist", "ml_tasks.train_mxnet:train", "ml_tasks.train_mxnet:load", 1e-5, "train_mxnet_dist"),
+    _spark("spark_lr", "ml_tasks.train_spark:train_lr", ("lr_reg",), "lr"),
+    _spark("spark_gbt", "ml_tasks.train_spark:train_gbt", ("gbt_max_iter", "gbt_max_depth"), "gbt"),
+    _mlp("mxnet_mlp", "ml_tasks.train_mxnet:train", "ml_tasks.train_mxnet:load", 1e-5, "train_mxnet", "train-mxnet"),
+    _mlp("mxnet_dist", "ml_tasks.train_mxnet:train", "ml_tasks.train_mxnet:load", 1e-5, "train_mxnet_dist", "train-mxnet",
+         runner="mxnet_cluster", searchable=False),
     # Singa scores in float32, its exported MLP in float64
-    _mlp("singa_mlp", "ml_tasks.train_singa:train", "ml_tasks.portable:load", 1e-4, "train_singa"),
+    _mlp("singa_mlp", "ml_tasks.train_singa:train", "ml_tasks.portable:load", 1e-4, "train_singa", "train-singa",
+         image="singa", preflight="ml_tasks.train_singa:import_singa"),
 ]}
 BUILTIN_CANDIDATES = tuple(BUILTIN_TRAINERS)
+SEARCHABLE = tuple(name for name, ref in BUILTIN_TRAINERS.items() if ref.searchable)
 BUILTIN_TASK_IDS = frozenset(r.airflow_task_id for r in BUILTIN_TRAINERS.values())
 
 # Registered versions written before candidates recorded their scorer.

@@ -19,6 +19,7 @@ import pandas as pd
 from ml_tasks.atomic import read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import CandidateFiles
+from ml_tasks.run_settings import SETTINGS
 
 log = logging.getLogger(__name__)
 PRIMARY_METRIC = {"binary": "auc", "regression": "rmse"}
@@ -31,12 +32,12 @@ METRICS = {"binary": ("auc", "log_loss", "accuracy", "brier", "calibration_error
 class Thresholds:
     """Blessing bounds; those of the other task are ignored. ``None`` means no bound."""
 
-    min_auc: float = 0.65
-    max_log_loss: float = 0.69
-    max_calibration_error: float = 0.1
-    min_r2: float = 0.0
-    max_rmse: float | None = None
-    max_mae: float | None = None
+    min_auc: float = SETTINGS["min_auc"].default
+    max_log_loss: float = SETTINGS["max_log_loss"].default
+    max_calibration_error: float = SETTINGS["max_calibration_error"].default
+    min_r2: float = SETTINGS["min_r2"].default
+    max_rmse: float | None = SETTINGS["max_rmse"].default
+    max_mae: float | None = SETTINGS["max_mae"].default
 
 
 def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ml_tasks.environment import env_default, env_given, env_str
 from ml_tasks.errors import KilnError
 
 CONNECTION_ENV = "AIRFLOW_CONN_IGNITE_DEFAULT"
-DEFAULT_PORT = 10800
+DEFAULT_PORT: int = env_default("KILN_IGNITE_PORT")
 SSL_FILES = ("ssl_ca_file", "ssl_certfile", "ssl_keyfile")
 
 
@@ -73,16 +74,17 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> tuple[str | None, i
     file that is named but cannot be read is an error, never no login."""
     if env.get(CONNECTION_ENV):
         hosts, port, options = parse_connection(env[CONNECTION_ENV])
-        given_port = env.get("KILN_IGNITE_PORT")
-        return env.get("KILN_IGNITE_HOST") or hosts, int(given_port) if given_port else port, options
-    password = env.get("KILN_IGNITE_PASSWORD")
-    if env.get("KILN_IGNITE_PASSWORD_FILE"):
+        given_port = env_given("KILN_IGNITE_PORT", env)
+        return env_given("KILN_IGNITE_HOST", env) or hosts, int(given_port) if given_port else port, options
+    password = env_given("KILN_IGNITE_PASSWORD", env)
+    password_file = env_given("KILN_IGNITE_PASSWORD_FILE", env)
+    if password_file:
         try:
-            password = Path(env["KILN_IGNITE_PASSWORD_FILE"]).read_text().strip()
+            password = Path(password_file).read_text().strip()
         except OSError as exc:
-            raise KilnError(f"KILN_IGNITE_PASSWORD_FILE {env['KILN_IGNITE_PASSWORD_FILE']} cannot be read "
-                            f"({exc.strerror})") from None
-    extra = {"use_ssl": env.get("KILN_IGNITE_USE_SSL", "false"),
-             **{key: env.get(f"KILN_IGNITE_{key.upper()}") for key in SSL_FILES}}
-    port = env.get("KILN_IGNITE_PORT")
-    return env.get("KILN_IGNITE_HOST"), int(port) if port else None, client_options(env.get("KILN_IGNITE_USERNAME"), password, extra)
+            raise KilnError(f"KILN_IGNITE_PASSWORD_FILE {password_file} cannot be read ({exc.strerror})") from None
+    extra = {"use_ssl": env_str("KILN_IGNITE_USE_SSL", env),
+             **{key: env_given(f"KILN_IGNITE_{key.upper()}", env) for key in SSL_FILES}}
+    port = env_given("KILN_IGNITE_PORT", env)
+    return (env_given("KILN_IGNITE_HOST", env), int(port) if port else None,
+            client_options(env_given("KILN_IGNITE_USERNAME", env), password, extra))

@@ -6,7 +6,7 @@ type its role is stored as (``DatasetSchema.storage_type``) only where that cann
 anything (integers to float for numeric features, ids to text); anything else is written as it came,
 and validation, not ingest, names the column and the rule it breaks. Rows that break the spec's limits
 (``ml_tasks.event_rules``: an id or a text value too long, an event time after its day ended) are set
-aside in ``REJECTED_FILE`` with the reason, as the stream dead-letters the same events.
+aside in ``PartitionFiles.rejected`` with the reason, as the stream dead-letters the same events.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ from ml_tasks import sources
 from ml_tasks.atomic import atomic_dir, link_snapshot, read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.event_rules import REASON_COLUMN, received_for_partition, rule_of, screen
+from ml_tasks.layout import PartitionFiles
+from ml_tasks.run_settings import SETTINGS
 from ml_tasks.schema import DatasetSchema, is_number, is_text
 from ml_tasks.spec import DatasetSpec, FileSource, PostgresSource, SklearnSource, SyntheticSource
 
 log = logging.getLogger(__name__)
-PART_FILE = "part-00000.parquet"
-REQUEST_FILE = "_ingest.json"  # what the partition was ingested from ('_' keeps Arrow and Spark from reading it)
-REJECTED_FILE = "_rejected.parquet"  # rows that break the spec's limits, with the reason (not part of the data)
 
 
 def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, pa.DataType]:
@@ -52,10 +51,10 @@ def storage_conversions(schema: DatasetSchema, source: pa.Schema) -> dict[str, p
     return out
 
 
-def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_file: Path,
+def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out: PartitionFiles,
                   screen: Callable[[pa.Table], pa.Array] | None = None) -> int:
     """Write the spec's columns of ``batches`` to one Parquet file, converted by ``storage_conversions``; rows
-    ``screen`` gives a reason for go to ``REJECTED_FILE`` beside it instead, with that reason."""
+    ``screen`` gives a reason for go to ``out.rejected`` instead, with that reason."""
     writer: pq.ParquetWriter | None = None
     rejected: pq.ParquetWriter | None = None
     rows = 0
@@ -66,20 +65,20 @@ def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_
             if writer is None:
                 conversions = storage_conversions(schema, table.schema)
                 target = pa.schema([pa.field(f.name, conversions.get(f.name, f.type)) for f in table.schema])
-                writer = pq.ParquetWriter(out_file, target, compression="zstd")
+                writer = pq.ParquetWriter(out.data, target, compression="zstd")
             table = table.cast(target)
             reason = screen(table) if screen is not None else None
             if reason is not None and reason.null_count < len(reason):
                 set_aside = pc.is_valid(reason)
                 if rejected is None:
-                    rejected = pq.ParquetWriter(out_file.parent / REJECTED_FILE,
+                    rejected = pq.ParquetWriter(out.rejected,
                                                 target.append(pa.field(REASON_COLUMN, pa.string())), compression="zstd")
                 rejected.write_table(table.filter(set_aside).append_column(REASON_COLUMN, reason.filter(set_aside)))
                 table = table.filter(pc.invert(set_aside))
             writer.write_table(table)
             rows += table.num_rows
         if writer is None:  # no batch at all: an empty partition with the contract's columns
-            pq.write_table(schema.arrow_schema().empty_table(), out_file)
+            pq.write_table(schema.arrow_schema().empty_table(), out.data)
     finally:
         for open_writer in (writer, rejected):
             if open_writer is not None:
@@ -89,7 +88,7 @@ def write_batches(batches: Iterator[pa.RecordBatch], schema: DatasetSchema, out_
 
 def rejected_rows(partition: Path) -> dict[str, Any]:
     """The rows ingest set aside in a partition: how many, per rule, and the first reason of each rule."""
-    path = partition / REJECTED_FILE
+    path = PartitionFiles(partition).rejected
     if not path.exists():
         return {"rejected": 0, "rejected_by_rule": {}}
     by_rule: dict[str, int] = {}
@@ -140,11 +139,11 @@ def ingest_request(spec: DatasetSpec, ds: str, rows: int, input_path: str | None
 
 
 def write_partition(spec: DatasetSpec, ds: str, out_dir: Path, rows: int, input_path: str | None) -> int:
-    out_file = out_dir / PART_FILE
+    out = PartitionFiles(out_dir)
     received = received_for_partition(ds)
 
     def write(batches: Iterator[pa.RecordBatch]) -> int:
-        return write_batches(batches, spec.schema, out_file, lambda t: screen(t, spec.schema, spec.limits, received))
+        return write_batches(batches, spec.schema, out, lambda t: screen(t, spec.schema, spec.limits, received))
 
     source = spec.source
     if input_path:  # the form's one-off override: a file, folder or glob with the spec's columns
@@ -164,7 +163,8 @@ def write_partition(spec: DatasetSpec, ds: str, out_dir: Path, rows: int, input_
     return count
 
 
-def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = 20_000, input_path: str | None = None,
+def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = SETTINGS["rows"].default,
+           input_path: str | None = SETTINGS["input_path"].default,
            snapshot_dir: Path | None = None) -> dict[str, object]:
     """Write ``spec``'s raw partition for ``ds`` atomically into ``raw_dir``; return a small summary.
 
@@ -172,16 +172,17 @@ def ingest(spec: DatasetSpec, ds: str, raw_dir: Path, rows: int = 20_000, input_
     ``snapshot_dir`` receives this run's own hard-linked view of the partition it ingested.
     """
     request = ingest_request(spec, ds, rows, input_path)
-    reused = (not request.get("always_read") and (raw_dir / REQUEST_FILE).exists()
-              and read_json(raw_dir / REQUEST_FILE) == request)
+    published = PartitionFiles(raw_dir)
+    reused = (not request.get("always_read") and published.request.exists()
+              and read_json(published.request) == request)
     if not reused:
         with atomic_dir(raw_dir) as tmp:
             write_partition(spec, ds, tmp, rows, input_path)
-            write_json(tmp / REQUEST_FILE, request)
+            write_json(PartitionFiles(tmp).request, request)
     if snapshot_dir is not None:
         link_snapshot(raw_dir, snapshot_dir)
     read_from = snapshot_dir or raw_dir
-    count = pq.ParquetFile(read_from / PART_FILE).metadata.num_rows
+    count = pq.ParquetFile(PartitionFiles(read_from).data).metadata.num_rows
     rejected = rejected_rows(read_from)
     log.info("%s %d rows of %s from %s in %s", "kept the identical" if reused else "ingested", count, spec.name,
              spec.source.kind, raw_dir)

@@ -5,24 +5,26 @@ derives from it lives under ``<dataset>/runs/ds=<ds>/run=<run key>``, so two run
 trigger racing a backfill) never read or replace each other's intermediates, while a rerun or retry
 of one run finds its own. Models live in ``registry/<model name>``. The file names inside a
 candidate, a transform and a registered version are known only to ``CandidateFiles``,
-``TransformFiles`` and ``VersionFiles``.
+``TransformFiles`` and ``VersionFiles``; those inside a raw partition to ``PartitionFiles``, inside a training
+checkpoint to ``CheckpointFiles``, inside a registered model to ``ModelFiles``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+
+from ml_tasks.environment import env_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def default_data_root() -> Path:
     """``KILN_DATA_ROOT`` if set, else ``data/`` in the project (git-ignored)."""
-    return Path(os.environ.get("KILN_DATA_ROOT", PROJECT_ROOT / "data")).resolve()
+    return env_path("KILN_DATA_ROOT").resolve()
 
 
 _DS = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -49,6 +51,16 @@ def check_name(kind: str, value: str) -> str:
         raise ValueError(f"{kind} {value!r} is not a valid name: use a lower-case letter, then lower-case letters, "
                          "digits or '_' (at most 63 characters)")
     return value
+
+
+_TASK_ID = re.compile(r"[A-Za-z0-9_.-]{1,250}")
+
+
+def check_task_id(task_id: str) -> str:
+    """Return ``task_id`` if it can name a file (Airflow's own task id rule), else raise."""
+    if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id) or task_id.startswith("."):
+        raise ValueError(f"task id {task_id!r} cannot name a result file")
+    return task_id
 
 
 def run_key(run_id: str) -> str:
@@ -121,6 +133,36 @@ class CandidateFiles:
         return self.dir / "singa_states.npz"
 
 
+PART_FILE = "part-00000.parquet"  # the one data file Kiln writes into a Parquet folder of its own
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """A raw partition (``raw/ds=<ds>``, and a run's ``input`` snapshot of it). Names starting with ``_`` keep
+    Arrow and Spark from reading them as data."""
+
+    dir: Path
+
+    @property
+    def data(self) -> Path:
+        return self.dir / PART_FILE
+
+    @property
+    def schema(self) -> Path:
+        """The contract the data was written under (``DatasetSchema``)."""
+        return self.dir / "_schema.json"
+
+    @property
+    def request(self) -> Path:
+        """What the partition was ingested from: the same request again keeps it as it is."""
+        return self.dir / "_ingest.json"
+
+    @property
+    def rejected(self) -> Path:
+        """Rows that break the spec's limits, with the reason (not part of the data)."""
+        return self.dir / "_rejected.parquet"
+
+
 @dataclass(frozen=True)
 class FeatureFiles:
     """Preprocessed features: ``train`` and ``test`` Parquet folders (entity_id, label, features)."""
@@ -134,6 +176,61 @@ class FeatureFiles:
     @property
     def test(self) -> Path:
         return self.dir / "test"
+
+    @property
+    def source(self) -> Path:
+        """A search split's record of the training rows it was cut from (and how many rows each side has)."""
+        return self.dir / "source.json"
+
+
+@dataclass(frozen=True)
+class EpochFiles:
+    """One rank's checkpoint of one epoch; ``done`` is written last, after the framework's own files."""
+
+    dir: Path
+
+    @property
+    def done(self) -> Path:
+        return self.dir / "done.json"
+
+    @property
+    def mxnet_params(self) -> Path:
+        return self.dir / "model.params"
+
+    @property
+    def mxnet_trainer_states(self) -> Path:
+        return self.dir / "trainer.states"
+
+    @property
+    def singa_states(self) -> Path:
+        return self.dir / "states.npz"
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """A candidate's training checkpoints: per-epoch, per-rank weights, each rank's training curve, and a
+    distributed run's role pids and each worker's final digest."""
+
+    dir: Path
+
+    def epoch(self, epoch: int, rank: int) -> EpochFiles:
+        return EpochFiles(self.dir / f"epoch-{epoch:04d}" / f"rank-{rank}")
+
+    def epochs(self) -> dict[int, Path]:
+        """Every epoch folder there is, by epoch number."""
+        return {int(p.name.removeprefix("epoch-")): p for p in self.dir.glob("epoch-[0-9]*")}
+
+    def history(self, rank: int) -> Path:
+        return self.dir / f"history-rank-{rank}.json"
+
+    @property
+    def pids(self) -> Path:
+        """The roles of a distributed run, recorded so a retry can stop what a killed try left running."""
+        return self.dir / "pids.json"
+
+    def final_rank(self, rank: int) -> Path:
+        """A worker's parameters' digest at the end: every worker of a ``dist_sync`` run must agree."""
+        return self.dir / f"final-rank-{rank}.json"
 
 
 @dataclass(frozen=True)
@@ -176,6 +273,28 @@ class VersionFiles:
     @property
     def lineage(self) -> Path:
         return self.dir / "lineage.json"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A registered model: its state (versions, champion, history) and every registration's folder."""
+
+    dir: Path
+
+    @property
+    def state(self) -> Path:
+        return self.dir / "registry.json"
+
+    def version(self, ds: str, registration: str) -> VersionFiles:
+        return VersionFiles(self.dir / "versions" / ds / registration)
+
+    def registrations(self) -> list[Path]:
+        """Every registration folder there is, whether or not the state names it."""
+        return sorted(self.dir.glob("versions/*/r*"))
+
+
+def model_files(registry: str | Path, model_name: str) -> ModelFiles:
+    return ModelFiles(Path(registry) / check_name("model name", model_name))
 
 
 def dataset_root(data_root: str | Path, dataset: str) -> Path:
@@ -235,6 +354,10 @@ class Layout:
         return self.dataset_root / "raw" / f"ds={self.ds}"
 
     @property
+    def raw(self) -> PartitionFiles:
+        return PartitionFiles(self.raw_dir)
+
+    @property
     def run_dir(self) -> Path:
         return self.dataset_root / "runs" / f"ds={self.ds}" / f"run={run_key(self.run_id)}"
 
@@ -250,9 +373,18 @@ class Layout:
         return self.run_dir / "input"
 
     @property
+    def input(self) -> PartitionFiles:
+        return PartitionFiles(self.input_dir)
+
+    @property
     def results_dir(self) -> Path:
         """The stages' JSON result manifests (what Airflow turns into XCom)."""
         return self.run_dir / "_results"
+
+    def result_file(self, task_id: str, map_index: int = -1) -> Path:
+        """One Airflow task's result manifest (a mapped task's: one per map index)."""
+        name = task_id if map_index < 0 else f"{task_id}_{map_index}"
+        return self.results_dir / f"{check_task_id(name)}.json"
 
     @property
     def online_features(self) -> Path:
@@ -264,6 +396,9 @@ class Layout:
 
     def checkpoint_dir(self, candidate: str) -> Path:
         return self.checkpoints_root / check_name("candidate", candidate)
+
+    def checkpoint(self, candidate: str) -> CheckpointFiles:
+        return CheckpointFiles(self.checkpoint_dir(candidate))
 
     @property
     def validation_report(self) -> Path:
@@ -325,6 +460,9 @@ class Layout:
     def trial_model(self, candidate: str, trial_key: str) -> CandidateFiles:
         return CandidateFiles(self.search_dir(candidate) / trial_key)
 
+    def trial_checkpoint_dir(self, candidate: str, trial_key: str) -> Path:
+        return self.search_dir(candidate) / "checkpoints" / trial_key
+
     @property
     def report_dir(self) -> Path:
         """The run's HTML report (``index.html``, self-contained: plots are inline SVG)."""
@@ -344,6 +482,10 @@ class Layout:
     @property
     def registry_root(self) -> Path:
         return registry_root(self.data_root)
+
+    def evaluations_of_partition(self) -> list[Path]:
+        """The evaluation of every run of this partition that reached one (this run's too)."""
+        return sorted(self.run_dir.parent.glob("run=*/evaluation.json"))
 
     def previous_raw_dir(self) -> Path:
         """The previous calendar day's raw partition (drift baseline), whether or not it exists."""

@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ml_tasks.atomic import read_json, write_json
+from ml_tasks.layout import CheckpointFiles, EpochFiles
+from ml_tasks.run_settings import SETTINGS
 from ml_tasks.trainer import iter_batches, parquet_files
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,14 @@ READ_ROWS = 65_536  # rows per Parquet read: memory stays bounded whatever the p
 
 @dataclass(frozen=True)
 class MLPConfig:
-    hidden: int = 64
-    layers: int = 2
-    dropout: float = 0.1
-    learning_rate: float = 0.01
-    epochs: int = 4
-    batch_size: int = 256
-    seed: int = 7
+    # Defaults: the run settings' (mlp_<field>).
+    hidden: int = SETTINGS["mlp_hidden"].default
+    layers: int = SETTINGS["mlp_layers"].default
+    dropout: float = SETTINGS["mlp_dropout"].default
+    learning_rate: float = SETTINGS["mlp_learning_rate"].default
+    epochs: int = SETTINGS["mlp_epochs"].default
+    batch_size: int = SETTINGS["mlp_batch_size"].default
+    seed: int = SETTINGS["mlp_seed"].default
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], seed: int) -> MLPConfig:
@@ -111,8 +114,8 @@ def data_fingerprint(directory: Path) -> str:
     return hashlib.sha256(json.dumps([(f.name, f.stat().st_size) for f in parquet_files(directory)]).encode()).hexdigest()[:16]
 
 
-def epoch_dir(checkpoint_dir: Path, epoch: int, rank: int) -> Path:
-    return checkpoint_dir / f"epoch-{epoch:04d}" / f"rank-{rank}"
+def epoch_files(checkpoint_dir: Path, epoch: int, rank: int) -> EpochFiles:
+    return CheckpointFiles(checkpoint_dir).epoch(epoch, rank)
 
 
 def checkpoint_key(cfg: MLPConfig, fingerprint: str, task: str) -> dict[str, Any]:
@@ -127,33 +130,36 @@ def resume_epoch(checkpoint_dir: Path, cfg: MLPConfig, fingerprint: str, num_wor
     checkpointed must not pick up later epochs' weights.
     """
     wanted = checkpoint_key(cfg, fingerprint, task)
-    for folder in sorted(checkpoint_dir.glob("epoch-*"), reverse=True):
-        if int(folder.name.split("-")[1]) > cfg.epochs:
+    files = CheckpointFiles(checkpoint_dir)
+    epochs = files.epochs()
+    for epoch in sorted(epochs, reverse=True):
+        if epoch > cfg.epochs:
             continue
-        metas = [folder / f"rank-{r}" / "done.json" for r in range(num_workers)]
+        metas = [files.epoch(epoch, r).done for r in range(num_workers)]
         if all(m.exists() and {k: v for k, v in read_json(m).items() if k != "epoch"} == wanted for m in metas):
-            return int(folder.name.split("-")[1])
-    if any(checkpoint_dir.glob("epoch-*")):
+            return epoch
+    if epochs:
         log.warning("no checkpoint in %s matches this model, data and worker count; starting afresh", checkpoint_dir)
     return 0
 
 
 def finish_epoch(checkpoint_dir: Path, rank: int, epoch: int, cfg: MLPConfig, fingerprint: str, task: str) -> None:
     """Mark this rank's epoch checkpoint complete (after its files are written) and prune older epochs."""
-    write_json(epoch_dir(checkpoint_dir, epoch, rank) / "done.json", {"epoch": epoch, **checkpoint_key(cfg, fingerprint, task)})
-    for old in checkpoint_dir.glob("epoch-*"):  # keep this epoch and the one before it
-        if int(old.name.split("-")[1]) < epoch - 1:
-            shutil.rmtree(old / f"rank-{rank}", ignore_errors=True)
+    files = CheckpointFiles(checkpoint_dir)
+    write_json(files.epoch(epoch, rank).done, {"epoch": epoch, **checkpoint_key(cfg, fingerprint, task)})
+    for old, folder in files.epochs().items():  # keep this epoch and the one before it
+        if old < epoch - 1:
+            shutil.rmtree(files.epoch(old, rank).dir, ignore_errors=True)
             with contextlib.suppress(OSError):
-                old.rmdir()
+                folder.rmdir()
 
 
 def epoch_history(checkpoint_dir: Path, rank: int, upto: int) -> list[dict[str, Any]]:
     """The per-epoch record (loss, held-out metric) of the epochs a resumed run keeps: its training curve."""
-    path = checkpoint_dir / f"history-rank-{rank}.json"
+    path = CheckpointFiles(checkpoint_dir).history(rank)
     return [e for e in read_json(path) if e["epoch"] <= upto] if path.exists() else []
 
 
 def record_epoch(checkpoint_dir: Path, rank: int, history: list[dict[str, Any]], entry: dict[str, Any]) -> None:
     history.append({k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.items()})
-    write_json(checkpoint_dir / f"history-rank-{rank}.json", history)
+    write_json(CheckpointFiles(checkpoint_dir).history(rank), history)

@@ -24,8 +24,18 @@ from ml_tasks.atomic import read_json, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.processes import die_with_parent, kill_recorded, stage_environment
 
-# Scheduler and servers are just MXNet imported with DMLC_ROLE set; numpy's aliases first (see import_mxnet).
-PS_ROLE_CMD = [sys.executable, "-c", "from ml_tasks.train_mxnet import import_mxnet; import_mxnet()"]
+SCHEDULER_PORT = 9091  # where a cluster of pods finds its scheduler (its Service's port); processes here take a free one
+
+
+def ps_role_command(python: str = sys.executable) -> list[str]:
+    """The scheduler's and the servers' command: MXNet imported with DMLC_ROLE set; numpy's aliases first (see
+    ``import_mxnet``). ``python``: ``"python"`` in a pod, the image's."""
+    return [python, "-c", "from ml_tasks.train_mxnet import import_mxnet; import_mxnet()"]
+
+
+def worker_arguments(arguments: list[str]) -> list[str]:
+    """A ``dist_sync`` worker's ``train-mxnet`` arguments: the run's, then the kvstore."""
+    return [*arguments, "--kvstore", "dist_sync"]
 
 
 class ClusterFailed(KilnError):
@@ -45,16 +55,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def dmlc_env(port: int, num_servers: int, num_workers: int) -> dict[str, str]:
-    return {
-        "DMLC_PS_ROOT_URI": "127.0.0.1",
+def dmlc_env(port: int, num_servers: int, num_workers: int, *, scheduler: str = "127.0.0.1", interface: str = "lo",
+             node_host: str | None = "127.0.0.1") -> dict[str, str]:
+    """What every role of a ``dist_sync`` cluster needs (but ``DMLC_ROLE``): here on loopback; a pod passes its
+    scheduler's Service, ``eth0`` and ``node_host=None`` (it sets its own address from the pod's IP)."""
+    env = {
+        "DMLC_PS_ROOT_URI": scheduler,
         "DMLC_PS_ROOT_PORT": str(port),
         "DMLC_NUM_SERVER": str(num_servers),
         "DMLC_NUM_WORKER": str(num_workers),
-        "DMLC_INTERFACE": "lo",
-        "DMLC_NODE_HOST": "127.0.0.1",
-        "OMP_NUM_THREADS": "1",
+        "DMLC_INTERFACE": interface,
+        "OMP_NUM_THREADS": "1",  # each role one thread: a cluster on one machine must not oversubscribe it
     }
+    return env if node_host is None else {**env, "DMLC_NODE_HOST": node_host}
 
 
 def _describe_exit(code: int) -> str:
@@ -103,8 +116,8 @@ def run_cluster(
     if pid_file is not None and pid_file.exists() and (leftover := kill_recorded(read_json(pid_file), "ml_tasks")):
         log(f"stopped roles left by an earlier try: {', '.join(leftover)}")
     base = {**stage_environment(os.environ), **dmlc_env(free_port(), num_servers, num_workers)}  # never the worker's secrets
-    plan = [("scheduler", PS_ROLE_CMD, "scheduler")]
-    plan += [(f"server-{i}", PS_ROLE_CMD, "server") for i in range(num_servers)]
+    plan = [("scheduler", ps_role_command(), "scheduler")]
+    plan += [(f"server-{i}", ps_role_command(), "server") for i in range(num_servers)]
     plan += [(f"worker-{i}", worker_cmd, "worker") for i in range(num_workers)]
     roles: list[Role] = []
     threads: list[threading.Thread] = []

@@ -19,6 +19,7 @@ from ml_tasks.atomic import atomic_dir, write_json
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import FeatureFiles, TransformFiles
 from ml_tasks.portable import transform_matrix
+from ml_tasks.run_settings import SETTINGS
 from ml_tasks.schema import DatasetSchema
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ def check_parity(frame, spec: dict[str, Any], schema: DatasetSchema) -> float:
 
 
 def preprocess(
-    raw_dir: Path, features: FeatureFiles, transform: TransformFiles, pca_k: int = 3, test_fraction: float = 0.2
+    raw_dir: Path, features: FeatureFiles, transform: TransformFiles, pca_k: int = SETTINGS["pca_k"].default,
+    test_fraction: float = SETTINGS["test_fraction"].default,
 ) -> dict[str, Any]:
     """Fit the transform on the training split of ``raw_dir``; write ``features`` and ``transform``."""
     from pyspark.ml.functions import vector_to_array

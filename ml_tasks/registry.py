@@ -28,23 +28,19 @@ from typing import Any
 
 from ml_tasks.atomic import atomic_dir, folder_lock, read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import PROJECT_ROOT, VersionFiles, check_ds, check_name
+from ml_tasks.layout import PROJECT_ROOT, ModelFiles, VersionFiles, check_ds, model_files
+from ml_tasks.run_settings import SETTINGS
 
 log = logging.getLogger(__name__)
-STATE_FILE = "registry.json"
 ORPHAN_AGE_S = 3600  # a registration folder no state names, older than this, was left by a killed register
 
 
-def model_root(registry_root: Path, model_name: str) -> Path:
-    return registry_root / check_name("model name", model_name)
-
-
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[dict[str, Any]]:
+def _locked(model: ModelFiles) -> Iterator[dict[str, Any]]:
     """Hold the registry lock; yield the state; re-decide and write it back atomically on success."""
-    root.mkdir(parents=True, exist_ok=True)
-    with folder_lock(root):  # <root>/.lock, a record lock: it holds across the nodes sharing an NFS volume
-        path = root / STATE_FILE
+    model.dir.mkdir(parents=True, exist_ok=True)
+    with folder_lock(model.dir):  # <model>/.lock, a record lock: it holds across the nodes sharing an NFS volume
+        path = model.state
         state = read_json(path) if path.exists() else _empty_state()
         _upgrade(state)
         yield state
@@ -126,11 +122,11 @@ def register(
     model_name: str,
     ds: str,
     transform_dir: Path,
-    margin: float = 0.0,
+    margin: float = SETTINGS["promote_margin"].default,
     lineage: dict[str, Any] | None = None,
     online_features: Path | None = None,
     test_features_dir: Path | None = None,
-    require_approval: bool = False,
+    require_approval: bool = SETTINGS["require_approval"].default,
 ) -> dict[str, Any]:
     """Register the evaluation's best candidate as version ``ds`` and re-decide promotions. With
     ``require_approval`` the version is not promoted before ``record_approval`` says a person approved it.
@@ -145,10 +141,10 @@ def register(
     verdict = read_json(evaluation_path)
     metric, higher = verdict.get("primary_metric", "auc"), verdict.get("higher_is_better", True)
     best = next(c for c in verdict["candidates"] if c["candidate"] == verdict["best"])
-    root = model_root(registry_root, model_name)
+    model = model_files(registry_root, model_name)
     _check_metric(read_state(registry_root, model_name), model_name, metric)  # fail fast; again under the lock
     registration = _new_registration_id()
-    artifact = root / "versions" / ds / registration
+    artifact = model.version(ds, registration).dir
     with atomic_dir(artifact) as tmp:
         files = VersionFiles(tmp)
         shutil.copytree(best["dir"], files.model.dir, ignore=shutil.ignore_patterns(".*"))
@@ -170,7 +166,7 @@ def register(
             servability = {"servable": False, "reason": str(exc)}
             bless_reasons.append(f"not servable: {exc}")
     score = float(best["metrics"][metric])
-    with _locked(root) as state:
+    with _locked(model) as state:
         # Again where it is set: two first registrations with different metrics both passed the check above.
         # The loser's artifact is named by no state; _remove_orphans takes it later, as a killed register's.
         _check_metric(state, model_name, metric)
@@ -188,8 +184,8 @@ def register(
         }
     rec = state["versions"][ds]
     if replaced and replaced != registration:
-        shutil.rmtree(root / "versions" / ds / replaced, ignore_errors=True)  # no state names it any more
-    _remove_orphans(root, state)
+        shutil.rmtree(model.version(ds, replaced).dir, ignore_errors=True)  # no state names it any more
+    _remove_orphans(model, state)
     log.info("registered %s/%s (%s, %s): promoted=%s champion=%s", model_name, ds, best["candidate"], registration,
              rec["promoted"], state["champion"])
     return {**_decision(state, model_name, ds, previous_champion), "candidate": best["candidate"], metric: score,
@@ -255,7 +251,7 @@ def record_approval(registry_root: Path, model_name: str, ds: str, registration:
     """Record a person's answer (or the timeout) for registration ``registration`` of version ``ds``, re-decide.
     An answer about a registration the day no longer has (a rerun replaced it) changes nothing."""
     check_ds(ds)
-    with _locked(model_root(registry_root, model_name)) as state:
+    with _locked(model_files(registry_root, model_name)) as state:
         previous_champion = champion_registration(state)
         rec = state["versions"].get(ds)
         if rec is None or rec["registration"] != registration:
@@ -273,18 +269,18 @@ def _features_of(state: dict[str, Any]) -> str | None:
     return str(path) if path and path.exists() else None
 
 
-def _remove_orphans(root: Path, state: dict[str, Any]) -> None:
+def _remove_orphans(model: ModelFiles, state: dict[str, Any]) -> None:
     """Remove registration folders that no state names and that are old enough to have no live writer."""
     named = {rec["path"] for rec in state["versions"].values()}
     now = time.time()
-    for folder in root.glob("versions/*/r*"):
+    for folder in model.registrations():
         if str(folder) not in named and now - folder.stat().st_mtime > ORPHAN_AGE_S:
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def rollback(registry_root: Path, model_name: str) -> dict[str, Any]:
     """Retire the current champion: it leaves the contest and the registry re-decides without it."""
-    with _locked(model_root(registry_root, model_name)) as state:
+    with _locked(model_files(registry_root, model_name)) as state:
         current = state["champion"]
         if current is None:
             raise KilnError(f"model {model_name!r} has no champion to roll back")
@@ -293,7 +289,7 @@ def rollback(registry_root: Path, model_name: str) -> dict[str, Any]:
 
 
 def read_state(registry_root: Path, model_name: str) -> dict[str, Any]:
-    path = model_root(registry_root, model_name) / STATE_FILE
+    path = model_files(registry_root, model_name).state
     return read_json(path) if path.exists() else _empty_state()
 
 

@@ -8,8 +8,8 @@ from typing import Any
 from ml_tasks.atomic import read_json
 from ml_tasks.errors import KilnError
 from ml_tasks.evaluate import format_table
-from ml_tasks.layout import Layout, VersionFiles
-from ml_tasks.registry import STATE_FILE, model_root, read_state
+from ml_tasks.layout import Layout, VersionFiles, model_files
+from ml_tasks.registry import read_state
 
 
 def _evaluation_of(layout: Layout, registered: dict[str, Any]) -> Path:
@@ -17,7 +17,7 @@ def _evaluation_of(layout: Layout, registered: dict[str, Any]) -> Path:
     if registered:
         lineage = read_json(VersionFiles(Path(registered["path"])).lineage)
         return Path(lineage["evaluation"])
-    runs = sorted(layout.run_dir.parent.glob("run=*/evaluation.json"), key=lambda p: p.stat().st_mtime)
+    runs = sorted(layout.evaluations_of_partition(), key=lambda p: p.stat().st_mtime)
     if not runs:
         raise KilnError(f"no evaluation for {layout.ds} under {layout.run_dir.parent}; has the pipeline run?")
     return runs[-1]
@@ -41,5 +41,5 @@ def report(layout: Layout, model_name: str) -> dict[str, Any]:
         print(f"model          : {VersionFiles(version_dir).model.dir}")
         print(f"lineage        : {VersionFiles(version_dir).lineage}")
     print(f"metrics        : {evaluation}")
-    print(f"registry state : {model_root(layout.registry_root, model_name) / STATE_FILE}\n")
+    print(f"registry state : {model_files(layout.registry_root, model_name).state}\n")
     return {"ds": layout.ds, "best": verdict["best"], "champion": state["champion"]}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
-from ml_tasks.candidates import BUILTIN_CANDIDATES
+from ml_tasks.candidates import BUILTIN_CANDIDATES, SEARCHABLE
 from ml_tasks.errors import KilnError
 
 if TYPE_CHECKING:
@@ -27,11 +27,13 @@ BINARY, REGRESSION = "binary", "regression"
 TASKS = (BINARY, REGRESSION)
 CANDIDATES = {BINARY: BUILTIN_CANDIDATES, REGRESSION: BUILTIN_CANDIDATES}
 # Candidates a search may tune: all but the distributed MXNet run (a cluster per trial; tune mxnet_mlp, the same net).
-SEARCHABLE = tuple(c for c in BUILTIN_CANDIDATES if c != "mxnet_dist")
 # Where a search samples each setting it tunes, [low, high]: a dataset spec may narrow or widen these within the
 # setting's own bounds (settings.search_space), and add its own trainers' numeric parameters.
 DEFAULT_SEARCH_SPACE = {"lr_reg": [0.0001, 1.0], "gbt_max_iter": [5, 60], "gbt_max_depth": [2, 7],
                         "mlp_learning_rate": [0.001, 0.05], "mlp_hidden": [16, 128], "mlp_dropout": [0.0, 0.4]}
+# A streaming micro-batch with more malformed events than this share raises an alert: the default of a spec's
+# stream.alert_dead_letter_share (not a run setting: the spec's stream section sets it).
+ALERT_DEAD_LETTER_SHARE = 0.2
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_tasks.atomic import read_json, write_json
+from ml_tasks.layout import PartitionFiles
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SCHEMA_FILE = "_schema.json"
 
 
 def is_number(kind: pa.DataType) -> bool:
@@ -69,11 +69,11 @@ class DatasetSchema:
         return pa.schema([(c, self.storage_type(c)) for c in self.columns])
 
     def save(self, directory: Path) -> Path:
-        return write_json(directory / SCHEMA_FILE, asdict(self))
+        return write_json(PartitionFiles(directory).schema, asdict(self))
 
     @classmethod
     def load(cls, directory: Path) -> DatasetSchema:
-        raw = read_json(directory / SCHEMA_FILE)
+        raw = read_json(PartitionFiles(directory).schema)
         raw["numeric"] = tuple(raw["numeric"])
         raw["categorical"] = tuple(raw["categorical"])
         raw.pop("types", None)  # partitions written before specs carried per-column types

@@ -28,7 +28,7 @@ import numpy as np
 
 from ml_tasks.atomic import atomic_dir, read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import FeatureFiles, Layout
+from ml_tasks.layout import PART_FILE, FeatureFiles, Layout
 from ml_tasks.mlp import data_fingerprint
 from ml_tasks.run_settings import Setting, searchable, spec_settings
 from ml_tasks.spec import DatasetSpec
@@ -65,7 +65,7 @@ def validation_split(features: FeatureFiles, split: FeatureFiles) -> str:
     import pyarrow.parquet as pq
 
     source = data_fingerprint(features.train)  # names and sizes: a new preprocessing writes new names
-    marker = split.dir / "source.json"
+    marker = split.source
     if marker.exists() and read_json(marker).get("train") == source:
         return source
     table = pq.read_table(features.train)
@@ -77,25 +77,23 @@ def validation_split(features: FeatureFiles, split: FeatureFiles) -> str:
         out = FeatureFiles(tmp)
         out.train.mkdir(parents=True)
         out.test.mkdir(parents=True)
-        pq.write_table(table.filter(~validation), out.train / "part-00000.parquet")
-        pq.write_table(table.filter(validation), out.test / "part-00000.parquet")
-        write_json(tmp / "source.json", {"train": source, "fit_rows": int((~validation).sum()),
+        pq.write_table(table.filter(~validation), out.train / PART_FILE)
+        pq.write_table(table.filter(validation), out.test / PART_FILE)
+        write_json(out.source, {"train": source, "fit_rows": int((~validation).sum()),
                                          "validation_rows": int(validation.sum())})
     return source
 
 
-def plan_search(spec: DatasetSpec, lay: Layout, settings: Mapping[str, Any]) -> list[list[str]]:
-    """Plan every searched candidate's trials (its ``plan.json``) and return the arguments of each trial's ``trial``
-    stage, candidate by candidate (empty: no search; the mapped task then has nothing to run)."""
+def plan_search(spec: DatasetSpec, lay: Layout, settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Plan every searched candidate's trials (its ``plan.json``) and return each trial as (candidate, trial key),
+    candidate by candidate (empty: no search; the mapped task then has nothing to run)."""
     from ml_tasks.evaluate import PRIMARY_METRIC
-    from ml_tasks.stages import STAGES
 
     chosen = [c for c in settings["search_candidates"] if c in settings["candidates"]]
     known = spec_settings(spec)
     space = settings["search_space"]
-    out: list[list[str]] = []
+    out: list[tuple[str, str]] = []
     source = validation_split(lay.features, lay.search_split) if chosen else None
-    partition = ["--data-root", str(lay.data_root), "--ds", lay.ds, "--run-id", lay.run_id]
     for candidate in searchable(spec):
         if candidate not in chosen:
             lay.search_plan(candidate).unlink(missing_ok=True)  # this run's candidate trains on the form's settings
@@ -115,8 +113,7 @@ def plan_search(spec: DatasetSpec, lay: Layout, settings: Mapping[str, Any]) -> 
         write_json(lay.search_plan(candidate), {
             "candidate": candidate, "metric": PRIMARY_METRIC[spec.task], "tuned": names,
             "space": {n: space[n] for n in names}, "seed": settings["search_seed"], "split": source, "trials": trials})
-        out += [STAGES["trial"].command(dataset=spec.name, partition=partition, values={},
-                                        options=["--candidate", candidate, "--trial", t["key"]])[4:] for t in trials]
+        out += [(candidate, t["key"]) for t in trials]
         log.info("search of %s: %d trials over %s", candidate, len(trials), ", ".join(names))
     return out
 
@@ -146,7 +143,7 @@ def run_trial(spec: DatasetSpec, lay: Layout, candidate: str, key: str) -> dict[
     try:
         info = train_candidate(ref, trial["settings"], task=spec.task, features=lay.search_split,
                                candidate=lay.trial_model(candidate, key),
-                               checkpoint_dir=lay.search_dir(candidate) / "checkpoints" / key)
+                               checkpoint_dir=lay.trial_checkpoint_dir(candidate, key))
         record.update(status="ok", value=info[f"test_{metric}"], history=info.get("history"))
     except TrainerFailed as exc:
         log.warning("trial %s of %s failed: %s", key, candidate, exc)

@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -51,6 +50,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
 from ml_tasks import ignite_fast  # noqa: F401
+from ml_tasks.environment import env_default, env_float, env_given, env_int, env_str
 from ml_tasks.errors import KilnError
 from ml_tasks.feature_cache import (
     ALIAS_CACHE,
@@ -60,9 +60,9 @@ from ml_tasks.feature_cache import (
     prediction_key,
 )
 from ml_tasks.ignite_connection import DEFAULT_PORT, options_from_env
-from ml_tasks.layout import default_data_root, registry_root
+from ml_tasks.layout import default_data_root, model_files, registry_root
 from ml_tasks.model_bundle import ModelBundle
-from ml_tasks.registry import STATE_FILE, champion_dir, model_root
+from ml_tasks.registry import champion_dir
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def configured_api_key() -> str | None:
     """The key clients must send: the file ``KILN_SERVE_API_KEY_FILE`` names (a mounted Secret), else
     ``KILN_SERVE_API_KEY``; None when neither is set (no authentication, the local default). A file that is named
     but missing or empty stops the service from starting rather than let it serve without a key."""
-    path = os.environ.get("KILN_SERVE_API_KEY_FILE")
+    path = env_given("KILN_SERVE_API_KEY_FILE")
     if path:
         try:
             key = Path(path).read_text().strip()
@@ -126,34 +126,34 @@ def configured_api_key() -> str | None:
         if not key:
             raise KilnError(f"KILN_SERVE_API_KEY_FILE {path} is empty: not serving without its key")
         return key
-    return os.environ.get("KILN_SERVE_API_KEY") or None
+    return env_given("KILN_SERVE_API_KEY")
 
 
 @dataclass
 class Settings:
     data_root: Path = field(default_factory=default_data_root)
     routes: list[Route] = field(default_factory=routes_from_specs)
-    default_dataset: str = field(default_factory=lambda: os.environ.get("KILN_DEFAULT_DATASET", "transactions"))
+    default_dataset: str = field(default_factory=lambda: env_str("KILN_DEFAULT_DATASET"))
     # One node or several (``a,b:10801``): a request whose node died is retried once on another. None: from the
     # environment (ml_tasks.ignite_connection), as the login and TLS the cluster asks for are (``ignite_options``).
     ignite_host: str | None = None
     ignite_port: int | None = None
     ignite_options: dict[str, Any] | None = field(default=None, repr=False)
-    prediction_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_PREDICTION_TTL", "300")))
-    reload_interval: float = field(default_factory=lambda: float(os.environ.get("KILN_RELOAD_INTERVAL", "2")))
+    prediction_ttl: float = field(default_factory=lambda: env_float("KILN_PREDICTION_TTL"))
+    reload_interval: float = field(default_factory=lambda: env_float("KILN_RELOAD_INTERVAL"))
     # How long a resolved feature alias is reused: a re-warm's switch is served within this bound, and a cache hit
     # costs one Ignite round trip instead of two. 0 resolves it on every request.
-    alias_ttl: float = field(default_factory=lambda: float(os.environ.get("KILN_ALIAS_TTL", "1")))
+    alias_ttl: float = field(default_factory=lambda: env_float("KILN_ALIAS_TTL"))
     ignite_timeout: float = 2.0
     # Request limits: 1,000 ids of the longest length fit in the body limit with room to spare.
-    max_body_bytes: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_BODY_BYTES", str(1 << 20))))
-    max_entity_id_chars: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_ENTITY_ID_CHARS", "256")))
-    max_batch_ids: int = field(default_factory=lambda: int(os.environ.get("KILN_SERVE_MAX_BATCH_IDS", "1000")))
+    max_body_bytes: int = field(default_factory=lambda: env_int("KILN_SERVE_MAX_BODY_BYTES"))
+    max_entity_id_chars: int = field(default_factory=lambda: env_int("KILN_SERVE_MAX_ENTITY_ID_CHARS"))
+    max_batch_ids: int = field(default_factory=lambda: env_int("KILN_SERVE_MAX_BATCH_IDS"))
     api_key: str | None = field(default_factory=configured_api_key, repr=False)
 
     def __post_init__(self) -> None:
         hosts, port, options = options_from_env()  # read once: it may read a password file
-        self.ignite_host = self.ignite_host or hosts or "127.0.0.1"
+        self.ignite_host = self.ignite_host or hosts or env_default("KILN_IGNITE_HOST")
         self.ignite_port = self.ignite_port or port or DEFAULT_PORT
         self.ignite_options = options if self.ignite_options is None else self.ignite_options
 
@@ -263,7 +263,7 @@ class Predictor:
         self.settings = settings
         self.route = route
         self.bundle: ModelBundle | None = None
-        self._state_path = model_root(registry_root(settings.data_root), route.model_name) / STATE_FILE
+        self._state_path = model_files(registry_root(settings.data_root), route.model_name).state
         self._loaded_stamp: tuple[float, int] | None = None
         self._ignite_conn: tuple[Any, Any, Any] | None = None  # (client, alias cache, prediction cache)
         self._connecting: asyncio.Lock | None = None  # made on the event loop, at the first request

@@ -10,8 +10,9 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ml_tasks.environment import env_path, env_str
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,7 +35,7 @@ def get_spark(app_name: str) -> SparkSession:
     if os.environ.get("SPARK_REMOTE"):
         # A long-running Spark Connect server: the session is ours, the server's static settings stand.
         session = (builder.remote(os.environ["SPARK_REMOTE"]).appName(app_name)
-                   .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "8"))
+                   .config("spark.sql.shuffle.partitions", env_str("KILN_SHUFFLE_PARTITIONS"))
                    .config("spark.sql.session.timeZone", "UTC").getOrCreate())
         # Release the session (its cached frames and fitted models on the server) before the interpreter tears
         # down: pyspark 4.2's model finalizers otherwise send a delete RPC at shutdown that can block for good
@@ -48,8 +49,8 @@ def get_spark(app_name: str) -> SparkSession:
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         # Not launched by spark-submit (tests, the CLI by hand): choose name, master and tuning here. Under
         # spark-submit what was submitted (--name, --master, --conf) stands and must not be overridden.
-        builder = (builder.appName(app_name).master(os.environ.get("KILN_SPARK_MASTER", "local[*]"))
-                   .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "8"))
+        builder = (builder.appName(app_name).master(env_str("KILN_SPARK_MASTER"))
+                   .config("spark.sql.shuffle.partitions", env_str("KILN_SHUFFLE_PARTITIONS"))
                    .config("spark.ui.enabled", "false"))
     return (
         builder.config("spark.ui.showConsoleProgress", "false")
@@ -70,13 +71,13 @@ def streaming_session(app_name: str) -> SparkSession:
 
     from ml_tasks.layout import PROJECT_ROOT
 
-    ivy = Path(os.environ.get("KILN_IVY_DIR", Path.home() / ".cache" / "kiln" / "ivy"))
-    return (SparkSession.builder.appName(app_name).master(os.environ.get("KILN_STREAM_MASTER", "local[2]"))
+    ivy = env_path("KILN_IVY_DIR")
+    return (SparkSession.builder.appName(app_name).master(env_str("KILN_STREAM_MASTER"))
             .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
             .config("spark.jars.ivySettings", str(PROJECT_ROOT / "spark" / "ivysettings.xml"))
-            .config("spark.sql.shuffle.partitions", os.environ.get("KILN_SHUFFLE_PARTITIONS", "4"))
+            .config("spark.sql.shuffle.partitions", env_str("KILN_STREAM_SHUFFLE_PARTITIONS"))
             # A bounded heap: a JVM left to its default (a quarter of the machine) grows for hours before it collects.
-            .config("spark.driver.memory", os.environ.get("KILN_STREAM_DRIVER_MEMORY", "1g"))
+            .config("spark.driver.memory", env_str("KILN_STREAM_DRIVER_MEMORY"))
             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC").config("spark.log.level", "WARN")
             .getOrCreate())

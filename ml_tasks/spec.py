@@ -17,9 +17,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ml_tasks.candidates import BUILTIN_TASK_IDS, BUILTIN_TRAINERS, TrainerRef, locate
+from ml_tasks.environment import env_path
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import PROJECT_ROOT, check_ds, check_name
-from ml_tasks.run_settings import BINARY, SETTINGS, Setting, applies, check_search_space
+from ml_tasks.layout import check_ds, check_name
+from ml_tasks.run_settings import (
+    ALERT_DEAD_LETTER_SHARE,
+    BINARY,
+    SETTINGS,
+    Setting,
+    applies,
+    check_search_space,
+)
 from ml_tasks.schema import DatasetSchema
 
 SPEC_SUFFIX = ".yaml"
@@ -139,7 +147,7 @@ class StreamSpec(_Strict):
     dead_letter_topic: str | None = Field(None, description="malformed events with the reason; default kiln.<dataset>.dead-letters")
     alerts_topic: str | None = Field(None, description="the stream's alerts (e.g. a dead-letter spike); default kiln.<dataset>.alerts")
     schedule: str | None = Field("*/5 * * * *", description="when the available_now runs of the streaming DAG start")
-    alert_dead_letter_share: float = Field(0.2, ge=0, le=1, description="a batch with more malformed events than this share raises an alert")
+    alert_dead_letter_share: float = Field(ALERT_DEAD_LETTER_SHARE, ge=0, le=1, description="a batch with more malformed events than this share raises an alert")
 
 
 class EventLimits(_Strict):
@@ -341,7 +349,7 @@ class DatasetSpec(_Strict):
 
 def specs_dir() -> Path:
     """``KILN_DATASETS_DIR`` if set, else the project's ``datasets/``."""
-    return Path(os.environ.get("KILN_DATASETS_DIR", PROJECT_ROOT / "datasets")).resolve()
+    return env_path("KILN_DATASETS_DIR").resolve()
 
 
 def _field(loc: tuple[Any, ...]) -> str:

@@ -1,8 +1,8 @@
 """Every stage of the CLI, once: its name, the run settings it takes, its own options, and what it runs.
 
 From these definitions come the ``python -m ml_tasks`` parser (``ml_tasks.__main__``), the command
-lines the Airflow operators and the MXNet launcher run (``command``), and which form fields feed which
-stage. A stage's function gets the parsed arguments, the dataset spec, the run's settings (explicit
+lines the Airflow operators, the search's trials, the stream's supervisor and the MXNet launcher run
+(``Stage.arguments``, ``stage_command``), and which form fields feed which stage. A stage's function gets the parsed arguments, the dataset spec, the run's settings (explicit
 options over the spec's defaults over the global ones) and the run's ``Layout``.
 """
 
@@ -12,16 +12,17 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.candidates import MLP_SETTINGS
+from ml_tasks.candidates import MLP_SETTINGS, TrainerRef, split_path
 from ml_tasks.cli_types import CANDIDATE
+from ml_tasks.environment import env_default, env_int, env_str
 from ml_tasks.errors import KilnError
 from ml_tasks.layout import Layout, registry_root
-from ml_tasks.run_settings import SETTINGS, applies
+from ml_tasks.run_settings import ALERT_DEAD_LETTER_SHARE, SETTINGS, applies
 from ml_tasks.spec import DatasetSpec
 
 
@@ -45,6 +46,17 @@ class Run:
         return self.spec
 
 
+def stage_command(stage: str, arguments: Sequence[str], python: str = "python") -> list[str]:
+    """The one spelling of a stage's command line: ``<python> -m ml_tasks <stage> <arguments>``. ``python``: the
+    interpreter on the image's PATH (a pod), or ``sys.executable`` (a process started here)."""
+    return [python, "-m", "ml_tasks", stage, *arguments]
+
+
+def partition_arguments(lay: Layout) -> list[str]:
+    """The run-partition options (``--data-root --ds --run-id``) of a stage that runs for ``lay``."""
+    return ["--data-root", str(lay.data_root), "--ds", lay.ds, "--run-id", lay.run_id]
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -59,15 +71,20 @@ class Stage:
     def settings_for(self, spec: DatasetSpec) -> list[str]:
         return [s for s in self.settings if applies(s, spec.task, spec.source.kind)]
 
-    def command(self, *, dataset: str, partition: list[str], values: Mapping[str, Any], options: list[str] = ()) -> list[str]:
-        """``python -m ml_tasks <stage> ...``: ``partition`` is ``--data-root/--ds/--run-id`` and their values,
-        ``values`` maps setting names to what follows each flag (values, or templates in a DAG)."""
-        args = ["python", "-m", "ml_tasks", self.name, "--dataset", dataset, *partition]
+    def arguments(self, *, dataset: str, partition: Sequence[str], values: Mapping[str, Any],
+                  options: Sequence[str] = ()) -> list[str]:
+        """What follows ``python -m ml_tasks <stage>``: ``partition`` is ``--data-root/--ds/--run-id`` and their
+        values, ``values`` maps setting names to what follows each flag (values, or templates in a DAG)."""
+        args = ["--dataset", dataset, *partition]
         for name, value in values.items():
             if name not in self.settings:
                 raise KilnError(f"stage {self.name} takes no setting {name!r}")
             args += [SETTINGS[name].flag, value if isinstance(value, str) else SETTINGS[name].to_cli(value)]
         return [*args, *options]
+
+    def command(self, *, python: str = "python", **arguments: Any) -> list[str]:
+        """The whole command line (``arguments``: those of ``Stage.arguments``)."""
+        return stage_command(self.name, self.arguments(**arguments), python)
 
 
 # --- the stage functions ----------------------------------------------------------------------------------------
@@ -121,11 +138,22 @@ def run_candidate(r: Run, name: str, extra: Mapping[str, Any] | None = None, fra
     ref = replace(BUILTIN_TRAINERS[framework], name=name) if framework else spec.trainer_refs.get(name)
     if ref is None:
         raise KilnError(f"dataset {spec.name!r} has no candidate {name!r} (candidates: {', '.join(spec.trainer_refs)})")
+    preflight(ref)
     settings, search = best_settings(lay, name, r.settings)  # a searched candidate trains on its best trial's settings
     result = train_candidate(ref, settings, extra, task=spec.task, features=lay.features, candidate=lay.candidate(name),
                              checkpoint_dir=lay.checkpoint_dir(name), transform_dir=lay.transform_dir,
                              failure_file=lay.candidate_failure(name))
     return {**result, "search": search} if search else result
+
+
+def preflight(ref: TrainerRef) -> None:
+    """The candidate's check that its framework is installed (Singa's skips with exit 99 where it is not), before
+    any input is read."""
+    if ref.preflight:
+        import importlib
+
+        module, function = split_path(ref.preflight)
+        getattr(importlib.import_module(module), function)()
 
 
 def _train(r: Run) -> dict[str, Any]:
@@ -145,12 +173,9 @@ def _train_mxnet(r: Run) -> dict[str, Any]:
 
 def mxnet_worker_command(r: Run) -> list[str]:
     """The ``train-mxnet`` command line every worker of a distributed run executes."""
-    lay = r.lay
-    cmd = STAGES["train-mxnet"].command(
-        dataset=lay.dataset, partition=["--data-root", str(lay.data_root), "--ds", lay.ds, "--run-id", lay.run_id],
-        values={k: r.settings[k] for k in MLP_SETTINGS},
-        options=["--candidate", r.args.candidate, "--kvstore", "dist_sync"])
-    return [sys.executable, *cmd[1:]]
+    return STAGES["train-mxnet"].command(
+        python=sys.executable, dataset=r.lay.dataset, partition=partition_arguments(r.lay),
+        values={k: r.settings[k] for k in MLP_SETTINGS}, options=["--candidate", r.args.candidate, "--kvstore", "dist_sync"])
 
 
 def _train_mxnet_dist(r: Run) -> dict[str, Any]:
@@ -159,38 +184,37 @@ def _train_mxnet_dist(r: Run) -> dict[str, Any]:
 
     lay, name = r.lay, r.args.candidate
     workers, servers = r.settings["mxnet_workers"], r.settings["mxnet_servers"]
-    ckpt = lay.checkpoint_dir(name)
+    ckpt = lay.checkpoint(name)
     run_cluster(mxnet_worker_command(r), servers, workers, log=lambda line: print(line, file=sys.stderr, flush=True),
-                timeout=r.args.timeout, pid_file=ckpt / "pids.json")
-    digests = {rank: read_json(ckpt / f"final-rank-{rank}.json")["digest"] for rank in range(workers)}
+                timeout=r.args.timeout, pid_file=ckpt.pids)
+    digests = {rank: read_json(ckpt.final_rank(rank))["digest"] for rank in range(workers)}
     return {"candidate": name, "workers": workers, "servers": servers,
             "params_identical": len(set(digests.values())) == 1, "candidate_dir": str(lay.candidate_dir(name))}
 
 
 def _train_singa(r: Run) -> dict[str, Any]:
-    from ml_tasks.train_singa import import_singa
-
-    import_singa()  # skips (exit 99) where Singa is not installed, before looking at any input
     return run_candidate(r, r.args.candidate, framework="singa_mlp")
 
 
 def _search_plan(r: Run) -> list[list[str]]:
+    """Plan the trials; the result is each trial's ``trial`` arguments (the search's mapped task's expansion)."""
     from ml_tasks.run_settings import resolve
     from ml_tasks.search import plan_search
 
     # The trials train with the whole form's settings (each candidate's own), not only the search's.
     settings = {**resolve(r.data_spec, json.loads(r.args.params_json)), **{
         name: r.settings[name] for name in STAGES["search-plan"].settings_for(r.data_spec)}}
-    return plan_search(r.data_spec, r.lay, settings)
+    return [STAGES["trial"].arguments(dataset=r.data_spec.name, partition=partition_arguments(r.lay), values={},
+                                      options=["--candidate", candidate, "--trial", key])
+            for candidate, key in plan_search(r.data_spec, r.lay, settings)]
 
 
 def _trial(r: Run) -> dict[str, Any]:
     from ml_tasks.search import run_trial
 
-    if r.args.candidate == "singa_mlp":
-        from ml_tasks.train_singa import import_singa
-
-        import_singa()  # skips (exit 99) where Singa is not installed
+    ref = r.data_spec.trainer_refs.get(r.args.candidate)
+    if ref is not None:
+        preflight(ref)
     return run_trial(r.data_spec, r.lay, r.args.candidate, r.args.trial)
 
 
@@ -243,20 +267,20 @@ def _stream(r: Run) -> dict[str, Any]:
     continuous = s["stream_mode"] == "continuous"
     files = StreamFiles.of(a.data_root, spec.name)
     hosts, port, ignite_options = options_from_env()  # the nodes, login and TLS its operator handed it
-    ignite_hosts = a.ignite_host or ",".join(f"{h}:{p}" for h, p in parse_addresses(hosts or "127.0.0.1", port or DEFAULT_PORT))
+    ignite_hosts = a.ignite_host or ",".join(f"{h}:{p}" for h, p in parse_addresses(hosts or env_default("KILN_IGNITE_HOST"), port or DEFAULT_PORT))
     if continuous and not a.driver:  # this process supervises; the driver is a child that may die and restart
         command = STAGES["stream"].command(
-            dataset=spec.name, partition=["--data-root", str(a.data_root)],
+            python=sys.executable, dataset=spec.name, partition=["--data-root", str(a.data_root)],
             values={name: s[name] for name in STAGES["stream"].settings},
             options=["--bootstrap-servers", a.bootstrap_servers, "--ignite-host", ignite_hosts, "--driver"])
-        return supervise([sys.executable, *command[1:]], s["stream_max_restarts"], files.driver_log)
+        return supervise(command, s["stream_max_restarts"], files.driver_log)
     cfg = StreamConfig(
         dataset=spec.name, schema=spec.schema, limits=spec.limits, feature_cache=spec.feature_cache, bootstrap_servers=a.bootstrap_servers,
         topic=spec.topic("events"), dead_letter_topic=spec.topic("dead-letters"), alerts_topic=spec.topic("alerts"),
         checkpoint=files.checkpoint, ignite_hosts=ignite_hosts, ignite_options=ignite_options, available_now=not continuous,
         trigger_seconds=s["stream_trigger_seconds"], max_events_per_batch=s["stream_max_events_per_batch"],
         run_minutes=s["stream_run_minutes"],
-        alert_dead_letter_share=(spec.stream.alert_dead_letter_share if spec.stream else 0.2))
+        alert_dead_letter_share=(spec.stream.alert_dead_letter_share if spec.stream else ALERT_DEAD_LETTER_SHARE))
     return run_stream(cfg)
 
 
@@ -304,7 +328,7 @@ def _check_datasets(r: Run) -> dict[str, Any]:
 
 
 MLP_OPTION_HELP = "candidate name (its folder under candidates/)"
-KAFKA_OPTION = (("--bootstrap-servers",), {"default": os.environ.get("KILN_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+KAFKA_OPTION = (("--bootstrap-servers",), {"default": env_str("KILN_KAFKA_BOOTSTRAP"),
                                            "help": "Kafka brokers host:port[,host:port] (KILN_KAFKA_BOOTSTRAP)"})
 STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("ingest", "write the raw partition from the dataset's source", _ingest, ("rows", "input_path")),
@@ -370,7 +394,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
                                                                         "the report says what the run did reach)"}),)),
     Stage("serve", "online predictions for every dataset (features from Ignite, the champion models)", _serve,
           options=((("--host",), {"default": "127.0.0.1"}), (("--port",), {"type": int, "default": 8000}),
-                   (("--workers",), {"type": int, "default": int(os.environ.get("KILN_SERVE_WORKERS", "1")),
+                   (("--workers",), {"type": int, "default": env_int("KILN_SERVE_WORKERS"),
                                      "help": "server processes sharing the port (KILN_SERVE_WORKERS, 1): one per core "
                                              "the service may use; Python runs one request at a time per process"})),
           partition=False, dataset=False),
@@ -388,4 +412,4 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
 ]}
 
 
-__all__ = ["STAGES", "Run", "Stage"]
+__all__ = ["STAGES", "Run", "Stage", "partition_arguments", "stage_command"]

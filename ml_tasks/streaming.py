@@ -23,7 +23,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -33,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from ml_tasks import event_rules as rules
 from ml_tasks import ignite_fast  # noqa: F401
+from ml_tasks.environment import env_float, env_int
 from ml_tasks.errors import KilnError, StageSkipped
 from ml_tasks.feature_cache import AliasLease, LeaseLost, apply_stream_batch, parse_addresses
-from ml_tasks.ignite_connection import DEFAULT_PORT
+from ml_tasks.run_settings import ALERT_DEAD_LETTER_SHARE, SETTINGS
 from ml_tasks.schema import DatasetSchema
 from ml_tasks.spark_session import streaming_session
 
@@ -69,12 +69,12 @@ class StreamConfig:
     ignite_hosts: str
     ignite_options: dict[str, Any] = field(default_factory=dict, repr=False)  # login and TLS (ml_tasks.ignite_connection)
     available_now: bool = True
-    trigger_seconds: float = 1.0
-    max_events_per_batch: int = 500_000
-    run_minutes: float = 0.0
-    alert_dead_letter_share: float = 0.2
+    trigger_seconds: float = SETTINGS["stream_trigger_seconds"].default
+    max_events_per_batch: int = SETTINGS["stream_max_events_per_batch"].default
+    run_minutes: float = SETTINGS["stream_run_minutes"].default
+    alert_dead_letter_share: float = ALERT_DEAD_LETTER_SHARE
     # A killed driver's lease expires after this; its restart waits that long (KILN_STREAM_LEASE_SECONDS).
-    lease_seconds: float = field(default_factory=lambda: float(os.environ.get("KILN_STREAM_LEASE_SECONDS", "20")))
+    lease_seconds: float = field(default_factory=lambda: env_float("KILN_STREAM_LEASE_SECONDS"))
     ignite_retry_seconds: float = 60.0  # how long a batch retries Ignite (a node restarting) before the query fails
 
     @property
@@ -169,7 +169,7 @@ class IgniteSession:
     restarting) — safe because every write of a batch is idempotent."""
 
     def __init__(self, hosts: str, retry_seconds: float, options: dict[str, Any]):
-        self.addresses = parse_addresses(hosts, int(os.environ.get("KILN_IGNITE_PORT", DEFAULT_PORT)))
+        self.addresses = parse_addresses(hosts, env_int("KILN_IGNITE_PORT"))
         self.retry_seconds = retry_seconds
         self.options = options
         self.client = None

@@ -29,12 +29,12 @@ import numpy as np
 
 from ml_tasks.atomic import read_json, write_json
 from ml_tasks.errors import KilnError
-from ml_tasks.layout import CandidateFiles
+from ml_tasks.layout import CandidateFiles, CheckpointFiles
 from ml_tasks.mlp import (
     MLPConfig,
     count_rows,
     data_fingerprint,
-    epoch_dir,
+    epoch_files,
     epoch_history,
     finish_epoch,
     iter_minibatches,
@@ -99,11 +99,11 @@ def params_digest(net) -> str:
 
 def _save_checkpoint(checkpoint_dir: Path, rank: int, net, trainer, epoch: int, cfg: MLPConfig, fingerprint: str,
                      task: str) -> None:
-    target = epoch_dir(checkpoint_dir, epoch, rank)
-    target.mkdir(parents=True, exist_ok=True)
-    net.save_parameters(str(target / "model.params"))
+    target = epoch_files(checkpoint_dir, epoch, rank)
+    target.dir.mkdir(parents=True, exist_ok=True)
+    net.save_parameters(str(target.mxnet_params))
     if not trainer._update_on_kvstore:  # server-held optimizer state cannot be saved from a worker
-        trainer.save_states(str(target / "trainer.states"))
+        trainer.save_states(str(target.mxnet_trainer_states))
     finish_epoch(checkpoint_dir, rank, epoch, cfg, fingerprint, task)
 
 
@@ -139,11 +139,11 @@ def train(inp: TrainerInput) -> Trained | Secondary:
     first = next(iter_minibatches(train_dir, cfg.batch_size, 0, 1, 1, cfg.seed, 0))[0]
     net(mx.nd.array(first))  # materialise deferred shapes before loading or the first step
     if start_epoch:
-        resume_from = epoch_dir(checkpoint_dir, start_epoch, rank)
-        net.load_parameters(str(resume_from / "model.params"))
-        if (resume_from / "trainer.states").exists():
-            trainer.load_states(str(resume_from / "trainer.states"))
-        log.info("rank %d resuming after epoch %d from %s", rank, start_epoch, resume_from)
+        resume_from = epoch_files(checkpoint_dir, start_epoch, rank)
+        net.load_parameters(str(resume_from.mxnet_params))
+        if resume_from.mxnet_trainer_states.exists():
+            trainer.load_states(str(resume_from.mxnet_trainer_states))
+        log.info("rank %d resuming after epoch %d from %s", rank, start_epoch, resume_from.dir)
     if start_epoch >= cfg.epochs:
         log.info("rank %d: all %d epochs already done", rank, cfg.epochs)
 
@@ -181,7 +181,7 @@ def train(inp: TrainerInput) -> Trained | Secondary:
         _save_checkpoint(checkpoint_dir, rank, net, trainer, epoch, cfg, fingerprint, task)
 
     digest = params_digest(net)
-    write_json(checkpoint_dir / f"final-rank-{rank}.json", {"digest": digest, "rank": rank, "num_workers": num_workers})
+    write_json(CheckpointFiles(checkpoint_dir).final_rank(rank), {"digest": digest, "rank": rank, "num_workers": num_workers})
     result: dict[str, Any] = {"kvstore": kvstore, "rank": rank, "num_workers": num_workers, "params_digest": digest,
                               "config": asdict(cfg), "time_to_first_batch_s": first_batch_at,
                               "first_batch_unix": first_batch_wall,

@@ -32,7 +32,7 @@ from ml_tasks.mlp import (
     MLPConfig,
     count_rows,
     data_fingerprint,
-    epoch_dir,
+    epoch_files,
     epoch_history,
     finish_epoch,
     iter_minibatches,
@@ -161,7 +161,7 @@ def train(inp: TrainerInput) -> Trained:
 
     start_epoch = resume_epoch(checkpoint_dir, cfg, fingerprint, 1, task)
     if start_epoch:
-        saved = np.load(epoch_dir(checkpoint_dir, start_epoch, 0) / "states.npz")
+        saved = np.load(epoch_files(checkpoint_dir, start_epoch, 0).singa_states)
         net.set_states({k.removeprefix("model/"): to_tensor(saved[k]) for k in saved.files if k.startswith("model/")})
         optimizer.set_states({"step_counter": float(saved["opt/step_counter"]),
                               **{moment: {k.split("/", 2)[2]: to_tensor(saved[k]) for k in saved.files
@@ -192,10 +192,10 @@ def train(inp: TrainerInput) -> Trained:
         held_out = compute_metrics(task, labels, scores)[metric]
         log.info("singa epoch %d/%d loss=%.4f val_%s=%.4f samples/s=%.0f", epoch, cfg.epochs, total_loss / steps,
                  metric, held_out, steps * cfg.batch_size / elapsed)
-        target = epoch_dir(checkpoint_dir, epoch, 0)
-        target.mkdir(parents=True, exist_ok=True)
+        target = epoch_files(checkpoint_dir, epoch, 0)
+        target.dir.mkdir(parents=True, exist_ok=True)
         saved_opt = optimizer.get_states()
-        np.savez(target / "states.npz", **{f"model/{k}": v for k, v in states().items()},
+        np.savez(target.singa_states, **{f"model/{k}": v for k, v in states().items()},
                  **{"opt/step_counter": np.asarray(saved_opt["step_counter"])},
                  **{f"opt/{moment}/{k}": tensor.to_numpy(v) for moment in ("m", "v") for k, v in saved_opt[moment].items()})
         finish_epoch(checkpoint_dir, 0, epoch, cfg, fingerprint, task)

@@ -15,23 +15,25 @@ import pyarrow.parquet as pq
 
 from ml_tasks.atomic import write_json
 from ml_tasks.errors import KilnError, ValidationFailed
-from ml_tasks.schema import SCHEMA_FILE, DatasetSchema, is_number, is_text
+from ml_tasks.layout import PartitionFiles
+from ml_tasks.run_settings import SETTINGS
+from ml_tasks.schema import DatasetSchema, is_number, is_text
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    min_rows: int = 100
-    max_null_ratio: float = 0.2
-    min_positive_rate: float = 0.01
-    max_positive_rate: float = 0.99
-    max_psi: float = 0.25
+    min_rows: int = SETTINGS["min_rows"].default
+    max_null_ratio: float = SETTINGS["max_null_ratio"].default
+    min_positive_rate: float = SETTINGS["min_positive_rate"].default
+    max_positive_rate: float = SETTINGS["max_positive_rate"].default
+    max_psi: float = SETTINGS["max_psi"].default
 
 
 def read_partition(raw_dir: Path) -> tuple[pa.Table, DatasetSchema]:
-    if not (raw_dir / SCHEMA_FILE).exists():
-        raise KilnError(f"raw partition {raw_dir} is missing (no {SCHEMA_FILE}); did ingest run?")
+    if not PartitionFiles(raw_dir).schema.exists():
+        raise KilnError(f"raw partition {raw_dir} is missing (no {PartitionFiles(raw_dir).schema.name}); did ingest run?")
     return pq.read_table(raw_dir, schema=None), DatasetSchema.load(raw_dir)
 
 
@@ -195,7 +197,7 @@ def validate(raw_dir: Path, report_path: Path, thresholds: Thresholds, previous_
     """Validate ``raw_dir``; write the report; raise ``ValidationFailed`` naming each broken rule."""
     table, schema = read_partition(raw_dir)
     previous = None
-    if previous_dir is not None and (previous_dir / SCHEMA_FILE).exists():
+    if previous_dir is not None and PartitionFiles(previous_dir).schema.exists():
         previous = pq.read_table(previous_dir)
         if any(previous.schema.field(c).type != table.schema.field(c).type for c in schema.features
                if c in previous.column_names and c in table.column_names):

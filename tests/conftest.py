@@ -58,9 +58,10 @@ def small_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from ml_tasks.layout import Layout
     from ml_tasks.preprocess import preprocess
 
+    spec = transactions_spec()
     layout = Layout(tmp_path_factory.mktemp("features"), "transactions", "2026-03-02")
-    ingest(transactions_spec(), layout.ds, layout.raw_dir, rows=8_000)
-    summary = preprocess(layout.raw_dir, layout.features, layout.transform, pca_k=3)
+    ingest(spec, layout.ds, layout.raw_dir, rows=8_000)
+    summary = preprocess(layout.raw_dir, layout.features, layout.transform, pca_k=spec.default("pca_k"))
     return {"layout": layout, "summary": summary}  # type: ignore[dict-item]
 
 

@@ -7,9 +7,10 @@ DAG file never changes between a laptop and a cluster.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from ml_tasks.environment import env_default, env_given
 
 MODES = ("local", "kubernetes")
 
@@ -20,7 +21,7 @@ def resolve_execution(explicit: str | None = None) -> str:
         from airflow.sdk import Variable
 
         mode = Variable.get("kiln_execution", default=None)
-    mode = (mode or os.environ.get("KILN_EXECUTION") or "local").strip().lower()
+    mode = (mode or env_given("KILN_EXECUTION") or env_default("KILN_EXECUTION")).strip().lower()
     if mode not in MODES:
         raise ValueError(f"KILN_EXECUTION={mode!r} is not one of {MODES}")
     return mode
@@ -36,3 +37,18 @@ def read_result(stage: str, path: str) -> dict[str, Any]:
         raise AirflowException(
             f"stage {stage} finished but its result {path} is not there: in Kubernetes mode the pods' artifact "
             "volume must be the data root this worker sees (docs/kubernetes.md)") from None
+
+
+def stage_exit(stage: str, code: int | None, reason: str, where: str) -> BaseException:
+    """What a stage's non-zero exit means for its task, wherever it ran (``where``: "its process", "pod <name>"):
+    the skip code skips, bad input fails without a retry, anything else fails (and may be retried); the stage's own
+    error line is the reason."""
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+    from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE
+
+    if code == SKIP_EXIT_CODE:
+        return AirflowSkipException(reason)
+    if code == BAD_INPUT_EXIT_CODE:
+        return AirflowFailException(f"stage {stage} rejected its input: {reason}")
+    return AirflowException(f"stage {stage} failed in {where} (exit code {code}): {reason}")

@@ -10,7 +10,7 @@ registry model, Ignite feature alias and serving route.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,16 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 
-from ml_tasks.candidates import MLP_SETTINGS
+from ml_tasks.candidates import TrainerRef
+from ml_tasks.environment import env_int, env_str
 from ml_tasks.run_settings import TASK_TIMEOUT, searchable
 from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
 from ml_tasks.stages import STAGES
 
-SINGA_IMAGE = os.environ.get("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest")
+SINGA_IMAGE = env_str("KILN_SINGA_IMAGE")
 # Search trials running at once in one run, whichever candidates they tune (each is a training process;
 # KILN_SEARCH_PARALLELISM, read when the DAG is parsed).
-SEARCH_PARALLELISM = int(os.environ.get("KILN_SEARCH_PARALLELISM", "2"))
+SEARCH_PARALLELISM = env_int("KILN_SEARCH_PARALLELISM")
 # A searched candidate's trainer waits for its trials, whatever became of each (a failed trial is left out).
 AFTER_TRIALS = "none_failed_min_one_success"
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
@@ -57,33 +58,31 @@ def plan_value(key: str) -> str:
 
 
 PARTITION = ["--data-root", plan_value("data_root"), "--ds", plan_value("ds"), "--run-id", "{{ run_id }}"]
+# Paths a task renders come from the run's Layout (the ``kiln_layout`` macro below), never from string joins here.
+RESULT_FILE = "{{ kiln_layout(ti).result_file(ti.task_id, ti.map_index) }}"
 
 
-def stage_arguments(spec: DatasetSpec, stage: str, options: list[str] = ()) -> list[str]:
+def run_layout(ti: Any) -> Any:
+    """The run's ``Layout``, from what its ``plan`` task resolved: the DAG's ``kiln_layout`` template macro."""
+    from ml_tasks.layout import Layout
+
+    plan = {key: ti.xcom_pull(task_ids="plan", key=key) for key in ("data_root", "dataset", "ds", "run_id")}
+    return Layout(Path(plan["data_root"]), plan["dataset"], plan["ds"], plan["run_id"])
+
+
+def stage_arguments(spec: DatasetSpec, stage: str, options: Sequence[str] = ()) -> list[str]:
     """The stage's arguments with every setting it takes for this dataset as a form-field template."""
     from kiln.form import param_template
 
     values = {name: param_template(name) for name in STAGES[stage].settings_for(spec)}
-    return STAGES[stage].command(dataset=spec.name, partition=PARTITION, values=values, options=list(options))[4:]
+    return STAGES[stage].arguments(dataset=spec.name, partition=PARTITION, values=values, options=options)
 
 
-def _stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = (), **kwargs: Any):
+def _stage(spec: DatasetSpec, task_id: str, stage: str, options: Sequence[str] = (), **kwargs: Any):
     from kiln.operators.stage import KilnStageOperator
 
     return KilnStageOperator(task_id=task_id, stage=stage, arguments=stage_arguments(spec, stage, options),
-                             result_path=plan_value("results_dir") + f"/{task_id}.json",
-                             timeout_minutes="{{ params.stage_timeout_minutes }}", **kwargs)
-
-
-def _trainer_stage(spec: DatasetSpec, name: str):
-    """One of the spec's own candidates: the ``train`` stage with the candidate's settings as form-field templates."""
-    from kiln.form import param_template
-
-    ref = spec.trainer_refs[name]
-    params = [arg for setting in ref.settings
-              for arg in ("--param", f"{setting}={param_template(setting, spec.trainer_settings[setting])}")]
-    return _stage(spec, ref.airflow_task_id, "train", ["--candidate", name, *params], pod_resources=ref.resources,
-                  trigger_rule=AFTER_TRIALS)
+                             result_path=RESULT_FILE, timeout_minutes="{{ params.stage_timeout_minutes }}", **kwargs)
 
 
 def _spark_settings(spec: DatasetSpec, task_id: str) -> dict[str, Any]:
@@ -97,191 +96,228 @@ def _spark_settings(spec: DatasetSpec, task_id: str) -> dict[str, Any]:
     )
 
 
-def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: list[str] = (), **kwargs: Any):
+def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: Sequence[str] = (), **kwargs: Any):
     from kiln.operators.spark import KilnSparkStageOperator
 
+    settings = {**_spark_settings(spec, task_id), **kwargs}
     return KilnSparkStageOperator(task_id=task_id, stage=stage, arguments=stage_arguments(spec, stage, options),
-                                  result_path=plan_value("results_dir") + f"/{task_id}.json",
-                                  **_spark_settings(spec, task_id), **kwargs)
+                                  result_path=RESULT_FILE, **settings)
+
+
+def _image(ref: TrainerRef) -> str | None:
+    """A candidate's pod image (``None``: Kiln's)."""
+    return {"singa": SINGA_IMAGE}[ref.image] if ref.image else None
+
+
+def candidate_task(spec: DatasetSpec, ref: TrainerRef):
+    """The task that trains one candidate, as its declaration (``ml_tasks.candidates``) says: its stage and options,
+    and a process (or pod), a Spark stage, or a parameter-server cluster. It waits for the candidate's trials, if any."""
+    after_trials = {"trigger_rule": AFTER_TRIALS} if ref.searchable else {}
+    if ref.runner == "spark":
+        return _spark_stage(spec, ref.airflow_task_id, ref.stage, ref.stage_options, pod_resources=ref.resources,
+                            **after_trials)
+    if ref.runner == "mxnet_cluster":
+        from kiln.operators.mxnet import MXNetDistributedOperator
+
+        return MXNetDistributedOperator(
+            task_id=ref.airflow_task_id, worker_args=stage_arguments(spec, ref.stage, ref.stage_options),
+            result_path=RESULT_FILE, checkpoint_dir="{{ kiln_layout(ti).checkpoint_dir('" + ref.name + "') }}",
+            num_servers="{{ params.mxnet_servers }}", num_workers="{{ params.mxnet_workers }}",
+            cluster_timeout="{{ params.stage_timeout_minutes * 60 }}", image=_image(ref), **after_trials)
+    options = list(ref.stage_options)
+    if ref.name in spec.trainers:  # the spec's own: its settings as form fields
+        from kiln.form import param_template
+
+        options = ["--candidate", ref.name, *(arg for setting in ref.settings for arg in (
+            "--param", f"{setting}={param_template(setting, spec.trainer_settings[setting])}"))]
+    return _stage(spec, ref.airflow_task_id, ref.stage, options, pod_resources=ref.resources, image=_image(ref),
+                  **after_trials)
 
 
 def _trials(spec: DatasetSpec, plan_search: Any):
     """Every searched candidate's trials: one mapped task instance per planned trial (none without a search)."""
     from kiln.operators.spark import KilnTrialOperator
 
+    refs = spec.trainer_refs
     return KilnTrialOperator.partial(
-        task_id="search_trials", stage="trial", max_active_tis_per_dagrun=SEARCH_PARALLELISM, singa_image=SINGA_IMAGE,
-        result_path=plan_value("results_dir") + "/search_trials_{{ ti.map_index }}.json",
+        task_id="search_trials", stage="trial", max_active_tis_per_dagrun=SEARCH_PARALLELISM, result_path=RESULT_FILE,
+        spark_candidates=[name for name, ref in refs.items() if ref.runner == "spark"],
+        candidate_images={name: image for name, ref in refs.items() if (image := _image(ref))},
         **_spark_settings(spec, "search_trials"),
     ).expand(arguments=plan_search.output)
 
 
+def _training_doc(spec: DatasetSpec) -> str:
+    return (f"### {training_dag_id(spec.name)}\n\n{spec.description or 'Training pipeline of dataset ' + spec.name}\n\n"
+            f"Dataset spec `datasets/{spec.name}.yaml`: {spec.task} task, label `{spec.label}`, key `{spec.key}`, "
+            f"{spec.source.kind} source. **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib, MXNet single "
+            f"and dist_sync, Singa{''.join(', ' + n for n in spec.trainers)}) -> evaluate -> register -> warm the Ignite "
+            f"feature cache `{spec.feature_cache}`** when the champion of model `{spec.registry_name}` changes.\n\n"
+            "Trigger it from the form (every field typed, bounded, described; defaults from the spec), let the "
+            "schedule run it, or backfill: `airflow backfill create --dag-id "
+            f"{training_dag_id(spec.name)} --from-date ... --to-date ... --max-active-runs 1`. Outputs: "
+            f"`$KILN_DATA_ROOT/{spec.name}/raw/ds=.../`, `$KILN_DATA_ROOT/{spec.name}/runs/ds=.../run=.../`, "
+            f"`$KILN_DATA_ROOT/registry/{spec.registry_name}/`.")
+
+
+def _data_tasks(spec: DatasetSpec) -> tuple[Any, Any]:
+    """plan -> ingest -> validate -> preprocess; returns (plan, preprocess)."""
+
+    @task(multiple_outputs=True)
+    def plan(params=None, logical_date=None, dag_run=None) -> dict:
+        """Check the params against the spec and resolve the partition and its paths once."""
+        from kiln.settings import data_root
+        from ml_tasks.planning import plan_run
+
+        return plan_run(spec.name, dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None),
+                        dag_run.run_id)
+
+    connections = [spec.source.conn_id] if isinstance(spec.source, PostgresSource) else []
+    planned = plan()
+    preprocess = _spark_stage(spec, "preprocess", "preprocess")
+    planned >> _stage(spec, "ingest", "ingest", connections=connections) >> _stage(spec, "validate", "validate") >> preprocess
+    return planned, preprocess
+
+
+def _training_tasks(spec: DatasetSpec, preprocess: Any) -> Any:
+    """The search's trials and every candidate's trainer, of which the form's ``candidates`` run; returns the task
+    that fails the run when none of them trained."""
+    trainers = {name: candidate_task(spec, ref) for name, ref in spec.trainer_refs.items()}
+    plan_search = _stage(spec, "plan_search", "search-plan", ["--params-json", "{{ params | tojson }}"])
+
+    @task.branch
+    def choose_candidates(params=None) -> list[str]:
+        """Run only the trainers chosen in the form; the others are skipped, not failed."""
+        return [trainers[name].task_id for name in params["candidates"] if name in trainers]
+
+    # A trainer that fails its contract is left out, not the run: once every chosen trainer is done (failed
+    # ones too), evaluate compares whoever trained. When none did (or ingest already failed) this task fails
+    # instead, so evaluate and what follows start no pod or process and the run ends failed, not green.
+    @task(trigger_rule="all_done")
+    def any_candidate_trained(ti=None) -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ml_tasks.evaluate import trained_candidates
+
+        trained = [c.dir.name for c in trained_candidates(run_layout(ti).candidates_root)]
+        if not trained:
+            raise AirflowFailException("no candidate trained in this run: the failed or skipped tasks before this one say why")
+        return trained
+
+    preprocess >> choose_candidates() >> list(trainers.values())
+    preprocess >> plan_search
+    _trials(spec, plan_search) >> [trainers[name] for name in searchable(spec)]
+    trained = any_candidate_trained()
+    list(trainers.values()) >> trained
+    return trained
+
+
+def _approval_tasks(spec: DatasetSpec, register: Any) -> Any:
+    """Human approval (form field require_approval): only a version that would otherwise be promoted waits for it.
+    Returns the task that holds the registry's decision for this run's version."""
+    from kiln.operators.approval import PromotionApprovalOperator, approver_ids
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def approval_needed(ti=None) -> bool:
+        decision = ti.xcom_pull(task_ids="register")
+        if not decision["awaiting_approval"]:
+            print(f"no approval to ask: promoted={decision['promoted']} {'; '.join(decision['reasons'])}")
+        return bool(decision["awaiting_approval"])
+
+    registered = "ti.xcom_pull(task_ids='register')"
+    approvers = spec.approval.approvers
+    approve = PromotionApprovalOperator(
+        task_id="approve_promotion", timeout_minutes="{{ params.approval_timeout_minutes }}",
+        approvers=approver_ids(approvers.users, approvers.roles) if approvers else (),
+        subject="Promote {{ " + registered + "['model_name'] }}/{{ " + registered + "['version'] }} ({{ "
+                + registered + "['candidate'] }}) to champion?",
+        body="{{ " + registered + "['approval_request'] }}")
+
+    @task
+    def record_approval(params=None, ti=None) -> dict:
+        """The answer (or the timeout) goes into the registry, which re-decides the champion."""
+        from kiln.settings import data_root
+        from ml_tasks.layout import registry_root
+        from ml_tasks.registry import approval_outcome
+        from ml_tasks.registry import record_approval as record
+
+        decision = ti.xcom_pull(task_ids="register")
+        approved, by, reason = approval_outcome(ti.xcom_pull(task_ids="approve_promotion"),
+                                                params["approval_timeout_minutes"])
+        return record(registry_root(data_root()), decision["model_name"], decision["version"],
+                      decision["registration"], approved, by, reason)
+
+    @task(trigger_rule="none_failed")
+    def promotion_decision(ti=None) -> dict:
+        """The registry's decision for this run's version: after the approval when one was asked."""
+        decision = ti.xcom_pull(task_ids="record_approval") or ti.xcom_pull(task_ids="register")
+        print(f"{decision['model_name']}/{decision['version']}: promoted={decision['promoted']} "
+              f"{'; '.join(decision['reasons'])}; champion {decision['champion']}")
+        return decision
+
+    decision = promotion_decision()
+    register >> approval_needed() >> approve >> record_approval() >> decision
+    register >> decision
+    return decision
+
+
+def _serving_tasks(spec: DatasetSpec, decision: Any) -> None:
+    """When the champion changed: announce it (the champion asset) and warm its features into the Ignite cache."""
+    from kiln.operators.ignite import IgniteCacheWarmOperator
+
+    @task.short_circuit(ignore_downstream_trigger_rules=True)
+    def champion_changed(params=None, ti=None) -> bool:
+        """Warm only when the champion changed (a backfill of an older day rarely changes it), and only if asked."""
+        decided = ti.xcom_pull(task_ids="promotion_decision")
+        if not params["warm_cache"]:
+            print("warm_cache is off for this run; the online cache is left as it is")
+            return False
+        if not decided["champion_changed"]:
+            print(f"champion unchanged ({decided['champion']}); version {decided['version']} promoted="
+                  f"{decided['promoted']} {'; '.join(decided['reasons'])}; the online cache is left as it is")
+            return False
+        return True
+
+    @task(outlets=[champion_asset(spec)])
+    def announce_champion(ti=None) -> str:
+        """Update the champion asset only when the champion changed (a skip emits no event)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        decided = ti.xcom_pull(task_ids="promotion_decision")
+        if not decided["champion_changed"]:
+            raise AirflowSkipException(f"champion unchanged or none ({decided['champion']})")
+        return decided["champion"]
+
+    warm_cache = IgniteCacheWarmOperator(
+        task_id="warm_feature_cache",
+        source="{{ ti.xcom_pull(task_ids='promotion_decision')['champion_features'] }}",  # the champion's own
+        cache_name=spec.feature_cache,
+        key=spec.key,
+        version_prefix="{{ ti.xcom_pull(task_ids='promotion_decision')['champion'] }}-",
+    )
+    decision >> announce_champion()
+    decision >> champion_changed() >> warm_cache
+
+
 def training_dag(spec: DatasetSpec) -> DAG:
     from kiln.form import form_params
-    from kiln.operators.approval import PromotionApprovalOperator, approver_ids
-    from kiln.operators.ignite import IgniteCacheWarmOperator
-    from kiln.operators.mxnet import MXNetDistributedOperator
 
-    doc = (f"### {training_dag_id(spec.name)}\n\n{spec.description or 'Training pipeline of dataset ' + spec.name}\n\n"
-           f"Dataset spec `datasets/{spec.name}.yaml`: {spec.task} task, label `{spec.label}`, key `{spec.key}`, "
-           f"{spec.source.kind} source. **ingest -> validate -> preprocess (Spark) -> train (Spark MLlib, MXNet single "
-           f"and dist_sync, Singa{''.join(', ' + n for n in spec.trainers)}) -> evaluate -> register -> warm the Ignite "
-           f"feature cache `{spec.feature_cache}`** when the champion of model `{spec.registry_name}` changes.\n\n"
-           "Trigger it from the form (every field typed, bounded, described; defaults from the spec), let the "
-           "schedule run it, or backfill: `airflow backfill create --dag-id "
-           f"{training_dag_id(spec.name)} --from-date ... --to-date ... --max-active-runs 1`. Outputs: "
-           f"`$KILN_DATA_ROOT/{spec.name}/raw/ds=.../`, `$KILN_DATA_ROOT/{spec.name}/runs/ds=.../run=.../`, "
-           f"`$KILN_DATA_ROOT/registry/{spec.registry_name}/`.")
-
-    @dag(dag_id=training_dag_id(spec.name), doc_md=doc, schedule=spec.schedule, start_date=START, catchup=False,
-         max_active_runs=1, tags=["kiln", "ml", "training", f"dataset:{spec.name}"],
+    @dag(dag_id=training_dag_id(spec.name), doc_md=_training_doc(spec), schedule=spec.schedule, start_date=START,
+         catchup=False, max_active_runs=1, tags=["kiln", "ml", "training", f"dataset:{spec.name}"],
          # execution_timeout is the backstop for every task; stages get the form's tighter one.
          default_args={"owner": "kiln", "retries": 1, "retry_delay": timedelta(seconds=15), "execution_timeout": TASK_TIMEOUT},
-         params=form_params(spec), render_template_as_native_obj=False)
+         params=form_params(spec), render_template_as_native_obj=False, user_defined_macros={"kiln_layout": run_layout})
     def pipeline():
-        @task(multiple_outputs=True)
-        def plan(params=None, logical_date=None, dag_run=None) -> dict:
-            """Check the params against the spec and resolve the partition and its paths once."""
-            from kiln.settings import data_root
-            from ml_tasks.planning import plan_run
-
-            return plan_run(spec.name, dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None),
-                            dag_run.run_id)
-
-        connections = [spec.source.conn_id] if isinstance(spec.source, PostgresSource) else []
-        ingest = _stage(spec, "ingest", "ingest", connections=connections)
-        validate = _stage(spec, "validate", "validate")
-        preprocess = _spark_stage(spec, "preprocess", "preprocess")
-        plan_search = _stage(spec, "plan_search", "search-plan", ["--params-json", "{{ params | tojson }}"])
-        trainers: dict[str, Any] = {
-            "spark_lr": _spark_stage(spec, "train_spark_lr", "train-spark", ["--model", "lr"], trigger_rule=AFTER_TRIALS),
-            "spark_gbt": _spark_stage(spec, "train_spark_gbt", "train-spark", ["--model", "gbt"],
-                                      trigger_rule=AFTER_TRIALS),
-            "mxnet_mlp": _stage(spec, "train_mxnet", "train-mxnet", ["--candidate", "mxnet_mlp"], pod_resources="medium",
-                                trigger_rule=AFTER_TRIALS),
-        }
-        trainers["mxnet_dist"] = MXNetDistributedOperator(
-            task_id="train_mxnet_dist",
-            worker_args=STAGES["train-mxnet"].command(
-                dataset=spec.name, partition=PARTITION,
-                values={name: "{{ params." + name + " }}" for name in MLP_SETTINGS},
-                options=["--candidate", "mxnet_dist"])[4:],
-            result_path=plan_value("results_dir") + "/train_mxnet_dist.json",
-            checkpoint_dir=plan_value("checkpoints_root") + "/mxnet_dist",
-            num_servers="{{ params.mxnet_servers }}", num_workers="{{ params.mxnet_workers }}",
-            cluster_timeout="{{ params.stage_timeout_minutes * 60 }}",
-        )
-        trainers["singa_mlp"] = _stage(spec, "train_singa", "train-singa", ["--candidate", "singa_mlp"],
-                                       pod_resources="medium", image=SINGA_IMAGE, trigger_rule=AFTER_TRIALS)
-        trainers.update({name: _trainer_stage(spec, name) for name in spec.trainers})
-        trials = _trials(spec, plan_search)
+        _, preprocess = _data_tasks(spec)
+        trained = _training_tasks(spec, preprocess)
         evaluate = _stage(spec, "evaluate", "evaluate")
         online_features = _stage(spec, "online_features", "online-features")
         register = _stage(spec, "register", "register", ["--params-json", "{{ params | tojson }}"])
-
-        @task.branch
-        def choose_candidates(params=None) -> list[str]:
-            """Run only the trainers chosen in the form; the others are skipped, not failed."""
-            return [trainers[name].task_id for name in params["candidates"] if name in trainers]
-
-        # A trainer that fails its contract is left out, not the run: once every chosen trainer is done (failed
-        # ones too), evaluate compares whoever trained. When none did (or ingest already failed) this task fails
-        # instead, so evaluate and what follows start no pod or process and the run ends failed, not green.
-        @task(trigger_rule="all_done")
-        def any_candidate_trained(ti=None) -> list[str]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from ml_tasks.evaluate import trained_candidates
-            from ml_tasks.layout import Layout
-
-            plan = {key: ti.xcom_pull(task_ids="plan", key=key) for key in ("data_root", "dataset", "ds", "run_id")}
-            trained = [c.dir.name for c in trained_candidates(
-                Layout(Path(plan["data_root"]), plan["dataset"], plan["ds"], plan["run_id"]).candidates_root)]
-            if not trained:
-                raise AirflowFailException("no candidate trained in this run: the failed or skipped tasks before this one say why")
-            return trained
-
-        # Human approval (form field require_approval): only a version that would otherwise be promoted waits for it.
-        @task.short_circuit(ignore_downstream_trigger_rules=False)
-        def approval_needed(ti=None) -> bool:
-            decision = ti.xcom_pull(task_ids="register")
-            if not decision["awaiting_approval"]:
-                print(f"no approval to ask: promoted={decision['promoted']} {'; '.join(decision['reasons'])}")
-            return bool(decision["awaiting_approval"])
-
-        registered = "ti.xcom_pull(task_ids='register')"
-        approvers = spec.approval.approvers
-        approve = PromotionApprovalOperator(
-            task_id="approve_promotion", timeout_minutes="{{ params.approval_timeout_minutes }}",
-            approvers=approver_ids(approvers.users, approvers.roles) if approvers else (),
-            subject="Promote {{ " + registered + "['model_name'] }}/{{ " + registered + "['version'] }} ({{ "
-                    + registered + "['candidate'] }}) to champion?",
-            body="{{ " + registered + "['approval_request'] }}")
-
-        @task
-        def record_approval(params=None, ti=None) -> dict:
-            """The answer (or the timeout) goes into the registry, which re-decides the champion."""
-            from kiln.settings import data_root
-            from ml_tasks.layout import registry_root
-            from ml_tasks.registry import approval_outcome
-            from ml_tasks.registry import record_approval as record
-
-            decision = ti.xcom_pull(task_ids="register")
-            approved, by, reason = approval_outcome(ti.xcom_pull(task_ids="approve_promotion"),
-                                                    params["approval_timeout_minutes"])
-            return record(registry_root(data_root()), decision["model_name"], decision["version"],
-                          decision["registration"], approved, by, reason)
-
-        @task(trigger_rule="none_failed")
-        def promotion_decision(ti=None) -> dict:
-            """The registry's decision for this run's version: after the approval when one was asked."""
-            decision = ti.xcom_pull(task_ids="record_approval") or ti.xcom_pull(task_ids="register")
-            print(f"{decision['model_name']}/{decision['version']}: promoted={decision['promoted']} "
-                  f"{'; '.join(decision['reasons'])}; champion {decision['champion']}")
-            return decision
-
-        @task.short_circuit(ignore_downstream_trigger_rules=True)
-        def champion_changed(params=None, ti=None) -> bool:
-            """Warm only when the champion changed (a backfill of an older day rarely changes it), and only if asked."""
-            decision = ti.xcom_pull(task_ids="promotion_decision")
-            if not params["warm_cache"]:
-                print("warm_cache is off for this run; the online cache is left as it is")
-                return False
-            if not decision["champion_changed"]:
-                print(f"champion unchanged ({decision['champion']}); version {decision['version']} promoted="
-                      f"{decision['promoted']} {'; '.join(decision['reasons'])}; the online cache is left as it is")
-                return False
-            return True
-
-        @task(outlets=[champion_asset(spec)])
-        def announce_champion(ti=None) -> str:
-            """Update the champion asset only when the champion changed (a skip emits no event)."""
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            decision = ti.xcom_pull(task_ids="promotion_decision")
-            if not decision["champion_changed"]:
-                raise AirflowSkipException(f"champion unchanged or none ({decision['champion']})")
-            return decision["champion"]
-
-        warm_cache = IgniteCacheWarmOperator(
-            task_id="warm_feature_cache",
-            source="{{ ti.xcom_pull(task_ids='promotion_decision')['champion_features'] }}",  # the champion's own
-            cache_name=spec.feature_cache,
-            key=spec.key,
-            version_prefix="{{ ti.xcom_pull(task_ids='promotion_decision')['champion'] }}-",
-        )
+        trained >> evaluate >> online_features >> register
+        decision = _approval_tasks(spec, register)
+        _serving_tasks(spec, decision)
         # Last, whatever happened before: the run's HTML report (the "Report" tab of the run's page).
-        report = _stage(spec, "report", "report", trigger_rule="all_done")
-        decision = promotion_decision()
-        register >> approval_needed() >> approve >> record_approval() >> decision
-        register >> decision >> announce_champion()
-        decision >> champion_changed() >> warm_cache
-        decision >> report
-        plan() >> ingest >> validate >> preprocess >> choose_candidates() >> list(trainers.values())
-        preprocess >> plan_search
-        trials >> [trainers[name] for name in searchable(spec)]
-        list(trainers.values()) >> any_candidate_trained() >> evaluate
-        evaluate >> online_features >> register
+        decision >> _stage(spec, "report", "report", trigger_rule="all_done")
 
     return pipeline()
 
@@ -358,10 +394,10 @@ def streaming_dag(spec: DatasetSpec) -> DAG:
             return "{{ ti.xcom_pull(task_ids='locate_stream', key='" + key + "') }}"
 
         stage = STAGES["stream"]
-        arguments = stage.command(
+        arguments = stage.arguments(
             dataset=spec.name, partition=["--data-root", located("data_root")],
             values={name: param_template(name) for name in stage.settings_for(spec)},
-            options=["--bootstrap-servers", located("bootstrap_servers"), "--ignite-host", located("ignite_host")])[4:]
+            options=["--bootstrap-servers", located("bootstrap_servers"), "--ignite-host", located("ignite_host")])
         locate_stream() >> KilnStageOperator(task_id="stream_events", stage="stream", arguments=arguments,
                                              result_path=located("result_path"), pod_resources="medium",
                                              connections=["ignite_default"])  # its login and TLS

@@ -8,9 +8,9 @@ from these pieces, so a pod that passes Pod Security ``restricted`` in one passe
 
 from __future__ import annotations
 
-import os
-
 from kubernetes.client import models as k8s
+
+from ml_tasks.environment import env_str
 
 SECRET_NAME = "kiln-connections"  # holds AIRFLOW_CONN_<ID> keys; a pod gets its stage's only (docs/kubernetes.md)
 RUN_AS_USER = 50000  # the image's non-root "kiln" user
@@ -26,15 +26,15 @@ PRESETS: dict[str, dict[str, dict[str, str]]] = {
 
 
 def default_image() -> str:
-    return os.environ.get("KILN_IMAGE", "kiln/kiln:latest")
+    return env_str("KILN_IMAGE")
 
 
 def default_namespace() -> str:
-    return os.environ.get("KILN_NAMESPACE", "kiln")
+    return env_str("KILN_NAMESPACE")
 
 
 def data_claim() -> str:
-    return os.environ.get("KILN_DATA_CLAIM", "kiln-data")
+    return env_str("KILN_DATA_CLAIM")
 
 
 def resources(preset: str) -> k8s.V1ResourceRequirements:

@@ -1,21 +1,19 @@
-"""Project settings read at run time: Airflow variable first, then environment, then a local default."""
+"""Project settings read at run time: Airflow variable first, then environment, then the variable's declared default
+(``ml_tasks.environment``)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from ml_tasks.environment import ENV, env_given
 
 
-def setting(variable: str, env: str, default: str) -> str:
+def setting(variable: str, env: str) -> str:
     from airflow.sdk import Variable
 
-    return Variable.get(variable, default=None) or os.environ.get(env) or default
+    return Variable.get(variable, default=None) or env_given(env) or ENV[env].default_text()
 
 
 def data_root() -> str:
-    return setting("kiln_data_root", "KILN_DATA_ROOT", str(PROJECT_ROOT / "data"))
+    return setting("kiln_data_root", "KILN_DATA_ROOT")
 
 
 # The connections Kiln's stages and hooks use. A stage gets those its operator names (and what it prints is

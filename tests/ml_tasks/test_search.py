@@ -33,9 +33,8 @@ def run_layout(small_features, data_root, run_id: str) -> Layout:
 def search(lay: Layout, **given) -> dict:
     spec = transactions_spec()
     settings = resolve(spec, {**QUICK, **given})
-    trials = plan_search(spec, lay, settings)
-    for arguments in trials:
-        run_trial(spec, lay, arguments[arguments.index("--candidate") + 1], arguments[arguments.index("--trial") + 1])
+    for candidate, key in plan_search(spec, lay, settings):
+        run_trial(spec, lay, candidate, key)
     return {name: search_results(lay, name) for name in settings["search_candidates"]}
 
 

@@ -245,7 +245,7 @@ def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, t
     version = VersionFiles(tmp_path / "version")
     cand = version.model
     ref = BUILTIN_TRAINERS[{"mxnet": "mxnet_mlp", "singa": "singa_mlp"}[framework]]
-    train_candidate(ref, MLPConfig(epochs=1, batch_size=256).as_settings(),
+    train_candidate(ref, MLPConfig(epochs=1).as_settings(),
                     task="binary", features=lay.features,
                     candidate=cand, checkpoint_dir=tmp_path / "ckpt", transform_dir=lay.transform_dir)
     version.transform.dir.symlink_to(lay.transform_dir)

@@ -111,3 +111,46 @@ def test_infer_dataset_names_a_missing_label(tmp_path):
     pd.DataFrame({"a": [1, 2]}).to_csv(tmp_path / "x.csv", index=False)
     with pytest.raises(KilnError, match=r"label column 'y' is not in .*x.csv \(columns: a\)"):
         infer_spec(str(tmp_path / "x.csv"), label="y")
+
+
+def test_every_kiln_variable_is_read_through_its_one_declaration():
+    """Each KILN_* variable's default is spelled once, in ml_tasks.environment: no module reads one ad hoc."""
+    import re
+    from pathlib import Path
+
+    from ml_tasks.environment import ENV, env_int, env_str, parse_flag
+
+    ad_hoc = re.compile(r"""(?:environ|env)\.get\(\s*f?["']KILN_|getenv\(\s*f?["']KILN_""")
+    files = [*PROJECT_ROOT.glob("ml_tasks/**/*.py"), *PROJECT_ROOT.glob("plugins/**/*.py"),
+             *PROJECT_ROOT.glob("dags/**/*.py"), *PROJECT_ROOT.glob("scripts/*.py")]
+    readers = [f"{path.relative_to(PROJECT_ROOT)}:{n}" for path in files
+               for n, line in enumerate(path.read_text().splitlines(), 1) if ad_hoc.search(line)]
+    assert readers == []
+    kinds = {"env_str": str, "env_int": int, "env_float": float, "env_bool": parse_flag, "env_path": Path}
+    reads = [(m[1], m[2]) for path in files for m in re.finditer(r"""\b(env_\w+)\(["'](KILN_\w+)["']""", path.read_text())]
+    assert {name for _, name in reads} >= {"KILN_DATA_ROOT", "KILN_IGNITE_PORT", "KILN_POD_LOGS", "KILN_SERVE_WORKERS"}
+    for reader, name in reads:  # each read names a declared variable, with the accessor of its type
+        assert name in ENV, name
+        assert reader not in kinds or ENV[name].parse is kinds[reader], f"{reader}({name!r})"
+    assert env_int("KILN_SEARCH_PARALLELISM", {}) == 2 and env_int("KILN_SEARCH_PARALLELISM", {"KILN_SEARCH_PARALLELISM": "5"}) == 5
+    assert env_str("KILN_SHUFFLE_PARTITIONS", {}) == "8" and env_str("KILN_STREAM_SHUFFLE_PARTITIONS", {}) == "4"
+    assert ENV["KILN_IGNITE_PASSWORD_FILE"].given({"KILN_IGNITE_PASSWORD_FILE": ""}) is None  # empty: not named
+    with pytest.raises(TypeError, match="KILN_SEARCH_PARALLELISM is read with int"):
+        env_str("KILN_SEARCH_PARALLELISM")
+
+
+def test_the_docs_list_the_kiln_variables_as_they_are_declared():
+    """docs/operations.md holds the generated table; every other docs table row naming a KILN_* variable shows its
+    declared default."""
+    import re
+
+    from ml_tasks.environment import ENV, markdown_table
+
+    assert markdown_table() in (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    row = re.compile(r"^\| `(KILN_\w+)`(?: / `KILN_\w+`)* \| ([^|]+) \|", re.MULTILINE)
+    rows = [(path.name, *m.groups()) for path in (PROJECT_ROOT / "docs").glob("*.md") for m in row.finditer(path.read_text())]
+    assert len(rows) > len(ENV)
+    for doc, name, shown in rows:
+        assert name in ENV, f"{doc}: {name} is not declared in ml_tasks/environment.py"
+        declared = ENV[name].shown_default.replace("`", "")
+        assert shown.replace("`", "").strip().startswith(declared), f"{doc}: {name} defaults to {declared}, not {shown}"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from ml_tasks.environment import ENV
 from ml_tasks.feature_cache import cache_name, current_version, iter_source, stream_cache_name, warm
 from ml_tasks.online_features import latest_features
 from ml_tasks.spec import load_spec
@@ -39,7 +40,7 @@ def stream_spec(tmp_path: Path, name: str):
 def stream_env(tmp_path: Path, kafka_broker, ignite_node) -> dict[str, str]:
     return {**os.environ, "KILN_DATASETS_DIR": str(tmp_path / "specs"), "KILN_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
             "KILN_IGNITE_HOST": ignite_node.hosts, "KILN_DATA_ROOT": str(tmp_path / "data"),
-            "KILN_IVY_DIR": str(Path.home() / ".cache" / "kiln" / "ivy"),
+            "KILN_IVY_DIR": ENV["KILN_IVY_DIR"].default_text(),
             "KILN_STREAM_LEASE_SECONDS": "6",  # the killed driver's lease expires sooner: its restart waits less
             # What a worker that used Spark Connect passes on: the stream's driver must still be classic Spark.
             "SPARK_CONNECT_MODE_ENABLED": "1", "SPARK_REMOTE": "sc://127.0.0.1:1"}

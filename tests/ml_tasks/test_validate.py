@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.errors import KilnError, ValidationFailed
-from ml_tasks.ingest import PART_FILE, ingest
+from ml_tasks.ingest import ingest
 from ml_tasks.layout import Layout
 from ml_tasks.spec import load_named
 from ml_tasks.validate import Thresholds, validate
@@ -29,7 +29,7 @@ def partition(data_root) -> Layout:
 
 
 def rewrite(lay: Layout, table: pa.Table) -> None:
-    pq.write_table(table, lay.raw_dir / PART_FILE)
+    pq.write_table(table, lay.raw.data)
 
 
 def set_column(table: pa.Table, name: str, values) -> pa.Table:

@@ -19,7 +19,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-SCHEDULER_PORT = 9091
+from ml_tasks.run_settings import SETTINGS
+
 ROLE_PRESETS = {"scheduler": "small", "server": "medium", "worker": "medium"}
 
 
@@ -38,20 +39,18 @@ def build_role_objects(
     from kubernetes.client import models as k8s
 
     from kiln import pod_spec
+    from ml_tasks.mxnet_cluster import SCHEDULER_PORT, dmlc_env, ps_role_command, worker_arguments
+    from ml_tasks.stages import stage_command
 
     service = f"{name}-scheduler"
-    dmlc_env = [
-        k8s.V1EnvVar(name="DMLC_PS_ROOT_URI", value=f"{service}.{namespace}.svc"),
-        k8s.V1EnvVar(name="DMLC_PS_ROOT_PORT", value=str(SCHEDULER_PORT)),
-        k8s.V1EnvVar(name="DMLC_NUM_SERVER", value=str(num_servers)),
-        k8s.V1EnvVar(name="DMLC_NUM_WORKER", value=str(num_workers)),
-        k8s.V1EnvVar(name="DMLC_INTERFACE", value="eth0"),
+    dmlc = [
+        *(k8s.V1EnvVar(name=k, value=v) for k, v in dmlc_env(SCHEDULER_PORT, num_servers, num_workers, interface="eth0",
+                                                             scheduler=f"{service}.{namespace}.svc", node_host=None).items()),
         k8s.V1EnvVar(name="DMLC_NODE_HOST", value_from=k8s.V1EnvVarSource(
             field_ref=k8s.V1ObjectFieldSelector(field_path="status.podIP"))),
-        k8s.V1EnvVar(name="OMP_NUM_THREADS", value="1"),
     ]
-    ps_cmd = ["python", "-c", "from ml_tasks.train_mxnet import import_mxnet; import_mxnet()"]
-    worker_cmd = ["python", "-m", "ml_tasks", "train-mxnet", *worker_args, "--kvstore", "dist_sync"]
+    ps_cmd = ps_role_command("python")
+    worker_cmd = stage_command("train-mxnet", worker_arguments(worker_args))
     job_labels = {**labels, "kiln.io/mxnet-job": name}
 
     def role_pod(role: str, index: int, command: list[str]) -> k8s.V1Pod:
@@ -61,7 +60,7 @@ def build_role_objects(
             labels={**job_labels, "kiln.io/mxnet-role": role},
             containers=[pod_spec.container(name=role, image=image, command=command, preset=ROLE_PRESETS[role],
                                            data_mount=data_mount, ports=ports,
-                                           env=[*dmlc_env, k8s.V1EnvVar(name="DMLC_ROLE", value=role)])])
+                                           env=[*dmlc, k8s.V1EnvVar(name="DMLC_ROLE", value=role)])])
 
     return [
         k8s.V1Service(api_version="v1", kind="Service",
@@ -93,8 +92,8 @@ class MXNetDistributedOperator(BaseOperator):
         worker_args: list[Any],
         result_path: str,
         checkpoint_dir: str,
-        num_servers: int | str = 1,
-        num_workers: int | str = 2,
+        num_servers: int | str = SETTINGS["mxnet_servers"].default,
+        num_workers: int | str = SETTINGS["mxnet_workers"].default,
         cluster_timeout: float | str = 1800.0,
         execution: str | None = None,
         image: str | None = None,
@@ -123,14 +122,19 @@ class MXNetDistributedOperator(BaseOperator):
         if resolve_execution(self.execution) == "kubernetes":
             self.run_on_kubernetes(context)
         else:
-            from ml_tasks.mxnet_cluster import run_cluster
+            from ml_tasks.layout import CheckpointFiles
+            from ml_tasks.mxnet_cluster import run_cluster, worker_arguments
+            from ml_tasks.stages import stage_command
 
-            worker_cmd = [sys.executable, "-m", "ml_tasks", "train-mxnet", *map(str, self.worker_args),
-                          "--kvstore", "dist_sync", "--result-file", self.result_path]
+            worker_cmd = stage_command("train-mxnet", worker_arguments(self.rendered_worker_args()), python=sys.executable)
             run_cluster(worker_cmd, int(self.num_servers), int(self.num_workers), log=self.log.info,
-                        timeout=float(self.cluster_timeout), pid_file=Path(self.checkpoint_dir) / "pids.json",
+                        timeout=float(self.cluster_timeout), pid_file=CheckpointFiles(Path(self.checkpoint_dir)).pids,
                         on_start=self._roles.extend)
         return read_result("train-mxnet (dist_sync)", self.result_path)
+
+    def rendered_worker_args(self) -> list[str]:
+        """Every worker's ``train-mxnet`` arguments, then where rank 0 writes the result."""
+        return [*map(str, self.worker_args), "--result-file", self.result_path]
 
     def on_kill(self) -> None:
         from ml_tasks.mxnet_cluster import stop_all
@@ -158,7 +162,7 @@ class MXNetDistributedOperator(BaseOperator):
         name, labels = self.job_identity(ti.dag_id, ti.task_id, ti.run_id, int(ti.try_number))
         return build_role_objects(name=name, namespace=self.namespace or pod_spec.default_namespace(),
                                   image=self.image or pod_spec.default_image(),
-                                  worker_args=[*map(str, self.worker_args), "--result-file", self.result_path],
+                                  worker_args=self.rendered_worker_args(),
                                   num_servers=int(self.num_servers), num_workers=int(self.num_workers),
                                   labels=labels, data_mount=data_root())
 

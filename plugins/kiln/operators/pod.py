@@ -12,15 +12,17 @@ deferrable mode has lost XComs upstream.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from kubernetes.client import models as k8s
 
 from kiln import pod_spec
-from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, failure_reason
+from kiln.execution import stage_exit
+from ml_tasks.environment import env_bool
+from ml_tasks.errors import SKIP_EXIT_CODE, failure_reason
+from ml_tasks.stages import stage_command
 
 
 class KilnPodOperator(KubernetesPodOperator):
@@ -51,13 +53,13 @@ class KilnPodOperator(KubernetesPodOperator):
         self.preset = preset
         self.data_mount = data_mount
         kwargs.setdefault("on_finish_action", "delete_pod")
-        kwargs.setdefault("get_logs", _env_flag("KILN_POD_LOGS", default=True))
+        kwargs.setdefault("get_logs", env_bool("KILN_POD_LOGS"))
         kwargs.setdefault("do_xcom_push", False)
         super().__init__(
             image=image or pod_spec.default_image(),
             namespace=namespace or pod_spec.default_namespace(),
             name=f"kiln-{stage}",
-            cmds=["python", "-m", "ml_tasks", stage],
+            cmds=stage_command(stage, []),  # the image's python; the (templated) arguments follow
             arguments=stage_arguments,
             container_resources=pod_spec.resources(preset),
             security_context=pod_spec.pod_security_context(),
@@ -76,9 +78,8 @@ class KilnPodOperator(KubernetesPodOperator):
     @classmethod
     def for_stage(cls, stage_op: Any, context: Any, data_root: str) -> KilnPodOperator:
         """The pod for a ``KilnStageOperator`` (same task id, stage and rendered arguments)."""
-        return cls(task_id=stage_op.task_id, stage=stage_op.stage,
-                   stage_arguments=[*map(str, stage_op.arguments), "--result-file", stage_op.result_path],
-                   preset=stage_op.pod_resources, deferrable=_env_flag("KILN_POD_DEFERRABLE", default=False),
+        return cls(task_id=stage_op.task_id, stage=stage_op.stage, stage_arguments=stage_op.stage_arguments,
+                   preset=stage_op.pod_resources, deferrable=env_bool("KILN_POD_DEFERRABLE"),
                    data_mount=data_root,
                    # the stage's timeout, enforced by the kubelet: it kills the pod, whatever happens to the task
                    active_deadline_seconds=int(float(stage_op.timeout_minutes) * 60) if stage_op.timeout_minutes else None,
@@ -94,10 +95,7 @@ class KilnPodOperator(KubernetesPodOperator):
             raise AirflowSkipException(reason or str(skip)) from None
         except AirflowException as failure:
             name = pod.metadata.name if pod is not None else self.name
-            if code == BAD_INPUT_EXIT_CODE:
-                raise AirflowFailException(f"stage {self.stage} rejected its input: {reason}") from failure
-            raise AirflowException(f"stage {self.stage} failed in pod {name} "
-                                   f"(exit code {code}): {reason or failure}") from failure
+            raise stage_exit(self.stage, code, reason or str(failure), f"pod {name}") from failure
 
 
 def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | None, str]:
@@ -107,9 +105,3 @@ def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | Non
         if status.name == container and status.state and status.state.terminated:
             return status.state.terminated.exit_code, status.state.terminated.message or ""
     return None, ""
-
-
-def _env_flag(name: str, *, default: bool) -> bool:
-    """KILN_POD_DEFERRABLE (wait in the triggerer), KILN_POD_LOGS (stream the pod's log into the task log;
-    off only where nodes keep no logs, as kwok's)."""
-    return os.environ.get(name, str(default)).strip().lower() == "true"

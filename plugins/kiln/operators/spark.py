@@ -13,6 +13,7 @@ Either way the stage writes its result manifest, which becomes the task's XCom.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +83,22 @@ class KilnSparkStageOperator(KilnStageOperator):
 
 class KilnTrialOperator(KilnSparkStageOperator):
     """One trial of a hyper-parameter search, mapped over the planned trials of every searched candidate: a Spark
-    candidate's trial runs as a Spark stage, any other as a plain stage (Singa's in its own image in Kubernetes).
+    candidate's trial runs as a Spark stage, any other as a plain stage, in the pod image its candidate needs.
 
-    :param singa_image: the pod image of Singa trials in Kubernetes mode.
+    :param spark_candidates: the candidates whose trials are Spark stages.
+    :param candidate_images: a candidate's pod image in Kubernetes mode, where it is not Kiln's.
     """
 
-    def __init__(self, *, singa_image: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, spark_candidates: Sequence[str] = (), candidate_images: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.singa_image = singa_image
+        self.spark_candidates = list(spark_candidates)
+        self.candidate_images = dict(candidate_images or {})
 
     def execute(self, context: Any) -> dict[str, Any]:
         arguments = list(map(str, self.arguments))
         candidate = arguments[arguments.index("--candidate") + 1]
-        if candidate.startswith("spark_"):
+        if candidate in self.spark_candidates:
             return super().execute(context)
-        if candidate == "singa_mlp" and self.singa_image:
-            self.image = self.singa_image
+        self.image = self.candidate_images.get(candidate, self.image)
         return KilnStageOperator.execute(self, context)

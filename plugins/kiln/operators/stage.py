@@ -4,7 +4,12 @@ The operator only stores arguments; execution is a few lines. Locally it streams
 into the task log and kills the whole process group on timeout or ``on_kill``; in Kubernetes mode it
 builds a ``KilnPodOperator`` (imported lazily: the provider costs ~1.5 s at DAG parse) with the same
 command. Either way the stage writes a small result manifest to the artifact location, and that
-manifest (not the pod's XCom sidecar) becomes the task's XCom.
+manifest (not the pod's XCom sidecar) becomes the task's XCom. An exit code means the same in both
+(``kiln.execution.stage_exit``).
+
+Not the standard provider's ``SubprocessHook``: it keeps only the last output line (a failed validation's reason
+spans several), has no timeout of its own and stops the group with SIGTERM alone; a stage here must die with its
+task process (``PR_SET_PDEATHSIG``) and be SIGKILLed when it ignores SIGTERM.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException
 
-from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, failure_reason
+from ml_tasks.errors import failure_reason
 from ml_tasks.processes import die_with_parent
 
 
@@ -70,8 +75,10 @@ class KilnStageOperator(BaseOperator):
         self._proc: subprocess.Popen[str] | None = None
 
     @property
-    def command(self) -> list[str]:
-        return ["python", "-m", "ml_tasks", self.stage, *map(str, self.arguments), "--result-file", self.result_path]
+    def stage_arguments(self) -> list[str]:
+        """The rendered arguments, then where the stage writes its result: what follows ``python -m ml_tasks <stage>``
+        here and in a pod alike."""
+        return [*map(str, self.arguments), "--result-file", self.result_path]
 
     def execute(self, context: Any) -> dict[str, Any]:
         from kiln.execution import resolve_execution
@@ -127,8 +134,9 @@ class KilnStageOperator(BaseOperator):
 
     def _run_local(self, connections: dict[str, str]) -> None:
         from ml_tasks.processes import stage_environment
+        from ml_tasks.stages import stage_command
 
-        cmd = [sys.executable, *self.command[1:]]
+        cmd = stage_command(self.stage, self.stage_arguments, python=sys.executable)
         # the stage's whole environment: never the worker's (Airflow's JWT secret, metadata DB URL, other connections)
         env = stage_environment(os.environ, {**self.stage_env(), **connections})
         self.log.info("running %s", " ".join(cmd))
@@ -162,14 +170,10 @@ class KilnStageOperator(BaseOperator):
         if timed_out.is_set():
             raise AirflowException(f"stage {self.stage} ran longer than its timeout of {self.timeout_minutes} min; "
                                    f"its process group {self._proc.pid} was killed")
-        if code == 0:
-            return
-        reason = failure_reason("\n".join(last_lines))
-        if code == SKIP_EXIT_CODE:
-            raise AirflowSkipException(reason)
-        if code == BAD_INPUT_EXIT_CODE:
-            raise AirflowFailException(f"stage {self.stage} rejected its input: {reason}")
-        raise RuntimeError(f"stage {self.stage} exited with code {code}: {reason}")
+        if code != 0:
+            from kiln.execution import stage_exit
+
+            raise stage_exit(self.stage, code, failure_reason("\n".join(last_lines)), f"process {self._proc.pid}")
 
     def _kill_group(self, grace: float = 10.0) -> None:
         """SIGTERM the stage's process group, SIGKILL it after ``grace`` seconds (the stage runs in its own session)."""
