@@ -110,7 +110,7 @@ class AirflowServer:
             while time.monotonic() < deadline:
                 if api.get(f"/dags/{dag_id}").status_code == 200:
                     return
-                time.sleep(2)
+                time.sleep(1)
         raise AssertionError(f"{dag_id} was not parsed within {timeout}s")
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
@@ -124,7 +124,7 @@ class AirflowServer:
                 run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
                 if run["state"] in ("success", "failed"):
                     return run
-                time.sleep(3)
+                time.sleep(1)  # a request a second: each wait ends within a second of the run
         raise AssertionError(f"run {run_id} of {dag_id} did not finish within {timeout}s")
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:

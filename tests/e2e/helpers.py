@@ -33,15 +33,22 @@ def dataset_of_its_own(server, name: str, refresh: bool = False, extra: str = ""
     """A copy of the transactions spec as dataset ``name`` (so a model of its own: a run registers only into its
     dataset's model), without its stream and schedule, plus the spec text ``extra``, added to the running server;
     its training DAG's id, unpaused (and its cache refresh DAG's, with ``refresh``)."""
+    return datasets_of_their_own(server, {name: extra}, refresh)[0]
+
+
+def datasets_of_their_own(server, extras: dict[str, str], refresh: bool = False) -> list[str]:
+    """``dataset_of_its_own`` for each name of ``extras`` (name: extra spec text), all written before waiting, so the
+    DAG processor parses them in one pass; their training DAGs' ids, in order."""
     root = Path(__file__).resolve().parents[2]
-    text = (root / "datasets" / "transactions.yaml").read_text().replace("stream: {}\n", "") + "schedule: null\n" + extra
-    (server.datasets / f"{name}.yaml").write_text(text)
-    dag_ids = [f"kiln_training_{name}", *([f"kiln_cache_refresh_{name}"] if refresh else [])]
-    for dag_id in dag_ids:
-        server.wait_for_dag(dag_id)
-        with server.api() as api:
-            assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
-    return dag_ids[0]
+    for name, extra in extras.items():
+        text = (root / "datasets" / "transactions.yaml").read_text().replace("stream: {}\n", "") + "schedule: null\n" + extra
+        (server.datasets / f"{name}.yaml").write_text(text)
+    for name in extras:
+        for dag_id in [f"kiln_training_{name}", *([f"kiln_cache_refresh_{name}"] if refresh else [])]:
+            server.wait_for_dag(dag_id)
+            with server.api() as api:
+                assert api.patch(f"/dags/{dag_id}", json={"is_paused": False}).status_code == 200
+    return [f"kiln_training_{name}" for name in extras]
 
 
 def trigger(server, conf: dict, dag_id: str = "kiln_training") -> str:
@@ -96,7 +103,7 @@ def wait_for_approval_request(server, run_id: str, timeout: float = 600, dag_id:
             run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
             assert run["state"] not in ("success", "failed"), \
                 f"run ended {run['state']} without asking: {server.task_instances(dag_id, run_id)}"
-            time.sleep(3)
+            time.sleep(1)
     raise AssertionError(f"run {run_id} did not ask for approval within {timeout}s")
 
 

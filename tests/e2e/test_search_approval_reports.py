@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import SUBSET
-from tests.e2e.helpers import answer, dataset_of_its_own, trigger, wait_for_approval_request
+from tests.e2e.helpers import answer, datasets_of_their_own, trigger, wait_for_approval_request
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 # One searched candidate, few trials, no cache warming: this file is about the search, the approval and the report.
@@ -33,11 +35,49 @@ def xcom(server, run_id: str, task_id: str, map_index: int = -1, dag_id: str = "
     return json.loads(value) if isinstance(value, str) else value
 
 
+class Watch(threading.Thread):
+    """``wait_for_approval_request`` in the background: a request that times out a minute after it is made must be
+    seen while it waits, whichever test runs then."""
+
+    def __init__(self, server, run_id: str, dag_id: str):
+        super().__init__(daemon=True)
+        self.server, self.run_id, self.dag_id = server, run_id, dag_id
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            wait_for_approval_request(self.server, self.run_id, dag_id=self.dag_id)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test)
+            self.error = exc
+
+
 @pytest.fixture(scope="module")
-def approved_run(airflow_server) -> str:
-    """A searched run of a dataset, so a model, of its own (no champion yet), approved through the REST API."""
-    dag_id = dataset_of_its_own(airflow_server, "approved_rest")
-    run_id = trigger(airflow_server, {**CONF, **SEARCH, "partition_date": "2026-04-01"}, dag_id)
+def runs(airflow_server) -> dict[str, Any]:
+    """Every run of this file (dataset name: DAG id, run id; "unanswered_watch": that request's Watch), triggered
+    together, each in a DAG, so a model, of its own (no champion yet): no run waits for another (max_active_runs is
+    per DAG), their waits for the scheduler, for an answer and for the timeout overlap, and one parse of the DAG
+    folder brings all four DAGs."""
+    dag_ids = datasets_of_their_own(airflow_server, {
+        "unanswered": "", "approved_rest": "", "rejected_rest": "",
+        "reviewed": "approval: {required: true, approvers: {users: [reviewer]}}\n"})
+    confs = {"unanswered": {**CONF, "partition_date": "2026-04-04", "approval_timeout_minutes": 1},
+             "approved_rest": {**CONF, **SEARCH, "partition_date": "2026-04-01"},
+             "rejected_rest": {**CONF, "partition_date": "2026-04-02"},
+             "reviewed": {**CONF, "partition_date": "2026-04-03"}}
+    started: dict[str, Any] = {}
+    for (name, conf), dag_id in zip(confs.items(), dag_ids, strict=True):
+        started[name] = (dag_id, trigger(airflow_server, conf, dag_id))
+        if name == "unanswered":  # first: its minute starts at its request
+            unanswered_watch = Watch(airflow_server, started[name][1], dag_id)
+            unanswered_watch.start()
+    started["unanswered_watch"] = unanswered_watch
+    return started
+
+
+@pytest.fixture(scope="module")
+def approved_run(airflow_server, runs) -> str:
+    """The searched run, approved through the REST API."""
+    dag_id, run_id = runs["approved_rest"]
     request = wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
     # the person sees the metrics and that there is no champion to compare with; nothing is promoted meanwhile
     assert "Promote approved_rest/2026-04-01" in request["subject"]
@@ -59,16 +99,15 @@ def test_an_approval_through_rest_promotes_the_version_with_who_and_why(airflow_
     assert xcom(airflow_server, approved_run, "promotion_decision")["champion_changed"]
 
 
-def test_only_the_specs_approvers_may_answer_and_the_form_cannot_turn_approval_off(airflow_server):
+def test_only_the_specs_approvers_may_answer_and_the_form_cannot_turn_approval_off(airflow_server, runs):
     """A spec that requires approval by a named person: a trigger that turns approval off is refused before a run
     starts; the request is that person's alone (Airflow refuses the admin's answer, 403), and her answer decides."""
-    dag_id = dataset_of_its_own(airflow_server, "reviewed",
-                                extra="approval: {required: true, approvers: {users: [reviewer]}}\n")
+    dag_id, run_id = runs["reviewed"]
     with airflow_server.api() as api:
         off = api.post(f"/dags/{dag_id}/dagRuns", json={"logical_date": None,
                                                         "conf": {**CONF, "require_approval": False}})
     assert off.status_code in (400, 422), off.text
-    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-03"}, dag_id)
+    assert [r["dag_run_id"] for r in airflow_server.runs(dag_id)] == [run_id]  # refused: no run of its own
     request = wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
     assert [u["id"] for u in request["assigned_users"]] == ["reviewer"]
     answer(airflow_server, run_id, "Approve", "I own this model", dag_id, user="admin", expect=403)
@@ -95,9 +134,8 @@ def test_the_search_fans_out_as_mapped_trials_and_the_best_trains_the_candidate(
     assert {k: trained["params"][k] for k in best["tuned"]} == best["tuned"]
 
 
-def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with_the_reason(airflow_server):
-    dag_id = dataset_of_its_own(airflow_server, "rejected_rest")
-    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-02"}, dag_id)
+def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with_the_reason(airflow_server, runs):
+    dag_id, run_id = runs["rejected_rest"]
     wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
     answer(airflow_server, run_id, "Reject", "calibration drifted", dag_id)
     run = airflow_server.wait_for_run(dag_id, run_id)
@@ -112,10 +150,13 @@ def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with
     assert tis["report"]["state"] == "success"
 
 
-def test_no_answer_within_the_timeout_counts_as_a_rejection(airflow_server):
-    dag_id = dataset_of_its_own(airflow_server, "unanswered")
-    run_id = trigger(airflow_server, {**CONF, "partition_date": "2026-04-04", "approval_timeout_minutes": 1}, dag_id)
-    wait_for_approval_request(airflow_server, run_id, dag_id=dag_id)
+def test_no_answer_within_the_timeout_counts_as_a_rejection(airflow_server, runs):
+    dag_id, run_id = runs["unanswered"]
+    watch = runs["unanswered_watch"]  # wait_for_approval_request, from the moment of the trigger
+    watch.join(timeout=900)
+    assert not watch.is_alive(), "still waiting for the approval request"
+    if watch.error is not None:
+        raise watch.error
     run = airflow_server.wait_for_run(dag_id, run_id, timeout=300)  # the scheduler applies the default
     assert run["state"] == "success", airflow_server.task_instances(dag_id, run_id)
     state = registry(airflow_server, "unanswered")
