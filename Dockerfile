@@ -36,7 +36,7 @@ COPY ignite ./ignite
 COPY spark ./spark
 # The streaming job's Kafka connector (spark-sql-kafka from Maven Central) is resolved here, once, into the image.
 RUN pip install --no-deps -e . && python -m ml_tasks --help > /dev/null \
- && python -c "from ml_tasks.spark_session import streaming_session; streaming_session('kiln-resolve').stop()" \
+ && python -c "from ml_tasks.core.spark_session import streaming_session; streaming_session('kiln-resolve').stop()" \
  && chown -R "${KILN_UID}:0" /opt/kiln/ivy
 
 USER ${KILN_UID}

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ml_tasks import ignite_fast  # noqa: E402,F401
-from ml_tasks.feature_cache import WarmOptions, iter_source, warm  # noqa: E402
-from ml_tasks.layout import Layout  # noqa: E402
+from ml_tasks.core.layout import Layout  # noqa: E402
+from ml_tasks.features import ignite_fast  # noqa: E402,F401
+from ml_tasks.features.feature_cache import WarmOptions, iter_source, warm  # noqa: E402
 
 PORT, DISCOVERY, COMMUNICATION = 11000, 47700, 47400
 JAVA = ROOT / "bench" / "java"
@@ -53,7 +53,7 @@ def connect() -> contextlib.AbstractContextManager:
 
 def feature_table(path: Path, rows: int) -> None:
     """``rows`` distinct entities with the online feature columns (from the synthetic generator)."""
-    from ml_tasks.synthetic import generate_chunk
+    from ml_tasks.ingestion.synthetic import generate_chunk
 
     table = generate_chunk("2026-01-01", 0, rows, entity_pool=rows).to_pandas()
     table["entity_id"] = [f"card_{i:08d}" for i in range(rows)]
@@ -108,14 +108,14 @@ def prepare_champion(work: Path, entities_wanted: int) -> tuple[Path, list[str]]
     ``entities_wanted``). Spark runs over ``SPARK_REMOTE`` when set (a Spark Connect server), else in this process."""
     import pandas as pd
 
-    from ml_tasks.candidates import BUILTIN_TRAINERS
-    from ml_tasks.evaluate import Thresholds, evaluate
-    from ml_tasks.ingest import ingest
-    from ml_tasks.online_features import latest_features
-    from ml_tasks.preprocess import preprocess
-    from ml_tasks.registry import register
-    from ml_tasks.spec import load_named
+    from ml_tasks.core.spec import load_named
+    from ml_tasks.evaluation.evaluate import Thresholds, evaluate
+    from ml_tasks.evaluation.registry import register
+    from ml_tasks.features.online_features import latest_features
+    from ml_tasks.features.preprocess import preprocess
+    from ml_tasks.ingestion.ingest import ingest
     from ml_tasks.trainer import train_candidate
+    from ml_tasks.training.candidates import BUILTIN_TRAINERS
 
     spec = load_named("transactions")  # the service serves every spec; the bench's data root has this one's model
     lay = Layout(work / "data", spec.name, "2026-01-01")

@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_features  # noqa: E402
-from ml_tasks.layout import Layout  # noqa: E402
-from ml_tasks.mxnet_cluster import run_cluster  # noqa: E402
+from ml_tasks.core.layout import Layout  # noqa: E402
+from ml_tasks.training.mxnet_cluster import run_cluster  # noqa: E402
 
 
 def worker_cmd(layout: Layout, candidate: str, epochs: int, result: Path, kvstore: str | None) -> list[str]:

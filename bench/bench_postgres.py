@@ -36,8 +36,8 @@ COLUMNS = ("entity_id text, event_ts timestamp, amount double precision, hour_of
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from ml_tasks.ingest import ingest
-from ml_tasks.spec import load_spec
+from ml_tasks.ingestion.ingest import ingest
+from ml_tasks.core.spec import load_spec
 spec = load_spec(Path(sys.argv[1]))
 started = time.perf_counter()
 out = ingest(spec, sys.argv[2], Path(sys.argv[3]))
@@ -97,7 +97,7 @@ class TempPostgres:
 def load(uri: str, rows: int) -> None:
     import psycopg2
 
-    from ml_tasks.synthetic import CHUNK_ROWS, generate_chunk
+    from ml_tasks.ingestion.synthetic import CHUNK_ROWS, generate_chunk
 
     with psycopg2.connect(uri) as conn, conn.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS events")
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from ml_tasks.sources import postgres_sql
+    from ml_tasks.ingestion.sources import postgres_sql
 
     sql = postgres_sql("events", None, ["entity_id", "event_ts", "amount", "hour_of_day", "distance_from_home_km", "tx_count_24h",
                                         "account_age_days", "is_foreign", "merchant_category", "channel", "label"], "event_ts", DS)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import bench_ignite  # noqa: E402
 from bench.results import Results  # noqa: E402
-from ml_tasks.streaming import LATENCY_BUCKET_MS, batch_figures, quantile  # noqa: E402
+from ml_tasks.features.streaming import LATENCY_BUCKET_MS, batch_figures, quantile  # noqa: E402
 from tests.kafka_broker import KafkaBroker  # noqa: E402
 
 KAFKA_PORT = 9392
@@ -38,7 +38,7 @@ def log(message: str) -> None:
 
 def spec(work: Path, dataset: str = DATASET):
     """The transactions spec under the bench's own name: its topics, alias and checkpoint are the bench's."""
-    from ml_tasks.spec import load_spec
+    from ml_tasks.core.spec import load_spec
 
     folder = work / "specs"
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def applied(client, count: int, timeout: float, work: Path, dataset: str = DATAS
 
 
 def produce(work: Path, rate: float, seconds: float, start: int, dataset: str = DATASET) -> dict:
-    from ml_tasks.events import produce_events
+    from ml_tasks.features.events import produce_events
 
     s = spec(work, dataset)
     return produce_events(s, f"127.0.0.1:{KAFKA_PORT}", s.topic("events"), rate=rate, seconds=seconds, entities=ENTITIES,
@@ -146,9 +146,9 @@ def warm_live_version(work: Path, client) -> None:
     (the stream table and the live version), as in production."""
     from datetime import date, timedelta
 
-    from ml_tasks.feature_cache import warm
-    from ml_tasks.online_features import latest_features
-    from ml_tasks.synthetic import generate_chunk
+    from ml_tasks.features.feature_cache import warm
+    from ml_tasks.features.online_features import latest_features
+    from ml_tasks.ingestion.synthetic import generate_chunk
     from tests.ml_tasks.test_streaming import raw_partition
 
     s = spec(work)
@@ -189,8 +189,8 @@ def memory(results: Results, work: Path, client, stream: subprocess.Popen, sent:
 
 def throughput(results: Results, work: Path, client, backlog: int) -> None:
     """A backlog drained by the stream vs the same events through the batch path (online-features + warm)."""
-    from ml_tasks.feature_cache import warm
-    from ml_tasks.online_features import latest_features
+    from ml_tasks.features.feature_cache import warm
+    from ml_tasks.features.online_features import latest_features
 
     log(f"streaming: throughput, a backlog of {backlog:,} events: stream vs batch warm")
     dataset = f"{DATASET}_backlog"  # its own topic, alias and checkpoint: only this backlog

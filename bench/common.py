@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ml_tasks.layout import Layout
+from ml_tasks.core.layout import Layout
 
 
 def write_features(layout: Layout, rows: int, dim: int = 22, seed: int = 0) -> None:

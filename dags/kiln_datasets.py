@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kiln.pipelines import dags_of
 
-from ml_tasks.spec import discover
+from ml_tasks.core.spec import discover
 
 for _path, _spec in discover():
     for _dag in dags_of(_path, _spec):

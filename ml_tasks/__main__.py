@@ -1,7 +1,7 @@
 """The stage CLI: ``python -m ml_tasks STAGE [--dataset NAME] --ds YYYY-MM-DD [options]``.
 
 Airflow runs these commands as local subprocesses or Kubernetes pods; people run them by hand. The
-stages and their options are defined once in ``ml_tasks.stages`` (settings in ``ml_tasks.run_settings``).
+stages and their options are defined once in ``ml_tasks.core.stages`` (settings in ``ml_tasks.core.run_settings``).
 An option left out takes the dataset spec's default, else the global one. Each stage prints its result
 as JSON on the last line and, with ``--result-file``, writes it there (the small manifest Airflow turns
 into XCom). Exit codes: 0 done, 2 bad input (message on stderr), 99 skipped in this environment.
@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.atomic import write_json
-from ml_tasks.cli_types import DATASET, DS
-from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, KilnError, StageSkipped
-from ml_tasks.layout import Layout, default_data_root
-from ml_tasks.run_settings import SETTINGS, resolve, spec_settings
-from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, load_named
-from ml_tasks.stages import STAGES, Run, Stage
+from ml_tasks.core.atomic import write_json
+from ml_tasks.core.cli_types import DATASET, DS
+from ml_tasks.core.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE, KilnError, StageSkipped
+from ml_tasks.core.layout import Layout, default_data_root
+from ml_tasks.core.run_settings import SETTINGS, resolve, spec_settings
+from ml_tasks.core.spec import BUILTIN_DATASET, DatasetSpec, load_named
+from ml_tasks.core.stages import STAGES, Run, Stage
 
 
 def build_parser() -> argparse.ArgumentParser:

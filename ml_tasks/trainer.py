@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from ml_tasks.atomic import atomic_dir, write_json
-from ml_tasks.candidates import TrainerRef, split_path
-from ml_tasks.errors import KilnError, StageSkipped
-from ml_tasks.layout import CandidateFiles, FeatureFiles
+from ml_tasks.core.atomic import atomic_dir, write_json
+from ml_tasks.core.errors import KilnError, StageSkipped
+from ml_tasks.core.layout import CandidateFiles, FeatureFiles
+from ml_tasks.training.candidates import TrainerRef, split_path
 
 log = logging.getLogger(__name__)
 PARITY_ROWS = 2000  # held-out rows the loaded scorer must reproduce
@@ -199,7 +199,7 @@ def run_trainer(ref: TrainerRef, *, task: str, features: FeatureFiles, candidate
     a retry or a concurrent run of the same partition never sees half a candidate. On failure the reason
     is written to ``failure_file`` (for evaluation's table) and raised as ``TrainerFailed``.
     """
-    from ml_tasks.evaluate import PRIMARY_METRIC, compute_metrics
+    from ml_tasks.evaluation.evaluate import PRIMARY_METRIC, compute_metrics
 
     if not features.train.exists():
         raise KilnError(f"no preprocessed features at {features.dir}; did preprocess run?")

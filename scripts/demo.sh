@@ -23,7 +23,7 @@ fi
 # The run's HTML report (written by its last task, report): the table below, plots, search, drift, registry history.
 run_id=$(python -c "
 import json, sys
-from ml_tasks.layout import Layout
+from ml_tasks.core.layout import Layout
 runs = Layout.at(sys.argv[1], 'transactions', sys.argv[2]).run_dir.parent
 reports = sorted(runs.glob('run=*/_results/report.json'), key=lambda p: p.stat().st_mtime)
 print(json.loads(reports[-1].read_text())['run_id'])
@@ -42,8 +42,8 @@ if [ "$ignite" = 1 ]; then
   # card_00000000: the entity the streaming segment sends events for (produce-events --entities 1)
   entity=$(python -c "
 import pandas as pd, sys
-from ml_tasks.layout import registry_root
-from ml_tasks.registry import champion_features
+from ml_tasks.core.layout import registry_root
+from ml_tasks.evaluation.registry import champion_features
 ids = pd.read_parquet(champion_features(registry_root(sys.argv[1]), 'transactions')['source'], columns=['entity_id']).entity_id
 print('card_00000000' if (ids == 'card_00000000').any() else ids.iloc[0])
 " "$KILN_DATA_ROOT" 2>/dev/null || true)
@@ -56,7 +56,7 @@ print('card_00000000' if (ids == 'card_00000000').any() else ids.iloc[0])
   if ! python -c "
 import sys
 from pyignite import Client
-from ml_tasks.feature_cache import current_version
+from ml_tasks.features.feature_cache import current_version
 c = Client(timeout=10); c.connect('127.0.0.1', 10800)
 sys.exit(0 if current_version(c, 'kiln_features_transactions') else 1)"; then
     echo "online cache   : not warmed for the current champion; running 'airflow dags test kiln_cache_refresh'"

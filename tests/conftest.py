@@ -27,7 +27,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 
 def transactions_spec():
     """The built-in dataset's spec, as shipped in datasets/."""
-    from ml_tasks.spec import load_spec
+    from ml_tasks.core.spec import load_spec
 
     return load_spec(PROJECT_ROOT / "datasets" / "transactions.yaml")
 
@@ -54,9 +54,9 @@ def _stop_spark_at_exit():
 @pytest.fixture(scope="session")
 def small_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One synthetic partition (8 000 rows) preprocessed on real Spark, shared by the training tests."""
-    from ml_tasks.ingest import ingest
-    from ml_tasks.layout import Layout
-    from ml_tasks.preprocess import preprocess
+    from ml_tasks.core.layout import Layout
+    from ml_tasks.features.preprocess import preprocess
+    from ml_tasks.ingestion.ingest import ingest
 
     spec = transactions_spec()
     layout = Layout(tmp_path_factory.mktemp("features"), "transactions", "2026-03-02")
@@ -68,10 +68,10 @@ def small_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def diabetes_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """scikit-learn's diabetes set (a regression) preprocessed on real Spark as its shipped spec says."""
-    from ml_tasks.ingest import ingest
-    from ml_tasks.layout import Layout
-    from ml_tasks.preprocess import preprocess
-    from ml_tasks.spec import load_spec
+    from ml_tasks.core.layout import Layout
+    from ml_tasks.core.spec import load_spec
+    from ml_tasks.features.preprocess import preprocess
+    from ml_tasks.ingestion.ingest import ingest
 
     spec = load_spec(PROJECT_ROOT / "datasets" / "diabetes.yaml")
     layout = Layout(tmp_path_factory.mktemp("diabetes"), "diabetes", "2026-03-02")

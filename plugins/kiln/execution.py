@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.environment import env_default, env_given
+from ml_tasks.core.environment import env_default, env_given
 
 MODES = ("local", "kubernetes")
 
@@ -45,7 +45,7 @@ def stage_exit(stage: str, code: int | None, reason: str, where: str) -> BaseExc
     error line is the reason."""
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-    from ml_tasks.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE
+    from ml_tasks.core.errors import BAD_INPUT_EXIT_CODE, SKIP_EXIT_CODE
 
     if code == SKIP_EXIT_CODE:
         return AirflowSkipException(reason)

@@ -1,4 +1,4 @@
-"""The trigger form of a dataset's DAG: Airflow ``Param``s generated from ``ml_tasks.run_settings.SETTINGS``
+"""The trigger form of a dataset's DAG: Airflow ``Param``s generated from ``ml_tasks.core.run_settings.SETTINGS``
 (bounds, descriptions) with the dataset spec's defaults, and the Jinja templates that pass each field to
 the stage command lines."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
-from ml_tasks.run_settings import SETTINGS, Setting, settings_for
-from ml_tasks.spec import DatasetSpec
+from ml_tasks.core.run_settings import SETTINGS, Setting, settings_for
+from ml_tasks.core.spec import DatasetSpec
 
 
 def form_settings(spec: DatasetSpec, names: tuple[str, ...] | None = None, pipeline: str = "training") -> list[Setting]:

@@ -1,4 +1,4 @@
-"""The DAGs of a dataset spec: its training pipeline and its cache refresh, wired from ``ml_tasks.stages``.
+"""The DAGs of a dataset spec: its training pipeline and its cache refresh, wired from ``ml_tasks.core.stages``.
 
 DAG ids: the built-in ``transactions`` dataset keeps ``kiln_training`` and ``kiln_cache_refresh`` (and, as
 its spec has a ``stream:`` section, ``kiln_streaming`` and ``kiln_stream_alerts``); every other dataset
@@ -18,11 +18,11 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 
-from ml_tasks.candidates import TrainerRef
-from ml_tasks.environment import env_int, env_str
-from ml_tasks.run_settings import TASK_TIMEOUT, searchable
-from ml_tasks.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
-from ml_tasks.stages import STAGES
+from ml_tasks.core.environment import env_int, env_str
+from ml_tasks.core.run_settings import TASK_TIMEOUT, searchable
+from ml_tasks.core.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
+from ml_tasks.core.stages import STAGES
+from ml_tasks.training.candidates import TrainerRef
 
 SINGA_IMAGE = env_str("KILN_SINGA_IMAGE")
 # Search trials running at once in one run, whichever candidates they tune (each is a training process;
@@ -64,7 +64,7 @@ RESULT_FILE = "{{ kiln_layout(ti).result_file(ti.task_id, ti.map_index) }}"
 
 def run_layout(ti: Any) -> Any:
     """The run's ``Layout``, from what its ``plan`` task resolved: the DAG's ``kiln_layout`` template macro."""
-    from ml_tasks.layout import Layout
+    from ml_tasks.core.layout import Layout
 
     plan = {key: ti.xcom_pull(task_ids="plan", key=key) for key in ("data_root", "dataset", "ds", "run_id")}
     return Layout(Path(plan["data_root"]), plan["dataset"], plan["ds"], plan["run_id"])
@@ -110,7 +110,7 @@ def _image(ref: TrainerRef) -> str | None:
 
 
 def candidate_task(spec: DatasetSpec, ref: TrainerRef):
-    """The task that trains one candidate, as its declaration (``ml_tasks.candidates``) says: its stage and options,
+    """The task that trains one candidate, as its declaration (``ml_tasks.training.candidates``) says: its stage and options,
     and a process (or pod), a Spark stage, or a parameter-server cluster. It waits for the candidate's trials, if any."""
     after_trials = {"trigger_rule": AFTER_TRIALS} if ref.searchable else {}
     if ref.runner == "spark":
@@ -167,7 +167,7 @@ def _data_tasks(spec: DatasetSpec) -> tuple[Any, Any]:
     def plan(params=None, logical_date=None, dag_run=None) -> dict:
         """Check the params against the spec and resolve the partition and its paths once."""
         from kiln.settings import data_root
-        from ml_tasks.planning import plan_run
+        from ml_tasks.core.planning import plan_run
 
         return plan_run(spec.name, dict(params), data_root(), logical_date, getattr(dag_run, "run_after", None),
                         dag_run.run_id)
@@ -197,7 +197,7 @@ def _training_tasks(spec: DatasetSpec, preprocess: Any) -> Any:
     def any_candidate_trained(ti=None) -> list[str]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from ml_tasks.evaluate import trained_candidates
+        from ml_tasks.evaluation.evaluate import trained_candidates
 
         trained = [c.dir.name for c in trained_candidates(run_layout(ti).candidates_root)]
         if not trained:
@@ -237,9 +237,9 @@ def _approval_tasks(spec: DatasetSpec, register: Any) -> Any:
     def record_approval(params=None, ti=None) -> dict:
         """The answer (or the timeout) goes into the registry, which re-decides the champion."""
         from kiln.settings import data_root
-        from ml_tasks.layout import registry_root
-        from ml_tasks.registry import approval_outcome
-        from ml_tasks.registry import record_approval as record
+        from ml_tasks.core.layout import registry_root
+        from ml_tasks.evaluation.registry import approval_outcome
+        from ml_tasks.evaluation.registry import record_approval as record
 
         decision = ti.xcom_pull(task_ids="register")
         approved, by, reason = approval_outcome(ti.xcom_pull(task_ids="approve_promotion"),
@@ -340,8 +340,8 @@ def cache_refresh_dag(spec: DatasetSpec) -> DAG:
         def find_champion() -> dict:
             """The registry's champion and the features it was registered with: what serving must see."""
             from kiln.settings import data_root
-            from ml_tasks.layout import registry_root
-            from ml_tasks.registry import champion_features
+            from ml_tasks.core.layout import registry_root
+            from ml_tasks.evaluation.registry import champion_features
 
             return champion_features(registry_root(data_root()), spec.registry_name)  # the spec's model, no other
 
@@ -383,7 +383,7 @@ def streaming_dag(spec: DatasetSpec) -> DAG:
 
             from kiln.hooks.ignite import IgniteHook
             from kiln.settings import data_root
-            from ml_tasks.layout import StreamFiles
+            from ml_tasks.core.layout import StreamFiles
 
             addresses, _ = IgniteHook().client_config()
             return {"data_root": data_root(), "result_path": str(StreamFiles.of(data_root(), spec.name).result(run_id)),
@@ -410,7 +410,7 @@ def stream_alerts_asset(spec: DatasetSpec) -> Asset:
     from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
     from airflow.sdk import AssetWatcher
 
-    trigger = MessageQueueTrigger(scheme="kafka", topics=[spec.topic("alerts")], apply_function="ml_tasks.events.alert_of",
+    trigger = MessageQueueTrigger(scheme="kafka", topics=[spec.topic("alerts")], apply_function="ml_tasks.features.events.alert_of",
                                   kafka_config_id="kafka_default", poll_interval=1)
     return Asset(f"kiln_stream_alerts_{spec.name}",
                  watchers=[AssetWatcher(name=f"kiln_stream_alerts_{spec.name}", trigger=trigger)])
@@ -431,7 +431,7 @@ def stream_alerts_dag(spec: DatasetSpec) -> DAG:
             """Which rules the alerting batch's events broke (from the dead-letter topic)."""
             from airflow.sdk import BaseHook
 
-            from ml_tasks.events import dead_letter_summary
+            from ml_tasks.features.events import dead_letter_summary
 
             alerts = [event.extra.get("payload", event.extra) for events in (triggering_asset_events or {}).values()
                       for event in events]

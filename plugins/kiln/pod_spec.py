@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kubernetes.client import models as k8s
 
-from ml_tasks.environment import env_str
+from ml_tasks.core.environment import env_str
 
 SECRET_NAME = "kiln-connections"  # holds AIRFLOW_CONN_<ID> keys; a pod gets its stage's only (docs/kubernetes.md)
 RUN_AS_USER = 50000  # the image's non-root "kiln" user

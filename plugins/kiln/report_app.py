@@ -19,7 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from ml_tasks.layout import Layout, check_name
+from ml_tasks.core.layout import Layout, check_name
 
 # What the report needs and nothing more: its inline <style> and SVG (matplotlib's may embed a data: image), shown in
 # the run page's frame. No script, no fetch, no form; ``sandbox`` gives it an origin of its own, away from Airflow's
@@ -37,7 +37,7 @@ app = FastAPI(title="Kiln run reports", docs_url=None, redoc_url=None, openapi_u
 def dataset_of(dag_id: str) -> str:
     """The dataset whose training DAG is ``dag_id`` (``kiln.pipelines.training_dag_id`` read backwards)."""
     from kiln.pipelines import training_dag_id
-    from ml_tasks.spec import BUILTIN_DATASET
+    from ml_tasks.core.spec import BUILTIN_DATASET
 
     name = BUILTIN_DATASET if dag_id == training_dag_id(BUILTIN_DATASET) else dag_id.removeprefix("kiln_training_")
     try:

@@ -1,9 +1,9 @@
 """Project settings read at run time: Airflow variable first, then environment, then the variable's declared default
-(``ml_tasks.environment``)."""
+(``ml_tasks.core.environment``)."""
 
 from __future__ import annotations
 
-from ml_tasks.environment import ENV, env_given
+from ml_tasks.core.environment import ENV, env_given
 
 
 def setting(variable: str, env: str) -> str:

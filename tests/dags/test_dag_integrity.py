@@ -83,8 +83,8 @@ def rendered_commands(dag) -> list[list[str]]:
 def test_every_stage_command_is_accepted_by_the_cli_and_passes_every_form_setting(dagbag, dag_id):
     """One source of truth: the operators' command lines are generated from the same stage definitions as the CLI."""
     from ml_tasks.__main__ import build_parser
-    from ml_tasks.spec import load_named
-    from ml_tasks.stages import STAGES
+    from ml_tasks.core.spec import load_named
+    from ml_tasks.core.stages import STAGES
 
     dag = dagbag.get_dag(dag_id)
     spec = load_named(dag_id.removeprefix("kiln_training").removeprefix("_") or "transactions")
@@ -102,7 +102,7 @@ def test_the_streaming_dags_run_the_stream_stage_and_watch_the_alerts_topic(dagb
     """kiln_streaming: its form is the streaming settings only (and the training form has none of them), its
     command line is the stream stage's; kiln_stream_alerts is scheduled by a Kafka AssetWatcher on the alerts topic."""
     from ml_tasks.__main__ import build_parser
-    from ml_tasks.run_settings import SETTINGS
+    from ml_tasks.core.run_settings import SETTINGS
 
     dag = dagbag.get_dag("kiln_streaming")
     streaming = {name for name, s in SETTINGS.items() if s.pipeline == "streaming"}
@@ -122,7 +122,7 @@ def test_the_streaming_dags_run_the_stream_stage_and_watch_the_alerts_topic(dagb
     [watcher] = asset.watchers
     classpath, kwargs = watcher.trigger.serialize()
     assert classpath.endswith("kafka.triggers.await_message.AwaitMessageTrigger"), classpath
-    assert (kwargs["topics"], kwargs["apply_function"]) == (["kiln.transactions.alerts"], "ml_tasks.events.alert_of")
+    assert (kwargs["topics"], kwargs["apply_function"]) == (["kiln.transactions.alerts"], "ml_tasks.features.events.alert_of")
     assert "kiln_streaming_diabetes" not in dagbag.dag_ids  # a spec without a stream section gets no streaming DAG
 
 
@@ -290,7 +290,7 @@ def test_an_example_spec_gives_its_trainer_a_task_form_fields_and_a_cli_command(
     from airflow.dag_processing.dagbag import DagBag
 
     from ml_tasks.__main__ import build_parser, candidate_params
-    from ml_tasks.spec import discover
+    from ml_tasks.core.spec import discover
 
     monkeypatch.setenv("KILN_DATASETS_DIR", str(EXAMPLES / folder))
     bag = DagBag(dag_folder=str(DAGS_DIR / "kiln_datasets.py"))

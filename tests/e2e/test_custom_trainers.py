@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ml_tasks.feature_cache import current_version
-from ml_tasks.layout import CandidateFiles, VersionFiles
-from ml_tasks.spec import load_spec
+from ml_tasks.core.layout import CandidateFiles, VersionFiles
+from ml_tasks.core.spec import load_spec
+from ml_tasks.features.feature_cache import current_version
 from tests.conftest import PROJECT_ROOT as ROOT
 from tests.e2e.helpers import dags_test
 
@@ -32,7 +32,7 @@ def champion(data_root: Path, model: str) -> tuple[dict, VersionFiles]:
 
 def served_equals_offline(data_root: Path, spec, ignite_node, tolerance: float) -> None:
     """The champion answers /datasets/<name>/predict from Ignite's features with its offline held-out scores."""
-    from ml_tasks.serving import Route, Settings
+    from ml_tasks.serving.service import Route, Settings
     from tests.ml_tasks.test_serving import running_service
 
     _, version = champion(data_root, spec.registry_name)

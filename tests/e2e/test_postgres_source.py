@@ -13,8 +13,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.layout import Layout
-from ml_tasks.synthetic import generate_chunk
+from ml_tasks.core.layout import Layout
+from ml_tasks.ingestion.synthetic import generate_chunk
 from tests.e2e.helpers import ARTIFACTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
@@ -119,8 +119,8 @@ def test_a_stage_printing_a_connection_password_is_masked_in_its_task_log(airflo
 
 def test_a_query_source_reads_only_its_days_rows_in_bounded_batches(airflow_server, card_events, tmp_path):
     """A spec whose source is a query (a filter here) streams the day's rows of that query, nothing else."""
-    from ml_tasks.ingest import ingest
-    from ml_tasks.spec import parse_spec
+    from ml_tasks.core.spec import parse_spec
+    from ml_tasks.ingestion.ingest import ingest
 
     spec = parse_spec(card_events.replace("  table: public.card_events\n",
                                           "  query: SELECT * FROM public.card_events WHERE channel <> 'atm'\n"),

@@ -67,7 +67,7 @@ def test_the_daily_schedule_runs_the_latest_interval_with_default_params(airflow
 
 
 def run_dir(root, ds: str, run_id: str, dataset: str = "transactions"):
-    from ml_tasks.layout import Layout
+    from ml_tasks.core.layout import Layout
 
     return Layout(root, dataset, ds, run_id).run_dir
 
@@ -185,8 +185,8 @@ def clear_the_middle_day_and_check_only_its_outputs_change(airflow_server, middl
 
 def alias_serves_the_champions_features(airflow_server) -> None:
     """Whatever the backfill decided, the live feature alias holds the champion's own features."""
-    from ml_tasks.feature_cache import current_version, source_version
-    from ml_tasks.registry import champion_features
+    from ml_tasks.evaluation.registry import champion_features
+    from ml_tasks.features.feature_cache import current_version, source_version
 
     for refresh in airflow_server.runs("kiln_cache_refresh"):
         airflow_server.wait_for_run("kiln_cache_refresh", refresh["dag_run_id"], timeout=300)

@@ -186,7 +186,7 @@ def test_the_report_is_served_only_to_a_signed_in_user(airflow_server, approved_
 
 
 def test_report_files_are_served_from_report_folders_under_the_data_root_only(airflow_server, approved_run, tmp_path):
-    from ml_tasks.layout import Layout
+    from ml_tasks.core.layout import Layout
 
     with airflow_server.api() as api:
         token = {"Authorization": api.headers["Authorization"]}

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from ml_tasks.events import produce_events
-from ml_tasks.spec import load_spec
+from ml_tasks.core.spec import load_spec
+from ml_tasks.features.events import produce_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite, pytest.mark.kafka]
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.feature_cache import current_version
-from ml_tasks.layout import CandidateFiles, VersionFiles
-from ml_tasks.spec import load_spec
+from ml_tasks.core.layout import CandidateFiles, VersionFiles
+from ml_tasks.core.spec import load_spec
+from ml_tasks.features.feature_cache import current_version
 from tests.conftest import PROJECT_ROOT as ROOT
 from tests.e2e.helpers import dags_test
 from tests.spark_cluster import SparkCluster
@@ -184,7 +184,7 @@ def test_chosen_candidates_compete_and_only_they(one_day):
 
 
 def test_the_new_champion_warmed_the_online_cache_with_its_own_features(one_day, ignite_node):
-    from ml_tasks.feature_cache import source_version
+    from ml_tasks.features.feature_cache import source_version
 
     data_root, *_ = one_day
     state = json.loads((data_root / "registry" / "transactions" / "registry.json").read_text())
@@ -269,7 +269,7 @@ def user_csv(tmp_path_factory, ignite_node):
 
 
 def test_a_users_csv_trains_registers_and_serves_a_singa_champion_as_its_own_pipeline(user_csv, ignite_node):
-    from ml_tasks.serving import Route, Settings
+    from ml_tasks.serving.service import Route, Settings
     from tests.ml_tasks.test_serving import running_service
 
     data_root, spec, log = user_csv

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from ml_tasks.atomic import LOCK_NAME, atomic_dir, folder_lock
+from ml_tasks.core.atomic import LOCK_NAME, atomic_dir, folder_lock
 
 WRITER = """
 import sys
 from pathlib import Path
-from ml_tasks.atomic import atomic_dir
+from ml_tasks.core.atomic import atomic_dir
 final, tag = Path(sys.argv[1]), sys.argv[2]
 with atomic_dir(final) as tmp:
     (tmp / "part-1").write_text(tag)
@@ -136,7 +136,7 @@ def test_a_live_writer_in_the_same_process_keeps_its_temporary(tmp_path):
 WRITER_SYNCED = """
 import sys
 from pathlib import Path
-from ml_tasks.atomic import atomic_dir, write_json
+from ml_tasks.core.atomic import atomic_dir, write_json
 final = Path(sys.argv[1])
 with atomic_dir(final) as tmp:
     (tmp / "sub").mkdir()

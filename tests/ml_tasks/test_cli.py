@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ml_tasks.layout import Layout, check_ds, run_key
+from ml_tasks.core.layout import Layout, check_ds, run_key
 
 
 def cli(*args: str, data_root) -> subprocess.CompletedProcess:

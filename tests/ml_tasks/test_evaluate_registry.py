@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.atomic import folder_lock, write_json
-from ml_tasks.errors import KilnError
-from ml_tasks.evaluate import Thresholds, compute_metrics, evaluate
-from ml_tasks.layout import CandidateFiles
-from ml_tasks.layout import Layout as _Layout
-from ml_tasks.portable import predict_score
-from ml_tasks.registry import (
+from ml_tasks.core.atomic import folder_lock, write_json
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.layout import CandidateFiles
+from ml_tasks.core.layout import Layout as _Layout
+from ml_tasks.evaluation.evaluate import Thresholds, compute_metrics, evaluate
+from ml_tasks.evaluation.registry import (
     approval_outcome,
     champion_dir,
     decide,
@@ -30,6 +29,7 @@ from ml_tasks.registry import (
     register,
     rollback,
 )
+from ml_tasks.serving.portable import predict_score
 
 ROWS = 2_000
 
@@ -301,9 +301,9 @@ def test_one_model_name_is_ranked_on_one_metric(data_root):
 REGISTER = """
 import sys
 from pathlib import Path
-from ml_tasks.errors import KilnError
-from ml_tasks.layout import Layout
-from ml_tasks.registry import register
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.layout import Layout
+from ml_tasks.evaluation.registry import register
 lay = Layout(Path(sys.argv[1]), "transactions", sys.argv[2])
 try:
     register(lay.evaluation, lay.registry_root, "m", lay.ds, lay.transform_dir, test_features_dir=lay.features.test)

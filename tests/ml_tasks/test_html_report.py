@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 
-from ml_tasks.evaluate import evaluate
-from ml_tasks.html_report import write_report
-from ml_tasks.layout import Layout
-from ml_tasks.registry import record_approval, register
+from ml_tasks.core.layout import Layout
+from ml_tasks.evaluation.evaluate import evaluate
+from ml_tasks.evaluation.registry import record_approval, register
+from ml_tasks.reports.html_report import write_report
 from tests.conftest import transactions_spec
 from tests.ml_tasks.test_evaluate_registry import LOOSE, make_candidate
 

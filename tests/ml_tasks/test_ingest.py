@@ -7,13 +7,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.atomic import LOCK_NAME
-from ml_tasks.errors import KilnError
-from ml_tasks.ingest import ingest
-from ml_tasks.layout import Layout
-from ml_tasks.schema import DatasetSchema
-from ml_tasks.spec import load_named, parse_spec
-from ml_tasks.synthetic import SCHEMA
+from ml_tasks.core.atomic import LOCK_NAME
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.layout import Layout
+from ml_tasks.core.spec import load_named, parse_spec
+from ml_tasks.ingestion.ingest import ingest
+from ml_tasks.ingestion.schema import DatasetSchema
+from ml_tasks.ingestion.synthetic import SCHEMA
 from tests.conftest import transactions_spec
 
 TX = transactions_spec()

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import r2_score
 
-from ml_tasks.candidates import BUILTIN_TRAINERS
-from ml_tasks.errors import KilnError
-from ml_tasks.layout import CandidateFiles
-from ml_tasks.mlp import MLPConfig
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.layout import CandidateFiles
 from ml_tasks.trainer import train_candidate
+from ml_tasks.training.candidates import BUILTIN_TRAINERS
+from ml_tasks.training.mlp import MLPConfig
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("framework", ["mxnet", "singa"])]
 TRAINERS = {"mxnet": BUILTIN_TRAINERS["mxnet_mlp"], "singa": BUILTIN_TRAINERS["singa_mlp"]}

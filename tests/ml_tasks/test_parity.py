@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml_tasks.errors import KilnError
-from ml_tasks.parity import check_parity
+from ml_tasks.core.errors import KilnError
+from ml_tasks.serving.parity import check_parity
 
 
 def test_close_values_pass_and_report_the_difference():

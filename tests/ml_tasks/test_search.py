@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from ml_tasks.__main__ import main
-from ml_tasks.atomic import read_json
-from ml_tasks.errors import KilnError
-from ml_tasks.layout import Layout
-from ml_tasks.run_settings import resolve
-from ml_tasks.search import best_settings, plan_search, run_trial, search_results
+from ml_tasks.core.atomic import read_json
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.layout import Layout
+from ml_tasks.core.run_settings import resolve
+from ml_tasks.training.search import best_settings, plan_search, run_trial, search_results
 from tests.conftest import transactions_spec
 
 pytestmark = pytest.mark.slow

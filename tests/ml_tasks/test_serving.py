@@ -19,13 +19,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.evaluate import Thresholds, evaluate
-from ml_tasks.feature_cache import cache_name, warm
-from ml_tasks.layout import VersionFiles
-from ml_tasks.model_bundle import ModelBundle
-from ml_tasks.online_features import latest_features
-from ml_tasks.registry import register
-from ml_tasks.serving import Route
+from ml_tasks.core.layout import VersionFiles
+from ml_tasks.evaluation.evaluate import Thresholds, evaluate
+from ml_tasks.evaluation.registry import register
+from ml_tasks.features.feature_cache import cache_name, warm
+from ml_tasks.features.online_features import latest_features
+from ml_tasks.serving.model_bundle import ModelBundle
+from ml_tasks.serving.service import Route
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 SVC = Route(dataset="svc", model_name="svc", feature_cache="svc_features")
@@ -40,9 +40,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def served(small_features, ignite_node):
     """Register a Spark LR champion, warm its features, and run the service on a free loopback port."""
-    from ml_tasks.candidates import BUILTIN_TRAINERS
-    from ml_tasks.serving import Settings
+    from ml_tasks.serving.service import Settings
     from ml_tasks.trainer import train_candidate
+    from ml_tasks.training.candidates import BUILTIN_TRAINERS
 
     lay = small_features["layout"]
     train_candidate(BUILTIN_TRAINERS["spark_lr"], {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1},
@@ -62,7 +62,7 @@ def running_service(settings):
     """The prediction service on a free loopback port, in a thread, stopped on exit."""
     import uvicorn
 
-    from ml_tasks.serving import create_app
+    from ml_tasks.serving.service import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
@@ -110,7 +110,7 @@ def test_hit_miss_unknown_and_malformed(served):
 def test_a_keyed_service_answers_only_with_its_key_and_its_503s_keep_their_causes_to_the_log(served, ignite_node):
     """With an API key configured, a request with it is served as before and one without is refused; with Ignite
     unreachable, the 503 says so without the address or the exception behind it."""
-    from ml_tasks.serving import Settings
+    from ml_tasks.serving.service import Settings
 
     lay = served["layout"]
     entity = single_row_test_entities(lay, 1)[0]
@@ -137,7 +137,7 @@ def test_a_keyed_service_answers_only_with_its_key_and_its_503s_keep_their_cause
 def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_features(served, ignite_node):
     """The stream's own write (``apply_stream_batch``) into the live version: the next request scores the new
     features; the score cached for the old ones is never served again, with no re-warm."""
-    from ml_tasks.feature_cache import apply_stream_batch, current_version
+    from ml_tasks.features.feature_cache import apply_stream_batch, current_version
 
     entity = single_row_test_entities(served["layout"], 3)[2]
     client = ignite_node.client()
@@ -162,7 +162,7 @@ def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_feature
 
 def restore_warmed_entry(client, live, entity: str, row: dict) -> None:
     """As warmed, with no score of the streamed features left: the offline-parity test scores these entities too."""
-    from ml_tasks.feature_cache import forget_predictions, stream_cache_name
+    from ml_tasks.features.feature_cache import forget_predictions, stream_cache_name
 
     live.put(entity, json.dumps(row))
     forget_predictions(client, live.name, [entity])
@@ -173,7 +173,7 @@ def test_a_score_of_features_replaced_while_it_was_computed_is_never_served(serv
     """The race of a miss and the stream: the stream writes newer features, and forgets the entity's cached scores,
     after the miss read the old features but before it cached its score. The miss reads the features again after
     caching and drops that score, so the next request scores the new features."""
-    from ml_tasks.feature_cache import apply_stream_batch, current_version
+    from ml_tasks.features.feature_cache import apply_stream_batch, current_version
 
     entity = single_row_test_entities(served["layout"], 4)[3]
     client = ignite_node.client()
@@ -213,8 +213,8 @@ def test_concurrent_requests_each_get_their_own_entitys_score(served):
     each answer is its own entity's, with the champion's score of that entity's warmed features."""
     import asyncio
 
-    from ml_tasks.online_features import encode
-    from ml_tasks.registry import champion_dir
+    from ml_tasks.evaluation.registry import champion_dir
+    from ml_tasks.features.online_features import encode
 
     lay = served["layout"]
     others = set(single_row_test_entities(lay))  # the ones the other tests request
@@ -237,9 +237,9 @@ def test_concurrent_requests_each_get_their_own_entitys_score(served):
 @pytest.mark.parametrize("framework", ["mxnet", "singa"])
 def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, tmp_path):
     """From a raw row, as serving gets it: transform, then the MXNet net or the exported Singa MLP (no Singa import)."""
-    from ml_tasks.candidates import BUILTIN_TRAINERS
-    from ml_tasks.mlp import MLPConfig
     from ml_tasks.trainer import train_candidate
+    from ml_tasks.training.candidates import BUILTIN_TRAINERS
+    from ml_tasks.training.mlp import MLPConfig
 
     lay = small_features["layout"]
     version = VersionFiles(tmp_path / "version")
@@ -256,6 +256,30 @@ def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, t
     rows = once[once.entity_id.isin(preds.index)].head(50)
     assert bundle.framework == framework
     np.testing.assert_allclose(bundle.score(rows.to_dict("records")), preds.loc[rows.entity_id].score.to_numpy(), atol=1e-6)
+
+
+
+def test_a_version_registered_before_ml_tasks_had_packages_still_serves(small_features, tmp_path):
+    """Versions registered before the modules moved into packages name their scorer by its old module
+    (``ml_tasks.train_mxnet:load``, ``ml_tasks.portable:load``): serving loads them and scores alike."""
+    from ml_tasks.core.atomic import read_json, write_json
+    from ml_tasks.trainer import train_candidate
+    from ml_tasks.training.candidates import BUILTIN_TRAINERS
+    from ml_tasks.training.mlp import MLPConfig
+
+    lay = small_features["layout"]
+    version = VersionFiles(tmp_path / "version")
+    train_candidate(BUILTIN_TRAINERS["mxnet_mlp"], MLPConfig(epochs=1).as_settings(), task="binary",
+                    features=lay.features, candidate=version.model, checkpoint_dir=tmp_path / "ckpt",
+                    transform_dir=lay.transform_dir)
+    version.transform.dir.symlink_to(lay.transform_dir)
+    today = ModelBundle.load(version.dir)
+    info = read_json(version.model.info)
+    assert info["scorer"] == "ml_tasks.training.train_mxnet:load"
+    write_json(version.model.info, {**info, "scorer": "ml_tasks" + ".train_mxnet:load"})  # as registered before
+    before = ModelBundle.load(version.dir)
+    rows = pq.read_table(lay.raw_dir).to_pandas().head(20).to_dict("records")
+    np.testing.assert_array_equal(before.score(rows), today.score(rows))
 
 
 class RequestStream:
@@ -294,7 +318,7 @@ class RequestStream:
 def test_a_rewarm_is_served_within_the_alias_bound_and_never_before_it_is_complete(served, ignite_node, tmp_path):
     """The service reuses a resolved alias for KILN_ALIAS_TTL (1 s): after a warm switches the alias, every request
     answers from the new version within that bound, and none goes back to the old one."""
-    from ml_tasks.serving import Settings
+    from ml_tasks.serving.service import Settings
 
     lay = served["layout"]
     entity = single_row_test_entities(lay, 1)[0]
@@ -326,7 +350,7 @@ def test_a_rewarm_is_served_within_the_alias_bound_and_never_before_it_is_comple
 
 def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewarm(served, tmp_path_factory):
     """kill -9 the node under a stream of requests, restart it empty, re-warm: only 200/404/503, then 200 again."""
-    from ml_tasks.serving import Settings
+    from ml_tasks.serving.service import Settings
     from tests.ignite_node import IgniteNode
 
     node = IgniteNode(tmp_path_factory.mktemp("ignite-faults"), port=10950, discovery_port=47650, communication_port=47250)
@@ -371,9 +395,9 @@ def test_ignite_killed_and_restarted_in_memory_the_service_recovers_after_a_rewa
 
 def test_a_regression_champion_answers_its_value_on_its_datasets_route(diabetes_features, ignite_node):
     """The diabetes spec's route serves the predicted value (``prediction``), equal to the offline one."""
-    from ml_tasks.candidates import BUILTIN_TRAINERS
-    from ml_tasks.serving import Settings
+    from ml_tasks.serving.service import Settings
     from ml_tasks.trainer import train_candidate
+    from ml_tasks.training.candidates import BUILTIN_TRAINERS
 
     lay, spec = diabetes_features["layout"], diabetes_features["spec"]
     train_candidate(BUILTIN_TRAINERS["spark_lr"], {"lr_reg": 0.01, "gbt_max_iter": 1, "gbt_max_depth": 1},
@@ -414,8 +438,8 @@ def test_two_nodes_with_backups_a_killed_node_costs_no_warmed_entity_and_its_rej
     while the topology changes (the fail-over window after each kill, a join and the window after it)."""
     from kiln.operators.ignite import IgniteCacheWarmOperator
 
-    from ml_tasks.feature_cache import cache_name
-    from ml_tasks.serving import Settings
+    from ml_tasks.features.feature_cache import cache_name
+    from ml_tasks.serving.service import Settings
     from tests.ignite_node import IgniteNode
 
     pair = IgniteNode(tmp_path_factory.mktemp("ignite-pair"), port=10980, discovery_port=47700,
@@ -479,7 +503,7 @@ def test_a_cluster_that_asks_for_a_login_is_served_with_the_configured_one_and_n
         served, secured_ignite_node, tmp_path, monkeypatch):
     """Ignite authentication on: the service logs in as the deployment configured it (a user and a password file, as
     a mounted Secret) and answers the same score as on an open node; without the login it answers 503, saying so."""
-    from ml_tasks.serving import Settings
+    from ml_tasks.serving.service import Settings
     lay, node = served["layout"], secured_ignite_node
     warm(node.client(), "svc_features", lay.online_features, version_prefix=lay.ds + "-")
     entity = pq.read_table(lay.online_features).column(served["online"]["key"])[0].as_py()

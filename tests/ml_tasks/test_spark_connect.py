@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # a real Spark Connect server (the session's spar
 
 SLOW_QUERY = """
 import sys
-from ml_tasks.spark_session import get_spark
+from ml_tasks.core.spark_session import get_spark
 spark = get_spark("kiln-test-slow")
 print("connected", flush=True)
 # minutes of work for local[*] on 2 cores: only a cancellation ends it early

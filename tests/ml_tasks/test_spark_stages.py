@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import r2_score, roc_auc_score
 
-from ml_tasks.candidates import BUILTIN_TRAINERS
-from ml_tasks.errors import KilnError
-from ml_tasks.layout import CandidateFiles, FeatureFiles, TransformFiles
-from ml_tasks.portable import predict_score, transform_matrix
-from ml_tasks.preprocess import preprocess
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.layout import CandidateFiles, FeatureFiles, TransformFiles
+from ml_tasks.features.preprocess import preprocess
+from ml_tasks.serving.portable import predict_score, transform_matrix
 from ml_tasks.trainer import train_candidate
+from ml_tasks.training.candidates import BUILTIN_TRAINERS
 
 pytestmark = pytest.mark.slow
 PARAMS = {"lr_reg": 0.01, "gbt_max_iter": 20, "gbt_max_depth": 4}

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_tasks.errors import KilnError
-from ml_tasks.infer import infer_spec
-from ml_tasks.run_settings import resolve
-from ml_tasks.spec import SpecError, load_spec, parse_spec
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.run_settings import resolve
+from ml_tasks.core.spec import SpecError, load_spec, parse_spec
+from ml_tasks.ingestion.infer import infer_spec
 from tests.conftest import PROJECT_ROOT
 
 GOOD = """
@@ -114,11 +114,11 @@ def test_infer_dataset_names_a_missing_label(tmp_path):
 
 
 def test_every_kiln_variable_is_read_through_its_one_declaration():
-    """Each KILN_* variable's default is spelled once, in ml_tasks.environment: no module reads one ad hoc."""
+    """Each KILN_* variable's default is spelled once, in ml_tasks.core.environment: no module reads one ad hoc."""
     import re
     from pathlib import Path
 
-    from ml_tasks.environment import ENV, env_int, env_str, parse_flag
+    from ml_tasks.core.environment import ENV, env_int, env_str, parse_flag
 
     ad_hoc = re.compile(r"""(?:environ|env)\.get\(\s*f?["']KILN_|getenv\(\s*f?["']KILN_""")
     files = [*PROJECT_ROOT.glob("ml_tasks/**/*.py"), *PROJECT_ROOT.glob("plugins/**/*.py"),
@@ -144,13 +144,13 @@ def test_the_docs_list_the_kiln_variables_as_they_are_declared():
     declared default."""
     import re
 
-    from ml_tasks.environment import ENV, markdown_table
+    from ml_tasks.core.environment import ENV, markdown_table
 
     assert markdown_table() in (PROJECT_ROOT / "docs" / "operations.md").read_text()
     row = re.compile(r"^\| `(KILN_\w+)`(?: / `KILN_\w+`)* \| ([^|]+) \|", re.MULTILINE)
     rows = [(path.name, *m.groups()) for path in (PROJECT_ROOT / "docs").glob("*.md") for m in row.finditer(path.read_text())]
     assert len(rows) > len(ENV)
     for doc, name, shown in rows:
-        assert name in ENV, f"{doc}: {name} is not declared in ml_tasks/environment.py"
+        assert name in ENV, f"{doc}: {name} is not declared in ml_tasks/core/environment.py"
         declared = ENV[name].shown_default.replace("`", "")
         assert shown.replace("`", "").strip().startswith(declared), f"{doc}: {name} defaults to {declared}, not {shown}"

@@ -21,14 +21,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.event_rules import NOT_JSON, NOT_UTF8, rule_of
-from ml_tasks.events import make_events
-from ml_tasks.feature_cache import stream_cache_name
-from ml_tasks.ingest import ingest
-from ml_tasks.layout import Layout
-from ml_tasks.online_features import latest_features
-from ml_tasks.spec import parse_spec
-from ml_tasks.streaming import DEAD_LETTER_VALUE_BYTES, batch_figures
+from ml_tasks.core.layout import Layout
+from ml_tasks.core.spec import parse_spec
+from ml_tasks.features.events import make_events
+from ml_tasks.features.feature_cache import stream_cache_name
+from ml_tasks.features.online_features import latest_features
+from ml_tasks.features.streaming import DEAD_LETTER_VALUE_BYTES, batch_figures
+from ml_tasks.ingestion.event_rules import NOT_JSON, NOT_UTF8, rule_of
+from ml_tasks.ingestion.ingest import ingest
 from tests.ml_tasks.test_streaming import (
     Supervised,
     batch_path_entries,
@@ -165,7 +165,7 @@ def produce_in_order(bootstrap: str, topic: str, messages: list[Message]) -> Non
     """Every message to partition 0 in corpus order, so a message's offset is its index."""
     from confluent_kafka import Producer
 
-    from ml_tasks.events import ensure_topics
+    from ml_tasks.features.events import ensure_topics
 
     ensure_topics(bootstrap, [topic], events_topic=topic)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})

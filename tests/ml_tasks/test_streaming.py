@@ -21,11 +21,11 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from ml_tasks.environment import ENV
-from ml_tasks.feature_cache import cache_name, current_version, iter_source, stream_cache_name, warm
-from ml_tasks.online_features import latest_features
-from ml_tasks.spec import load_spec
-from ml_tasks.streaming import batch_figures
+from ml_tasks.core.environment import ENV
+from ml_tasks.core.spec import load_spec
+from ml_tasks.features.feature_cache import cache_name, current_version, iter_source, stream_cache_name, warm
+from ml_tasks.features.online_features import latest_features
+from ml_tasks.features.streaming import batch_figures
 from tests.conftest import PROJECT_ROOT
 
 
@@ -118,7 +118,7 @@ def cache_entries(client, name: str) -> dict[str, str]:
 
 
 def produce(spec, broker, **kwargs) -> dict:
-    from ml_tasks.events import produce_events
+    from ml_tasks.features.events import produce_events
 
     return produce_events(spec, broker.bootstrap, spec.topic("events"), **kwargs)
 
@@ -127,7 +127,7 @@ def produce(spec, broker, **kwargs) -> dict:
 @pytest.mark.ignite
 @pytest.mark.kafka
 def test_stream_writes_what_the_batch_path_computes_and_never_an_older_event(tmp_path, kafka_broker, ignite_node):
-    from ml_tasks.ingest import ingest
+    from ml_tasks.ingestion.ingest import ingest
 
     spec = stream_spec(tmp_path, "stream_parity")
     env = stream_env(tmp_path, kafka_broker, ignite_node)
@@ -272,7 +272,7 @@ def test_stream_survives_driver_kill_ignite_restart_and_broker_outage(tmp_path, 
 
 
 def test_the_supervisor_restarts_a_dying_driver_then_fails_loudly_with_its_last_words(tmp_path):
-    from ml_tasks.streaming import StreamFailed, supervise
+    from ml_tasks.features.streaming import StreamFailed, supervise
 
     driver = [sys.executable, "-c", "import sys; print('lost my partition leader'); sys.exit(3)"]
     began = time.monotonic()

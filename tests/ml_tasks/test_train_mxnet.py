@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ml_tasks.candidates import BUILTIN_TRAINERS
-from ml_tasks.layout import CandidateFiles
-from ml_tasks.mlp import MLPConfig, iter_minibatches
+from ml_tasks.core.layout import CandidateFiles
 from ml_tasks.trainer import train_candidate
+from ml_tasks.training.candidates import BUILTIN_TRAINERS
+from ml_tasks.training.mlp import MLPConfig, iter_minibatches
 
 pytestmark = pytest.mark.slow
 CFG = MLPConfig(epochs=3, batch_size=128)

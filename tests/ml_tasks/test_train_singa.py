@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ml_tasks.candidates import BUILTIN_TRAINERS
-from ml_tasks.layout import CandidateFiles
-from ml_tasks.mlp import MLPConfig, count_rows
+from ml_tasks.core.layout import CandidateFiles
 from ml_tasks.trainer import train_candidate
+from ml_tasks.training.candidates import BUILTIN_TRAINERS
+from ml_tasks.training.mlp import MLPConfig, count_rows
 
 pytestmark = pytest.mark.slow
 CFG = MLPConfig(epochs=3, batch_size=128)
@@ -43,7 +43,7 @@ def test_singa_mlp_learns_logs_each_epoch_and_writes_the_candidate(small_feature
 
 def test_the_exported_mlp_scores_what_singa_scored(small_features, tmp_path):
     """What serving loads (no Singa import) reproduces Singa's own held-out scores."""
-    from ml_tasks.portable import predict_score
+    from ml_tasks.serving.portable import predict_score
 
     run(small_features, tmp_path, "a")
     cand = CandidateFiles(tmp_path / "a" / "candidate")

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_tasks.__main__ import main
-from ml_tasks.atomic import LOCK_NAME, read_json
-from ml_tasks.candidates import TrainerRef
-from ml_tasks.errors import BAD_INPUT_EXIT_CODE
-from ml_tasks.layout import CandidateFiles, FeatureFiles, Layout
-from ml_tasks.spec import SpecError, load_spec
+from ml_tasks.core.atomic import LOCK_NAME, read_json
+from ml_tasks.core.errors import BAD_INPUT_EXIT_CODE
+from ml_tasks.core.layout import CandidateFiles, FeatureFiles, Layout
+from ml_tasks.core.spec import SpecError, load_spec
 from ml_tasks.trainer import TrainerFailed, load_scorer, run_trainer
+from ml_tasks.training.candidates import TrainerRef
 from tests.conftest import PROJECT_ROOT
 
 BROKEN = PROJECT_ROOT / "tests" / "trainers"
@@ -158,7 +158,7 @@ def test_the_readme_custom_candidate_trains_and_passes_the_contract_as_written(t
     """The README's complete example (spec part and module), copied from it, loads and trains."""
     import re
 
-    from ml_tasks.run_settings import resolve
+    from ml_tasks.core.run_settings import resolve
     from ml_tasks.trainer import train_candidate
 
     readme = (PROJECT_ROOT / "README.md").read_text()

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from ml_tasks.errors import KilnError
-from ml_tasks.run_settings import resolve
-from ml_tasks.spec import SpecError, discover, load_spec
+from ml_tasks.core.errors import KilnError
+from ml_tasks.core.run_settings import resolve
+from ml_tasks.core.spec import SpecError, discover, load_spec
 
 SPEC = """
 task: binary
@@ -157,7 +157,7 @@ def test_a_partition_in_the_future_or_before_the_specs_start_is_refused_by_every
 
 def test_the_runs_plan_refuses_a_partition_or_input_path_the_spec_does_not_allow(specs, data_root, tmp_path, monkeypatch):
     """The DAG's first task (plan) resolves the form's values against the spec: a refused one fails the run there."""
-    from ml_tasks.planning import plan_run
+    from ml_tasks.core.planning import plan_run
 
     monkeypatch.setenv("KILN_DATASETS_DIR", str(specs))
     plan = plan_run("mine", {"partition_date": "2026-03-01"}, str(data_root), None, None, "r1")

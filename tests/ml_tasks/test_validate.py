@@ -10,11 +10,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from ml_tasks.errors import KilnError, ValidationFailed
-from ml_tasks.ingest import ingest
-from ml_tasks.layout import Layout
-from ml_tasks.spec import load_named
-from ml_tasks.validate import Thresholds, validate
+from ml_tasks.core.errors import KilnError, ValidationFailed
+from ml_tasks.core.layout import Layout
+from ml_tasks.core.spec import load_named
+from ml_tasks.ingestion.ingest import ingest
+from ml_tasks.ingestion.validate import Thresholds, validate
 from tests.conftest import transactions_spec
 from tests.ml_tasks.test_ingest import file_spec, user_frame
 

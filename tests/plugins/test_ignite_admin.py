@@ -59,7 +59,7 @@ def test_a_closed_port_is_not_ready():
 def test_every_kiln_cache_takes_the_node_s_backups(two_backup_node, tmp_path):
     from pyignite.datatypes.prop_codes import PROP_BACKUPS_NUMBER
 
-    from ml_tasks.feature_cache import ALIAS_CACHE, LOCK_CACHE, warm
+    from ml_tasks.features.feature_cache import ALIAS_CACHE, LOCK_CACHE, warm
 
     assert admin("activate", two_backup_node.port).returncode == 0  # whichever test runs first
     source = tmp_path / "features"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ml_tasks.errors import KilnError
-from ml_tasks.feature_cache import (
+from ml_tasks.core.errors import KilnError
+from ml_tasks.features.feature_cache import (
     ALIAS_CACHE,
     WarmOptions,
     cache_name,
@@ -60,7 +60,7 @@ def test_warm_verifies_then_switches_the_alias(ignite_node, tmp_path):
 def test_a_warm_carries_newer_streamed_entries_into_its_new_version(ignite_node, tmp_path):
     """A daily warm of older batch data must not hide what the stream wrote since: the stream table's newer
     entries go into the new version before it goes live; the stream, on its next batch, republishes into it."""
-    from ml_tasks.feature_cache import apply_stream_batch, stream_cache_name
+    from ml_tasks.features.feature_cache import apply_stream_batch, stream_cache_name
 
     def batch(tag: str, ts: int) -> Path:
         frame = pd.DataFrame({"entity_id": ["a", "b", "c"], "event_ts": [ts] * 3, "amount": [1.0, 2.0, 3.0], "tag": [tag] * 3})
@@ -276,7 +276,7 @@ def test_the_connection_lists_every_node_with_its_own_port(monkeypatch):
 def test_parallel_loading_reads_a_bounded_number_of_batches_ahead_and_raises_the_first_failure():
     """A 1 M-entry warm must not read its source faster than the node takes it (memory), a connection carries one
     batch at a time (pyignite's clients are not thread-safe), and a failed batch fails the warm."""
-    from ml_tasks.feature_cache import load_in_parallel
+    from ml_tasks.features.feature_cache import load_in_parallel
 
     read: list[int] = []
     busy: set[str] = set()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_tasks.layout import CandidateFiles
+from ml_tasks.core.layout import CandidateFiles
 
 pytestmark = pytest.mark.slow
 
@@ -40,9 +40,9 @@ def alive(pid: int) -> bool:
 
 
 def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_path):
-    from ml_tasks.candidates import BUILTIN_TRAINERS
-    from ml_tasks.mlp import MLPConfig
     from ml_tasks.trainer import train_candidate
+    from ml_tasks.training.candidates import BUILTIN_TRAINERS
+    from ml_tasks.training.mlp import MLPConfig
 
     op = operator(small_features, tmp_path, epochs=3)
     result = op.execute(context={})
@@ -61,7 +61,7 @@ def test_two_workers_agree_and_match_single_process_quality(small_features, tmp_
 
 
 def test_killed_worker_fails_the_task_naming_it_and_the_retry_resumes(small_features, tmp_path):
-    from ml_tasks.mxnet_cluster import ClusterFailed
+    from ml_tasks.training.mxnet_cluster import ClusterFailed
 
     op = operator(small_features, tmp_path, epochs=40, batch_size=32)
     ckpt = Path(op.checkpoint_dir)

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ml_tasks.html_report import write_report
-from ml_tasks.layout import Layout
+from ml_tasks.core.layout import Layout
+from ml_tasks.reports.html_report import write_report
 from tests.conftest import PROJECT_ROOT, transactions_spec
 from tests.ml_tasks.test_serving import free_port
 

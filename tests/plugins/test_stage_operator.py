@@ -98,7 +98,7 @@ def test_a_custom_trainer_sees_its_connections_and_kiln_s_settings_never_the_wor
     """A spec's trainer runs user code in the stage process: it writes its os.environ beside its model."""
     from kiln.operators.stage import KilnStageOperator
 
-    from ml_tasks.layout import Layout
+    from ml_tasks.core.layout import Layout
     from tests.ml_tasks.test_trainer_contract import write_features
 
     folder = Path(os.environ["KILN_DATASETS_DIR"])

@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow.sdk.bases.hook import BaseHook
 
-from ml_tasks.ignite_connection import DEFAULT_PORT  # one default port for every client
+from ml_tasks.features.ignite_connection import DEFAULT_PORT  # one default port for every client
 
 
 class IgniteConnectionError(ConnectionError):
@@ -50,8 +50,8 @@ class IgniteHook(BaseHook):
             self.log.info("connection %s is not defined; using the local node 127.0.0.1:%d", self.ignite_conn_id, DEFAULT_PORT)
             return [("127.0.0.1", DEFAULT_PORT)], {"timeout": 10.0, "partition_aware": False}
         extra = conn.extra_dejson
-        from ml_tasks.feature_cache import parse_addresses
-        from ml_tasks.ignite_connection import client_options
+        from ml_tasks.features.feature_cache import parse_addresses
+        from ml_tasks.features.ignite_connection import client_options
 
         addresses = parse_addresses(conn.host or "127.0.0.1", int(conn.port or DEFAULT_PORT))
         kwargs: dict[str, Any] = {"timeout": float(extra.get("timeout", 10.0)),

@@ -12,7 +12,7 @@ from airflow.sdk import BaseOperator
 class IgniteCacheWarmOperator(BaseOperator):
     """Warm ``<cache_name>__<version>`` from ``source`` and point the alias ``cache_name`` at it.
 
-    The work is ``ml_tasks.feature_cache.warm`` (load in ``put_all`` batches, verify count and a sample,
+    The work is ``ml_tasks.features.feature_cache.warm`` (load in ``put_all`` batches, verify count and a sample,
     switch the alias with one put, drop versions beyond ``retain``); this operator only connects.
 
     :param source: Parquet file or folder (templated).
@@ -54,7 +54,7 @@ class IgniteCacheWarmOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from kiln.hooks.ignite import IgniteHook
-        from ml_tasks.feature_cache import WarmOptions, warm
+        from ml_tasks.features.feature_cache import WarmOptions, warm
 
         given = {"batch_size": self.batch_size, "loaders": self.loaders, "retain": self.retain}
         options = WarmOptions(backups=self.backups, expiry_seconds=self.expiry_seconds,

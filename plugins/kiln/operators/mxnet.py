@@ -1,7 +1,7 @@
 """``MXNetDistributedOperator``: MXNet parameter-server training (kvstore ``dist_sync``) as one task.
 
 Locally it runs 1 scheduler, S servers and W workers as real processes through
-``ml_tasks.mxnet_cluster.run_cluster`` (role-prefixed logs, fail-fast, nothing left behind);
+``ml_tasks.training.mxnet_cluster.run_cluster`` (role-prefixed logs, fail-fast, nothing left behind);
 ``on_kill`` stops them the same way. In Kubernetes mode it builds one pod per role plus a Service for
 the scheduler (``build_role_objects``, from the same ``kiln.pod_spec`` pieces as ``KilnPodOperator``)
 and hands them to ``KilnKubernetesHook``: create, wait for the workers, delete, also on failure and
@@ -19,7 +19,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from ml_tasks.run_settings import SETTINGS
+from ml_tasks.core.run_settings import SETTINGS
 
 ROLE_PRESETS = {"scheduler": "small", "server": "medium", "worker": "medium"}
 
@@ -39,8 +39,8 @@ def build_role_objects(
     from kubernetes.client import models as k8s
 
     from kiln import pod_spec
-    from ml_tasks.mxnet_cluster import SCHEDULER_PORT, dmlc_env, ps_role_command, worker_arguments
-    from ml_tasks.stages import stage_command
+    from ml_tasks.core.stages import stage_command
+    from ml_tasks.training.mxnet_cluster import SCHEDULER_PORT, dmlc_env, ps_role_command, worker_arguments
 
     service = f"{name}-scheduler"
     dmlc = [
@@ -117,14 +117,14 @@ class MXNetDistributedOperator(BaseOperator):
         from kiln.execution import read_result, resolve_execution
         from kiln.settings import mask_kiln_connections
 
-        mask_kiln_connections()  # the roles' output is logged (their environment: ml_tasks.processes.stage_environment)
+        mask_kiln_connections()  # the roles' output is logged (their environment: ml_tasks.core.processes.stage_environment)
         Path(self.result_path).unlink(missing_ok=True)
         if resolve_execution(self.execution) == "kubernetes":
             self.run_on_kubernetes(context)
         else:
-            from ml_tasks.layout import CheckpointFiles
-            from ml_tasks.mxnet_cluster import run_cluster, worker_arguments
-            from ml_tasks.stages import stage_command
+            from ml_tasks.core.layout import CheckpointFiles
+            from ml_tasks.core.stages import stage_command
+            from ml_tasks.training.mxnet_cluster import run_cluster, worker_arguments
 
             worker_cmd = stage_command("train-mxnet", worker_arguments(self.rendered_worker_args()), python=sys.executable)
             run_cluster(worker_cmd, int(self.num_servers), int(self.num_workers), log=self.log.info,
@@ -137,7 +137,7 @@ class MXNetDistributedOperator(BaseOperator):
         return [*map(str, self.worker_args), "--result-file", self.result_path]
 
     def on_kill(self) -> None:
-        from ml_tasks.mxnet_cluster import stop_all
+        from ml_tasks.training.mxnet_cluster import stop_all
 
         stop_all(self._roles)
         if self._pods is not None:

@@ -20,9 +20,9 @@ from kubernetes.client import models as k8s
 
 from kiln import pod_spec
 from kiln.execution import stage_exit
-from ml_tasks.environment import env_bool
-from ml_tasks.errors import SKIP_EXIT_CODE, failure_reason
-from ml_tasks.stages import stage_command
+from ml_tasks.core.environment import env_bool
+from ml_tasks.core.errors import SKIP_EXIT_CODE, failure_reason
+from ml_tasks.core.stages import stage_command
 
 
 class KilnPodOperator(KubernetesPodOperator):

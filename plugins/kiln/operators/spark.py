@@ -44,7 +44,7 @@ class KilnSparkStageOperator(KilnStageOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         if self.attach_to_connect():
-            from ml_tasks.spark_session import connect_server
+            from ml_tasks.core.spark_session import connect_server
 
             self.log.info("Spark Connect: the stage attaches to %s (connection %s)", connect_server(self._remote), self.conn_id)
             return super().execute(context)

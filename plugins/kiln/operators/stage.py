@@ -27,8 +27,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from ml_tasks.errors import failure_reason
-from ml_tasks.processes import die_with_parent
+from ml_tasks.core.errors import failure_reason
+from ml_tasks.core.processes import die_with_parent
 
 
 class KilnStageOperator(BaseOperator):
@@ -44,7 +44,7 @@ class KilnStageOperator(BaseOperator):
     :param connections: Airflow connections the stage reads (e.g. a PostgreSQL source): resolved here (which
         registers their secrets with the masker) and handed to the local subprocess as ``AIRFLOW_CONN_<ID>``
         environment variables (never argv); a pod gets those keys, and only those, of the ``kiln-connections``
-        Secret. Nothing else of the worker's environment reaches the stage (``ml_tasks.processes.stage_environment``).
+        Secret. Nothing else of the worker's environment reaches the stage (``ml_tasks.core.processes.stage_environment``).
     """
 
     template_fields: Sequence[str] = ("arguments", "result_path", "timeout_minutes")
@@ -133,8 +133,8 @@ class KilnStageOperator(BaseOperator):
         return found
 
     def _run_local(self, connections: dict[str, str]) -> None:
-        from ml_tasks.processes import stage_environment
-        from ml_tasks.stages import stage_command
+        from ml_tasks.core.processes import stage_environment
+        from ml_tasks.core.stages import stage_command
 
         cmd = stage_command(self.stage, self.stage_arguments, python=sys.executable)
         # the stage's whole environment: never the worker's (Airflow's JWT secret, metadata DB URL, other connections)

@@ -1,0 +1,1 @@
+"""Evaluation and registry: comparing candidates, blessing, versions and the champion."""

@@ -1,0 +1,1 @@
+"""Reports: the run's printed summary and its HTML report."""

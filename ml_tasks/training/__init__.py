@@ -1,0 +1,1 @@
+"""Training: the built-in candidates, the MLP shared by MXNet and Singa, each framework's trainer, the MXNet parameter-server cluster and the hyper-parameter search (the contract: ``ml_tasks.trainer``)."""
