@@ -24,8 +24,8 @@ fi
 run_id=$(python -c "
 import json, sys
 from ml_tasks.core.layout import Layout
-runs = Layout.at(sys.argv[1], 'transactions', sys.argv[2]).run_dir.parent
-reports = sorted(runs.glob('run=*/_results/report.json'), key=lambda p: p.stat().st_mtime)
+reports = sorted(Layout.at(sys.argv[1], 'transactions', sys.argv[2]).result_files_of_partition('report'),
+                 key=lambda p: p.stat().st_mtime)
 print(json.loads(reports[-1].read_text())['run_id'])
 " "$KILN_DATA_ROOT" "$ds")
 summary=$(python -m ml_tasks --log-level WARNING report --ds "$ds" --run-id "$run_id")

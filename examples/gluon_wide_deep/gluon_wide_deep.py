@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ml_tasks.train_mxnet import import_mxnet  # MXNet 1.9.1 with numpy's removed aliases put back
 from ml_tasks.trainer import Trained, TrainerInput
-from ml_tasks.training.train_mxnet import import_mxnet  # MXNet 1.9.1 with numpy's removed aliases put back
 
 PREFIX = "wide_deep"
 

@@ -113,7 +113,8 @@ _DECLARED = [
     _E("KILN_SHUFFLE_PARTITIONS", "8", "`spark.sql.shuffle.partitions` of a batch stage's session (not under "
        "spark-submit)"),
     _E("KILN_STREAM_MASTER", "local[2]", "master of the streaming job's own driver"),
-    _E("KILN_STREAM_SHUFFLE_PARTITIONS", "4", "`spark.sql.shuffle.partitions` of the streaming job's driver"),
+    _E("KILN_STREAM_SHUFFLE_PARTITIONS", "4", "`spark.sql.shuffle.partitions` of the streaming job's driver (when unset, a set "
+       "`KILN_SHUFFLE_PARTITIONS`)"),
     _E("KILN_STREAM_DRIVER_MEMORY", "1g", "heap of the streaming job's driver"),
     _E("KILN_STREAM_LEASE_SECONDS", "20", "a killed streaming driver's lease expires after this; its restart waits "
        "that long", float),

@@ -483,6 +483,10 @@ class Layout:
     def registry_root(self) -> Path:
         return registry_root(self.data_root)
 
+    def result_files_of_partition(self, task_id: str) -> list[Path]:
+        """``task_id``'s result manifest in every run of this partition that wrote one."""
+        return sorted(self.run_dir.parent.glob(f"run=*/{self.results_dir.name}/{check_task_id(task_id)}.json"))
+
     def evaluations_of_partition(self) -> list[Path]:
         """The evaluation of every run of this partition that reached one (this run's too)."""
         return sorted(self.run_dir.parent.glob("run=*/evaluation.json"))

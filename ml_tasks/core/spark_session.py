@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from ml_tasks.core.environment import env_path, env_str
+from ml_tasks.core.environment import env_given, env_path, env_str
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -75,7 +75,9 @@ def streaming_session(app_name: str) -> SparkSession:
     return (SparkSession.builder.appName(app_name).master(env_str("KILN_STREAM_MASTER"))
             .config("spark.jars.packages", KAFKA_PACKAGE).config("spark.jars.ivy", str(ivy))
             .config("spark.jars.ivySettings", str(PROJECT_ROOT / "spark" / "ivysettings.xml"))
-            .config("spark.sql.shuffle.partitions", env_str("KILN_STREAM_SHUFFLE_PARTITIONS"))
+            # KILN_SHUFFLE_PARTITIONS set the stream's too before it had its own: a setting made then still holds
+            .config("spark.sql.shuffle.partitions", env_given("KILN_STREAM_SHUFFLE_PARTITIONS")
+                    or env_given("KILN_SHUFFLE_PARTITIONS") or env_str("KILN_STREAM_SHUFFLE_PARTITIONS"))
             # A bounded heap: a JVM left to its default (a quarter of the machine) grows for hours before it collects.
             .config("spark.driver.memory", env_str("KILN_STREAM_DRIVER_MEMORY"))
             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")

@@ -185,8 +185,9 @@ def _train_mxnet_dist(r: Run) -> dict[str, Any]:
     lay, name = r.lay, r.args.candidate
     workers, servers = r.settings["mxnet_workers"], r.settings["mxnet_servers"]
     ckpt = lay.checkpoint(name)
+    bound = {"timeout": r.args.timeout} if r.args.timeout else {}  # else the launcher's own
     run_cluster(mxnet_worker_command(r), servers, workers, log=lambda line: print(line, file=sys.stderr, flush=True),
-                timeout=r.args.timeout, pid_file=ckpt.pids)
+                pid_file=ckpt.pids, **bound)
     digests = {rank: read_json(ckpt.final_rank(rank))["digest"] for rank in range(workers)}
     return {"candidate": name, "workers": workers, "servers": servers,
             "params_identical": len(set(digests.values())) == 1, "candidate_dir": str(lay.candidate_dir(name))}
@@ -224,7 +225,7 @@ def _evaluate(r: Run) -> dict[str, Any]:
     names = ("min_auc", "max_log_loss", "max_calibration_error", "min_r2", "max_rmse", "max_mae")
     thresholds = Thresholds(**{k: r.settings[k] for k in names if k in r.settings})
     return evaluate(r.data_spec.task, r.lay.candidates_root, r.lay.evaluation, thresholds, r.settings["candidates"],
-                    failures_dir=r.lay.candidate_failures_dir)
+                    failure_file=r.lay.candidate_failure)
 
 
 def _online_features(r: Run) -> dict[str, Any]:
@@ -343,7 +344,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in [
     Stage("train-mxnet-dist", "MXNet MLP on a local parameter-server cluster", _train_mxnet_dist,
           (*MLP_SETTINGS, "mxnet_workers", "mxnet_servers"),
           ((("--candidate",), {"default": "mxnet_dist", "type": CANDIDATE, "help": MLP_OPTION_HELP}),
-           (("--timeout",), {"type": float, "default": 1800.0, "help": "seconds before the cluster is stopped"}))),
+           (("--timeout",), {"type": float, "help": "seconds before the cluster is stopped (default: "
+                                                    "ml_tasks.training.mxnet_cluster.CLUSTER_TIMEOUT_S)"}))),
     Stage("train-singa", "Apache Singa MLP (built from source by setup; skips where Singa is not installed)", _train_singa, MLP_SETTINGS,
           ((("--candidate",), {"default": "singa_mlp", "type": CANDIDATE, "help": MLP_OPTION_HELP}),)),
     Stage("train", "train one candidate through the trainer contract: a built-in one or one of the dataset spec's "

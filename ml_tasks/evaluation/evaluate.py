@@ -9,6 +9,7 @@ lower RMSE); the registry promotes on the same metric in the same direction.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -111,18 +112,18 @@ def trained_candidates(candidates_root: Path) -> list[CandidateFiles]:
 
 
 def evaluate(task: str, candidates_root: Path, evaluation_path: Path, thresholds: Thresholds,
-             only: list[str] | None = None, failures_dir: Path | None = None) -> dict[str, Any]:
+             only: list[str] | None = None, failure_file: Callable[[str], Path] | None = None) -> dict[str, Any]:
     """Score the finished candidates under ``candidates_root`` (``only`` these names, when given).
 
     ``only`` keeps a rerun with fewer candidates from re-scoring folders an earlier run left behind;
     a chosen candidate that did not train (a skipped step) is named in the log and left out, and one
-    whose trainer failed its contract is listed under ``failed`` with the reason from ``failures_dir``.
+    whose trainer failed its contract is listed under ``failed`` with the reason from its ``failure_file(name)``.
     """
     found = trained_candidates(candidates_root)
     failed: list[dict[str, Any]] = []
     if only is not None:
         missing = sorted(set(only) - {c.dir.name for c in found})
-        records = [failures_dir / f"{name}.json" for name in missing] if failures_dir is not None else []
+        records = [failure_file(name) for name in missing] if failure_file is not None else []
         failed = [read_json(r) for r in records if r.exists()]
         if missing:
             log.warning("chosen candidates without a trained model (skipped, not run or failed): %s", ", ".join(missing))

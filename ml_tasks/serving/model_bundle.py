@@ -14,7 +14,7 @@ from ml_tasks.core.atomic import read_json
 from ml_tasks.core.errors import KilnError
 from ml_tasks.core.layout import VersionFiles
 from ml_tasks.serving.portable import transform_matrix
-from ml_tasks.training.candidates import LEGACY_SCORERS, current_scorer
+from ml_tasks.training.candidates import LEGACY_SCORERS
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ModelBundle:
         files = VersionFiles(version_dir)
         info = read_json(files.model.info)
         transform = read_json(files.transform.portable)
-        scorer_path = current_scorer(info.get("scorer")) or LEGACY_SCORERS.get(info["framework"])
+        scorer_path = info.get("scorer") or LEGACY_SCORERS.get(info["framework"])
         if scorer_path is None:
             raise KilnError(f"cannot serve framework {info['framework']!r} of {version_dir}: it names no scorer")
         from ml_tasks.trainer import load_scorer

@@ -128,16 +128,6 @@ BUILTIN_CANDIDATES = tuple(BUILTIN_TRAINERS)
 SEARCHABLE = tuple(name for name, ref in BUILTIN_TRAINERS.items() if ref.searchable)
 BUILTIN_TASK_IDS = frozenset(r.airflow_task_id for r in BUILTIN_TRAINERS.values())
 
-# Versions registered before ml_tasks was grouped into packages name their built-in scorer by its old module.
-MOVED_SCORERS = {"ml_tasks" + ".portable:load": "ml_tasks.serving.portable:load",
-                 "ml_tasks" + ".train_mxnet:load": "ml_tasks.training.train_mxnet:load"}
-
-
-def current_scorer(path: str | None) -> str | None:
-    """A registered scorer's import path as it is today."""
-    return MOVED_SCORERS.get(path, path) if path else path
-
-
 # Registered versions written before candidates recorded their scorer.
 LEGACY_SCORERS = {"spark_mllib": "ml_tasks.serving.portable:load", "singa": "ml_tasks.serving.portable:load",
                   "mxnet": "ml_tasks.training.train_mxnet:load"}

@@ -24,6 +24,7 @@ from ml_tasks.core.atomic import read_json, write_json
 from ml_tasks.core.errors import KilnError
 from ml_tasks.core.processes import die_with_parent, kill_recorded, stage_environment
 
+CLUSTER_TIMEOUT_S = 1800.0  # a distributed run's default bound, whoever starts it
 SCHEDULER_PORT = 9091  # where a cluster of pods finds its scheduler (its Service's port); processes here take a free one
 
 
@@ -105,7 +106,7 @@ def run_cluster(
     num_servers: int,
     num_workers: int,
     log: Callable[[str], None],
-    timeout: float = 1800.0,
+    timeout: float = CLUSTER_TIMEOUT_S,
     pid_file: Path | None = None,
     on_start: Callable[[list[Role]], None] | None = None,
 ) -> None:

@@ -261,7 +261,8 @@ def test_mlp_bundle_scores_equal_its_offline_scores(framework, small_features, t
 
 def test_a_version_registered_before_ml_tasks_had_packages_still_serves(small_features, tmp_path):
     """Versions registered before the modules moved into packages name their scorer by its old module
-    (``ml_tasks.train_mxnet:load``, ``ml_tasks.portable:load``): serving loads them and scores alike."""
+    (``ml_tasks.train_mxnet:load``, ``ml_tasks.portable:load``), a public path that stays: serving loads them and
+    scores alike."""
     from ml_tasks.core.atomic import read_json, write_json
     from ml_tasks.trainer import train_candidate
     from ml_tasks.training.candidates import BUILTIN_TRAINERS

@@ -20,6 +20,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from ml_tasks.core.run_settings import SETTINGS
+from ml_tasks.training.mxnet_cluster import CLUSTER_TIMEOUT_S
 
 ROLE_PRESETS = {"scheduler": "small", "server": "medium", "worker": "medium"}
 
@@ -94,7 +95,7 @@ class MXNetDistributedOperator(BaseOperator):
         checkpoint_dir: str,
         num_servers: int | str = SETTINGS["mxnet_servers"].default,
         num_workers: int | str = SETTINGS["mxnet_workers"].default,
-        cluster_timeout: float | str = 1800.0,
+        cluster_timeout: float | str = CLUSTER_TIMEOUT_S,
         execution: str | None = None,
         image: str | None = None,
         namespace: str | None = None,

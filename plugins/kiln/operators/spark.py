@@ -71,7 +71,7 @@ class KilnSparkStageOperator(KilnStageOperator):
         Path(self.result_path).unlink(missing_ok=True)  # never return a previous try's manifest
         self._submit_hook = SparkSubmitHook(
             conf=self.submit_conf, conn_id=self.conn_id, name=self.application_name,
-            application_args=[self.stage, *map(str, self.arguments), "--result-file", self.result_path])
+            application_args=[self.stage, *self.stage_arguments])
         self._submit_hook.submit(SPARK_APP)
         return self._result()
 
