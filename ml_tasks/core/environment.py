@@ -180,6 +180,20 @@ def env_given(name: str, environ: Mapping[str, str] | None = None) -> str | None
     return ENV[name].given(environ)
 
 
+def env_secret(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """A secret: the text of the file ``<name>_FILE`` names (a mounted Secret; stripped), else ``<name>``'s; None when
+    neither is set. A file that is named but cannot be read raises, never falls back to no secret."""
+    path = env_given(f"{name}_FILE", environ)
+    if not path:
+        return env_given(name, environ)
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        from ml_tasks.core.errors import KilnError
+
+        raise KilnError(f"{name}_FILE {path} cannot be read ({exc.strerror})") from None
+
+
 def env_default(name: str) -> Any:
     """``name``'s declared default, parsed (None: it has none)."""
     return ENV[name].default_value()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 from ml_tasks.core.layout import Layout, check_ds
 from ml_tasks.core.run_settings import resolve
 from ml_tasks.core.spec import load_named
-from ml_tasks.ingestion.sources import check_input_path
 
 
 def resolve_partition(partition_date: str | None, logical_date: datetime | None, run_after: datetime | None) -> str:
@@ -29,7 +27,7 @@ def plan_run(dataset: str, params: dict[str, Any], data_root: str, logical_date:
     settings = resolve(spec, params, where="param")
     ds = spec.check_partition(resolve_partition(settings["partition_date"], logical_date, run_after))
     if settings.get("input_path"):  # refused before any stage runs (ingest checks again, on what it reads)
-        check_input_path(settings["input_path"], spec.allowed_input_roots())
-    layout = Layout(Path(data_root).resolve(), spec.name, ds, run_id)
+        spec.check_input_path(settings["input_path"])
+    layout = Layout.at(data_root, spec.name, ds, run_id)
     return {**layout.as_dict(), "model_name": spec.registry_name, "key": spec.key,
             "feature_cache": spec.feature_cache, "task": spec.task}

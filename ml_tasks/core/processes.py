@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import signal
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 # What a stage process takes from its parent's environment: nothing else. The parent is an Airflow worker
 # whose environment holds Airflow's own secrets (AIRFLOW__* : the JWT secret, the Fernet key, the metadata
@@ -22,6 +24,24 @@ STAGE_ENV_NAMES = frozenset({
 STAGE_ENV_PREFIXES = ("LC_", "KILN_", "SPARK_", "PYSPARK_", "JAVA_", "MXNET_")
 # Kiln's own settings may name a secret (KILN_PG_PASSWORD is the metadata DB's, KILN_SERVE_API_KEY serving's).
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|FERNET|CREDENTIAL|SQL_ALCHEMY", re.IGNORECASE)
+
+
+def connection_variable(conn_id: str) -> str:
+    """The variable a stage is handed an Airflow connection in (Airflow's own convention)."""
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def connection_fields(value: str, variable: str) -> dict[str, Any]:
+    """A connection handed in Airflow's JSON form, its ``extra`` parsed too (the other form is a URI); naming the
+    variable when it is not JSON."""
+    from ml_tasks.core.errors import KilnError
+
+    try:
+        conn = json.loads(value)
+        extra = conn.get("extra") or {}
+        return {**conn, "extra": json.loads(extra) if isinstance(extra, str) else extra}
+    except ValueError as exc:
+        raise KilnError(f"{variable} is not valid JSON: {getattr(exc, 'msg', exc)}") from None
 
 
 def stage_environment(parent: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:

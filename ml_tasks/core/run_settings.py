@@ -242,8 +242,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in _SETTINGS}
 
 
 def searchable(spec: DatasetSpec) -> list[str]:
-    """The candidates of ``spec`` a search may tune: the built-in ones but mxnet_dist, and the spec's own."""
-    return [*SEARCHABLE, *spec.trainers]
+    """The candidates of ``spec`` a search may tune (as each declares: every one but mxnet_dist)."""
+    return [name for name, ref in spec.trainer_refs.items() if ref.searchable]
 
 
 def spec_settings(spec: DatasetSpec) -> dict[str, Setting]:

@@ -7,6 +7,7 @@ and what was expected. ``python -m ml_tasks infer-dataset`` drafts a spec from d
 
 from __future__ import annotations
 
+import glob
 import os
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -252,6 +253,31 @@ class DatasetSpec(_Strict):
         fixed = Path(*parts[:next((i for i, p in enumerate(parts) if any(c in p for c in "*?[")), len(parts))])
         return [(fixed if fixed.is_dir() or fixed != Path(*parts) else fixed.parent).resolve()]
 
+    def check_input_path(self, path: str) -> None:
+        """Refuse a run's ``input_path`` unless it and every file under it lie in one of ``allowed_input_roots``,
+        with ``~``, ``..`` and symbolic links resolved: a link planted under a root must not lead out."""
+        roots = self.allowed_input_roots()
+
+        def inside(name: str) -> bool:
+            real = Path(os.path.realpath(os.path.expanduser(name)))
+            return any(real.is_relative_to(root) for root in roots)
+
+        if not roots:
+            raise KilnError(f"input_path {path!r} refused: the dataset's spec allows no input_path (declare input_roots)")
+        allowed = ", ".join(str(r) for r in roots)
+        if not inside(path):
+            raise KilnError(f"input_path {path!r} refused: not under the spec's input_roots ({allowed})")
+        expanded = os.path.expanduser(path)
+        if any(ch in expanded for ch in "*?["):
+            files = glob.glob(expanded, recursive=True)
+        elif os.path.isdir(expanded):
+            files = [str(f) for f in Path(expanded).rglob("*")]  # every day's files, a superset of what ingest reads
+        else:
+            files = [expanded]
+        outside = [f for f in files if not inside(f)]
+        if outside:
+            raise KilnError(f"input_path {path!r} refused: {outside[0]} leads out of the spec's input_roots ({allowed})")
+
     def check_partition(self, ds: str, today: date | None = None) -> str:
         """``ds`` if a run may build it: a real date, not before ``start_date``, at most tomorrow (UTC: a day's run
         may start before that day began somewhere); else raise naming the bound."""
@@ -304,7 +330,7 @@ class DatasetSpec(_Strict):
         """Every candidate this dataset can train: the built-in ones and its own, the same way."""
         own = {name: TrainerRef(name, t.entry, t.scorer_path, params={f"{name}_{p}": p for p in t.params},
                                 seed=f"{name}_seed", default_seed=t.seed, python_path=tuple(self.python_path),
-                                resources=t.resources)
+                                resources=t.resources, stage_options=("--candidate", name))
                for name, t in self.trainers.items()}
         return {**BUILTIN_TRAINERS, **own}
 

@@ -98,10 +98,8 @@ def run_input(lay: Layout) -> Path:
 
 def _ingest(r: Run) -> dict[str, Any]:
     from ml_tasks.ingestion.ingest import ingest
-    from ml_tasks.ingestion.sources import check_input_path
-
     if r.settings.get("input_path"):
-        check_input_path(r.settings["input_path"], r.data_spec.allowed_input_roots())
+        r.data_spec.check_input_path(r.settings["input_path"])
     return ingest(r.data_spec, r.lay.ds, r.lay.raw_dir, rows=r.settings.get("rows", 0),
                   input_path=r.settings.get("input_path"), snapshot_dir=r.lay.input_dir)
 
@@ -173,9 +171,11 @@ def _train_mxnet(r: Run) -> dict[str, Any]:
 
 def mxnet_worker_command(r: Run) -> list[str]:
     """The ``train-mxnet`` command line every worker of a distributed run executes."""
+    from ml_tasks.training.mxnet_cluster import worker_arguments
+
     return STAGES["train-mxnet"].command(
         python=sys.executable, dataset=r.lay.dataset, partition=partition_arguments(r.lay),
-        values={k: r.settings[k] for k in MLP_SETTINGS}, options=["--candidate", r.args.candidate, "--kvstore", "dist_sync"])
+        values={k: r.settings[k] for k in MLP_SETTINGS}, options=worker_arguments(["--candidate", r.args.candidate]))
 
 
 def _train_mxnet_dist(r: Run) -> dict[str, Any]:

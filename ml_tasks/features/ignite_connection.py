@@ -14,20 +14,33 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ml_tasks.core.environment import env_default, env_given, env_str
-from ml_tasks.core.errors import KilnError
+from ml_tasks.core.environment import env_default, env_given, env_secret, env_str
+from ml_tasks.core.processes import connection_fields, connection_variable
 
-CONNECTION_ENV = "AIRFLOW_CONN_IGNITE_DEFAULT"
+CONNECTION_ENV = connection_variable("ignite_default")
 DEFAULT_PORT: int = env_default("KILN_IGNITE_PORT")
 SSL_FILES = ("ssl_ca_file", "ssl_certfile", "ssl_keyfile")
 
 
 def _true(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def ignite_errors() -> tuple[type[BaseException], ...]:
+    """What pyignite raises when a node is down, restarting or lost a cache (all mean: try again later)."""
+    from pyignite import exceptions as ex
+
+    return (OSError, ConnectionError, ex.ReconnectError, ex.CacheError, ex.ParseError, ex.ClusterError,
+            ex.SocketError, ex.HandshakeError)
+
+
+def login_refused() -> type[BaseException]:
+    from pyignite.exceptions import AuthenticationError
+
+    return AuthenticationError
 
 
 def client_options(login: str | None, password: str | None, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,14 +59,10 @@ def parse_connection(value: str) -> tuple[str | None, int | None, dict[str, Any]
     port and client options."""
     value = value.strip()
     if value.startswith("{"):
-        try:
-            conn = json.loads(value)
-        except ValueError as exc:
-            raise KilnError(f"{CONNECTION_ENV} is not valid JSON: {exc.msg}") from None
-        extra = conn.get("extra") or {}
-        extra = json.loads(extra) if isinstance(extra, str) else extra
+        conn = connection_fields(value, CONNECTION_ENV)
         port = conn.get("port")
-        return conn.get("host"), int(port) if port else None, client_options(conn.get("login"), conn.get("password"), extra)
+        return conn.get("host"), int(port) if port else None, client_options(conn.get("login"), conn.get("password"),
+                                                                             conn["extra"])
     # Not urlsplit's hostname/port: a host list is one netloc they would misread. Airflow's get_uri() quotes the
     # host ("a%2Cb:10801": 10801 is every node's port); a hand-written "a,b:10801" gives that node its own port.
     parts = urlsplit(value)
@@ -76,13 +85,7 @@ def options_from_env(env: Mapping[str, str] = os.environ) -> tuple[str | None, i
         hosts, port, options = parse_connection(env[CONNECTION_ENV])
         given_port = env_given("KILN_IGNITE_PORT", env)
         return env_given("KILN_IGNITE_HOST", env) or hosts, int(given_port) if given_port else port, options
-    password = env_given("KILN_IGNITE_PASSWORD", env)
-    password_file = env_given("KILN_IGNITE_PASSWORD_FILE", env)
-    if password_file:
-        try:
-            password = Path(password_file).read_text().strip()
-        except OSError as exc:
-            raise KilnError(f"KILN_IGNITE_PASSWORD_FILE {password_file} cannot be read ({exc.strerror})") from None
+    password = env_secret("KILN_IGNITE_PASSWORD", env)
     extra = {"use_ssl": env_str("KILN_IGNITE_USE_SSL", env),
              **{key: env_given(f"KILN_IGNITE_{key.upper()}", env) for key in SSL_FILES}}
     port = env_given("KILN_IGNITE_PORT", env)

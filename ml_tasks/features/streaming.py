@@ -190,7 +190,7 @@ class IgniteSession:
                 client.close()
 
     def run(self, work, what: str):
-        from ml_tasks.serving.service import ignite_errors, login_refused
+        from ml_tasks.features.ignite_connection import ignite_errors, login_refused
 
         deadline = time.monotonic() + self.retry_seconds
         while True:

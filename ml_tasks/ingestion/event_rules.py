@@ -10,6 +10,7 @@ templates that Spark's ``format_string`` and Python's ``%`` both fill.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,19 @@ def received_for_partition(ds: str) -> datetime:
     return datetime.fromisoformat(ds).replace(tzinfo=UTC) + timedelta(days=1)
 
 
+def _fill(template: str, *values: object) -> pa.Array:
+    """``template % values`` row by row, in Arrow: each ``%s``/``%d`` takes a constant or a column (the same
+    template the stream fills with Spark's ``format_string``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pieces = re.split(r"%[sd]", template)
+    parts: list[object] = [pieces[0]]
+    for value, piece in zip(values, pieces[1:], strict=True):
+        parts += [str(value) if isinstance(value, (str, int, float)) else value.cast(pa.string()), piece]  # type: ignore[attr-defined]
+    return pc.binary_join_element_wise(*parts, "")
+
+
 def screen(table: pa.Table, schema: DatasetSchema, limits: EventLimits, received: datetime) -> pa.Array:
     """Each row's reason to be set aside (null: the row stays), the first rule it breaks in the stream's order.
 
@@ -59,18 +73,15 @@ def screen(table: pa.Table, schema: DatasetSchema, limits: EventLimits, received
         if not (is_text(values.type) or pa.types.is_integer(values.type)):
             return
         length = pc.utf8_length(values.cast(pa.string()))
-        text = pc.binary_join_element_wise(f"{column}: ", length.cast(pa.string()),
-                                           f" characters, over the limit of {limit}", "")
-        rules.append((pc.greater(length, limit), text))
+        rules.append((pc.greater(length, limit), _fill(TOO_LONG, column, length, limit)))
 
     too_long(schema.key, limits.max_key_length)
     if schema.timestamp and pa.types.is_timestamp(table.column(schema.timestamp).type):
         event_time = table.column(schema.timestamp).cast(pa.timestamp("us"))
         after_s = pc.divide(pc.subtract(event_time.cast(pa.int64()), int(received.timestamp() * 1e6)), 1_000_000)
-        text = pc.binary_join_element_wise(
-            f"{schema.timestamp}: ", pc.strftime(event_time.cast(pa.timestamp("s"), safe=False), "%Y-%m-%dT%H:%M:%S"), " is ", after_s.cast(pa.string()),
-            f" s after the event was received (limit {limits.max_future_seconds} s)", "")
-        rules.append((pc.greater(after_s, limits.max_future_seconds), text))
+        shown = pc.strftime(event_time.cast(pa.timestamp("s"), safe=False), "%Y-%m-%dT%H:%M:%S")
+        rules.append((pc.greater(after_s, limits.max_future_seconds),
+                      _fill(IN_THE_FUTURE, schema.timestamp, shown, after_s, limits.max_future_seconds)))
     for column in schema.categorical:
         too_long(column, limits.max_text_length)
     reason = pa.nulls(table.num_rows, pa.string())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pyarrow.dataset as pds
 
 from ml_tasks.core.atomic import content_digest
 from ml_tasks.core.errors import KilnError
+from ml_tasks.core.processes import connection_fields, connection_variable
 
 BATCH_ROWS = 65_536
 PG_BATCH_BYTES = 16 << 20  # the ADBC driver's batch size hint: bounds memory per batch
@@ -63,30 +63,6 @@ def resolve_files(path: str, ds: str | None) -> list[str]:
     if not files:
         raise KilnError(f"input folder {p} has no data files")
     return files
-
-
-def check_input_path(path: str, roots: list[Path]) -> None:
-    """Refuse a run's ``input_path`` unless it and every file under it lie in one of ``roots`` (the spec's
-    ``input_roots``), with ``~``, ``..`` and symbolic links resolved: a link planted under a root must not lead out."""
-    def inside(name: str) -> bool:
-        real = Path(os.path.realpath(os.path.expanduser(name)))
-        return any(real.is_relative_to(root) for root in roots)
-
-    if not roots:
-        raise KilnError(f"input_path {path!r} refused: the dataset's spec allows no input_path (declare input_roots)")
-    allowed = ", ".join(str(r) for r in roots)
-    if not inside(path):
-        raise KilnError(f"input_path {path!r} refused: not under the spec's input_roots ({allowed})")
-    expanded = os.path.expanduser(path)
-    if any(ch in expanded for ch in "*?["):
-        files = glob.glob(expanded, recursive=True)
-    elif os.path.isdir(expanded):
-        files = [str(f) for f in Path(expanded).rglob("*")]  # every day's files, a superset of what ingest reads
-    else:
-        files = [expanded]
-    outside = [f for f in files if not inside(f)]
-    if outside:
-        raise KilnError(f"input_path {path!r} refused: {outside[0]} leads out of the spec's input_roots ({allowed})")
 
 
 def file_digest(path: str, ds: str | None) -> str:
@@ -155,13 +131,13 @@ def connection_uri(conn_id: str) -> str:
     The operator exports the connection it resolved through Airflow; pods get it from the
     ``kiln-connections`` Secret. The value is never written to argv or logs.
     """
-    var = f"AIRFLOW_CONN_{conn_id.upper()}"
+    var = connection_variable(conn_id)
     value = os.environ.get(var)
     if not value:
         raise KilnError(f"connection {conn_id!r} is not available to this stage: define it in Airflow "
                         f"(Admin > Connections) or set {var}")
     if value.lstrip().startswith("{"):
-        c = json.loads(value)
+        c = connection_fields(value, var)
         auth = quote(c.get("login") or "", safe="") + (":" + quote(c["password"], safe="") if c.get("password") else "")
         host = f"{c.get('host') or ''}" + (f":{c['port']}" if c.get("port") else "")
         value = f"postgresql://{auth + '@' if auth else ''}{host}/{quote(c.get('schema') or '', safe='')}"

@@ -49,7 +49,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from ml_tasks.core.environment import env_default, env_float, env_given, env_int, env_str
+from ml_tasks.core.environment import env_default, env_float, env_given, env_int, env_secret, env_str
 from ml_tasks.core.errors import KilnError
 from ml_tasks.core.layout import default_data_root, model_files, registry_root
 from ml_tasks.evaluation.registry import champion_dir
@@ -61,7 +61,7 @@ from ml_tasks.features.feature_cache import (
     parse_addresses,
     prediction_key,
 )
-from ml_tasks.features.ignite_connection import DEFAULT_PORT, options_from_env
+from ml_tasks.features.ignite_connection import DEFAULT_PORT, ignite_errors, login_refused, options_from_env
 from ml_tasks.serving.model_bundle import ModelBundle
 
 log = logging.getLogger(__name__)
@@ -99,34 +99,17 @@ class Unavailable(KilnError):
     the client's: it names the problem, not the path or exception behind it."""
 
 
-def ignite_errors() -> tuple[type[BaseException], ...]:
-    """What pyignite raises when a node is down, restarting or lost a cache (all mean: try again later)."""
-    from pyignite import exceptions as ex
-
-    return (OSError, ConnectionError, ex.ReconnectError, ex.CacheError, ex.ParseError, ex.ClusterError,
-            ex.SocketError, ex.HandshakeError)
-
-
-def login_refused() -> type[BaseException]:
-    from pyignite.exceptions import AuthenticationError
-
-    return AuthenticationError
-
-
 def configured_api_key() -> str | None:
     """The key clients must send: the file ``KILN_SERVE_API_KEY_FILE`` names (a mounted Secret), else
     ``KILN_SERVE_API_KEY``; None when neither is set (no authentication, the local default). A file that is named
     but missing or empty stops the service from starting rather than let it serve without a key."""
-    path = env_given("KILN_SERVE_API_KEY_FILE")
-    if path:
-        try:
-            key = Path(path).read_text().strip()
-        except OSError as exc:
-            raise KilnError(f"KILN_SERVE_API_KEY_FILE {path} cannot be read ({exc.strerror}): not serving without its key") from None
-        if not key:
-            raise KilnError(f"KILN_SERVE_API_KEY_FILE {path} is empty: not serving without its key")
-        return key
-    return env_given("KILN_SERVE_API_KEY")
+    try:
+        key = env_secret("KILN_SERVE_API_KEY")
+    except KilnError as exc:
+        raise KilnError(f"{exc}: not serving without its key") from None
+    if key == "" and (path := env_given("KILN_SERVE_API_KEY_FILE")):
+        raise KilnError(f"KILN_SERVE_API_KEY_FILE {path} is empty: not serving without its key")
+    return key or None
 
 
 @dataclass

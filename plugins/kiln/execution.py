@@ -10,18 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ml_tasks.core.environment import env_default, env_given
-
 MODES = ("local", "kubernetes")
 
 
 def resolve_execution(explicit: str | None = None) -> str:
-    mode = explicit
-    if mode is None:
-        from airflow.sdk import Variable
+    from kiln.settings import setting
 
-        mode = Variable.get("kiln_execution", default=None)
-    mode = (mode or env_given("KILN_EXECUTION") or env_default("KILN_EXECUTION")).strip().lower()
+    mode = (explicit or setting("kiln_execution", "KILN_EXECUTION")).strip().lower()
     if mode not in MODES:
         raise ValueError(f"KILN_EXECUTION={mode!r} is not one of {MODES}")
     return mode

@@ -66,7 +66,7 @@ def run_layout(ti: Any) -> Any:
     """The run's ``Layout``, from what its ``plan`` task resolved: the DAG's ``kiln_layout`` template macro."""
     from ml_tasks.core.layout import Layout
 
-    plan = {key: ti.xcom_pull(task_ids="plan", key=key) for key in ("data_root", "dataset", "ds", "run_id")}
+    plan = ti.xcom_pull(task_ids="plan")  # its whole result (multiple_outputs pushes it too): one pull
     return Layout(Path(plan["data_root"]), plan["dataset"], plan["ds"], plan["run_id"])
 
 
@@ -124,12 +124,12 @@ def candidate_task(spec: DatasetSpec, ref: TrainerRef):
             result_path=RESULT_FILE, checkpoint_dir="{{ kiln_layout(ti).checkpoint_dir('" + ref.name + "') }}",
             num_servers="{{ params.mxnet_servers }}", num_workers="{{ params.mxnet_workers }}",
             cluster_timeout="{{ params.stage_timeout_minutes * 60 }}", image=_image(ref), **after_trials)
-    options = list(ref.stage_options)
-    if ref.name in spec.trainers:  # the spec's own: its settings as form fields
-        from kiln.form import param_template
+    from kiln.form import param_template
 
-        options = ["--candidate", ref.name, *(arg for setting in ref.settings for arg in (
-            "--param", f"{setting}={param_template(setting, spec.trainer_settings[setting])}"))]
+    # Settings its stage does not take as flags (a spec's own trainer's, through ``train``) go as --param form fields.
+    params = [arg for setting in ref.settings if setting not in STAGES[ref.stage].settings
+              for arg in ("--param", f"{setting}={param_template(setting, spec.trainer_settings[setting])}")]
+    options = [*ref.stage_options, *params]
     return _stage(spec, ref.airflow_task_id, ref.stage, options, pod_resources=ref.resources, image=_image(ref),
                   **after_trials)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from kubernetes.client import models as k8s
 
 from ml_tasks.core.environment import env_str
+from ml_tasks.core.processes import connection_variable
 
 SECRET_NAME = "kiln-connections"  # holds AIRFLOW_CONN_<ID> keys; a pod gets its stage's only (docs/kubernetes.md)
 RUN_AS_USER = 50000  # the image's non-root "kiln" user
@@ -73,8 +74,8 @@ def connection_env(conn_ids: list[str]) -> list[k8s.V1EnvVar]:
     """The stage's connections as AIRFLOW_CONN_<ID> variables, each from its own key of the Secret: a pod
     never sees the connections of other stages (never the whole Secret), and none reaches it through code
     or arguments. A missing key leaves the variable unset, so the stage says which connection it lacks."""
-    return [k8s.V1EnvVar(name=f"AIRFLOW_CONN_{conn_id.upper()}", value_from=k8s.V1EnvVarSource(
-                secret_key_ref=k8s.V1SecretKeySelector(name=SECRET_NAME, key=f"AIRFLOW_CONN_{conn_id.upper()}", optional=True)))
+    return [k8s.V1EnvVar(name=connection_variable(conn_id), value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=SECRET_NAME, key=connection_variable(conn_id), optional=True)))
             for conn_id in conn_ids]
 
 

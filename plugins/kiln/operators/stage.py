@@ -28,7 +28,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from ml_tasks.core.errors import failure_reason
-from ml_tasks.core.processes import die_with_parent
+from ml_tasks.core.processes import connection_variable, die_with_parent
 
 
 class KilnStageOperator(BaseOperator):
@@ -127,7 +127,7 @@ class KilnStageOperator(BaseOperator):
         found = {}
         for conn_id in self.connections:
             try:
-                found[f"AIRFLOW_CONN_{conn_id.upper()}"] = BaseHook.get_connection(conn_id).get_uri()
+                found[connection_variable(conn_id)] = BaseHook.get_connection(conn_id).get_uri()
             except AirflowNotFoundException:
                 self.log.info("connection %s is not defined; the stage runs without it", conn_id)
         return found
