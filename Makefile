@@ -28,9 +28,9 @@ export PYTHONPATH := $(CURDIR)/plugins
 DEMO_DATE ?= $(shell date -u -d yesterday +%F)
 PYTEST_ARGS ?=
 # Debian packages by group (scripts/system_deps.sh): each target asks for what it runs; silent when installed.
-DEPS := deps-core deps-services deps-postgres deps-k8s deps-bench deps-test
+DEPS := deps-core deps-services deps-postgres deps-k8s deps-containers deps-bench deps-test
 
-.PHONY: setup setup-test singa k8s-binaries $(DEPS) demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down kafka-up kafka-down airflow-up airflow-down k8s-up k8s-down clean
+.PHONY: setup setup-test singa k8s-binaries images $(DEPS) demo test bench bench-quick lint ignite-up ignite-down spark-up spark-down spark-connect-up spark-connect-down kafka-up kafka-down airflow-up airflow-down k8s-up k8s-down clean
 
 # `setup`: what every target needs, and all that `make demo` runs: Java 17 and curl, the venv, Singa, the
 # migrated DB. `setup-test` adds what only the tests use: the Kubernetes control plane's binaries and every
@@ -39,7 +39,7 @@ DEPS := deps-core deps-services deps-postgres deps-k8s deps-bench deps-test
 # are cached in ~/.cache/kiln.
 setup: deps-core $(STAMP) singa $(AIRFLOW_HOME)/airflow.db
 
-setup-test: setup deps-test k8s-binaries
+setup-test: setup deps-test k8s-binaries images
 
 $(DEPS): deps-%:
 	@scripts/system_deps.sh $*
@@ -55,9 +55,16 @@ $(STAMP): requirements.txt pyproject.toml | deps-core
 singa: $(STAMP)
 	@scripts/build_singa.sh $(VENV)/bin/python
 
-# Always asked, silent when built: etcd, kube-apiserver, controller manager, scheduler and kwok (tools/).
+# Always asked, silent when built: etcd, kube-apiserver, controller manager, scheduler and kwok; a real node's
+# kubelet, kube-proxy and CoreDNS (tools/).
 k8s-binaries:
 	@scripts/build_k8s.sh > /dev/null
+	@scripts/build_k8s.sh node > /dev/null
+
+# Kiln's image and what the real node needs, with podman (scripts/images.sh; nothing is pulled): built once,
+# then only when an input changed.
+images: deps-containers
+	@scripts/images.sh
 
 $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
@@ -113,8 +120,9 @@ airflow-up: setup deps-postgres
 airflow-down:
 	scripts/airflow.sh down
 
-# A real control plane on loopback (kwok plays the node); prints the kubeconfig to point kubectl at.
-k8s-up: deps-k8s k8s-binaries
+# A real control plane on loopback and a real node (containerd, kubelet; KILN_K8S_NODE=kwok: a fake one);
+# prints the kubeconfig to point kubectl at.
+k8s-up: deps-k8s k8s-binaries images
 	scripts/k8s.sh up
 
 k8s-down:

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane on loopback, without containers: `k8s.sh up|down|status|kubeconfig`.
+# A real Kubernetes cluster on this machine: `k8s.sh up|down|status|kubeconfig`.
 #
-# etcd, kube-apiserver (RBAC, PodSecurity and the default admission plugins on), kube-controller-manager,
-# kube-scheduler, and kwok playing one node (k8s/kwok/stages.yaml: pods go Pending -> Running ->
-# Succeeded/Failed, no container runs). Binaries come from scripts/build_k8s.sh (built once, cached).
+# The control plane on loopback: etcd, kube-apiserver (RBAC, PodSecurity and the default admission plugins
+# on), kube-controller-manager, kube-scheduler. Then one node, KILN_K8S_NODE:
+#   real  (default) a real node, scripts/k8s_node.sh: containerd + kubelet + bridge CNI + kube-proxy +
+#         CoreDNS, Kiln's images imported (make images); pods really run. Needs root.
+#   kwok  kwok plays a node (k8s/kwok/stages.yaml: pods go Pending -> Running -> Succeeded/Failed, no container
+#         runs): what the API-level tests use, as no image is needed and no container starts.
+# Binaries come from scripts/build_k8s.sh (built once, cached). Addresses: Services 198.19.0.0/24, pods
+# 198.18.64.0/24 (real) or 198.18.128.0/24 (kwok), the real node 198.18.0.1 (RFC 2544's benchmarking range).
 # `up` prints the admin kubeconfig: `export KUBECONFIG=...` and use kubectl as with any cluster.
 #
-# Env: KILN_K8S_DIR (state folder, default .k8s), KILN_K8S_API_PORT (6443), KILN_K8S_ETCD_PORT (2379;
-#      peer +1), KILN_K8S_CONTROLLER_PORT (10257), KILN_K8S_SCHEDULER_PORT (10259), KILN_K8S_KUBELET_PORT
-#      (10250: kwok's kubelet API; it answers log requests with "log target not found").
+# Env: KILN_K8S_NODE (real), KILN_K8S_DIR (state folder, default .k8s), KILN_K8S_API_PORT (6443),
+#      KILN_K8S_ETCD_PORT (2379; peer +1), KILN_K8S_CONTROLLER_PORT (10257), KILN_K8S_SCHEDULER_PORT (10259),
+#      KILN_K8S_KUBELET_PORT (10250: kwok's kubelet API; it answers log requests with "log target not found"),
+#      KILN_K8S_NODE_KUBELET_PORT (10250, on 198.18.0.1: the real kubelet's).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${KILN_K8S_DIR:-$root/.k8s}"
@@ -22,6 +28,8 @@ scheduler_port="${KILN_K8S_SCHEDULER_PORT:-10259}"
 kubelet_port="${KILN_K8S_KUBELET_PORT:-10250}"
 admin_kubeconfig="$state/admin.kubeconfig"
 node_name=kiln-kwok-node-0
+node_kind="${KILN_K8S_NODE:-real}"
+case "$node_kind" in real|kwok) ;; *) echo "k8s: KILN_K8S_NODE is real or kwok, not '$node_kind'" >&2; exit 2 ;; esac
 # Started in this order, stopped in the reverse one.
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
@@ -42,7 +50,7 @@ make_pki() {  # a CA, the apiserver's serving cert, one client cert per componen
       -extfile "$1.ext" 2>/dev/null
   }
   client apiserver "/CN=kube-apiserver" \
-    "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+    "subjectAltName=IP:127.0.0.1,IP:198.19.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
   client admin "/O=system:masters/CN=kiln-admin"
   client controller-manager "/CN=system:kube-controller-manager"
   client scheduler "/CN=system:kube-scheduler"
@@ -112,7 +120,7 @@ up() {
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$pki/sa.pub" \
-    --service-account-signing-key-file "$pki/sa.key" --service-cluster-ip-range 10.0.0.0/24 \
+    --service-account-signing-key-file "$pki/sa.key" --service-cluster-ip-range 198.19.0.0/24 \
     --endpoint-reconciler-type none --allow-privileged=false \
     --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key" \
     --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP
@@ -128,11 +136,20 @@ up() {
   start kube-scheduler "$bin/kube-scheduler" --leader-elect=false --bind-address 127.0.0.1 \
     --secure-port "$scheduler_port" --kubeconfig "$state/scheduler.kubeconfig" \
     --authentication-kubeconfig "$state/scheduler.kubeconfig" --authorization-kubeconfig "$state/scheduler.kubeconfig"
+  # Every pod needs its namespace's ServiceAccount, which the controller manager creates.
+  wait_for "the controller manager" 60 kubectl_admin -n default get serviceaccount default
+  if [ "$node_kind" = real ]; then
+    "$root/scripts/k8s_node.sh" up || { down > /dev/null; exit 1; }
+    log "up: kube-apiserver on https://127.0.0.1:$api_port, one real node; logs in $run"
+    log "use it: export KUBECONFIG=$admin_kubeconfig"
+    echo "$admin_kubeconfig"
+    return 0
+  fi
   # kwok runs no container and keeps no log: its kubelet API answers a log request at once with "log
   # target not found" (a served log file would be followed forever: kwok never ends a log stream).
   start kwok "$bin/kwok" --kubeconfig "$admin_kubeconfig" --config "$root/k8s/kwok/stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --cidr 10.244.0.1/24 --node-ip 127.0.0.1 --node-port "$kubelet_port" \
+    --cidr 198.18.128.1/24 --node-ip 127.0.0.1 --node-port "$kubelet_port" \
     --server-address "127.0.0.1:$kubelet_port" \
     --tls-cert-file "$pki/kwok-serving.crt" --tls-private-key-file "$pki/kwok-serving.key"
 
@@ -154,8 +171,6 @@ status:
   capacity: {cpu: "64", memory: 512Gi, pods: "250"}
 EOF
   wait_for "the kwok node" 60 kubectl_admin wait --for=condition=Ready "node/$node_name" --timeout=1s
-  # Every pod needs its namespace's ServiceAccount, which the controller manager creates.
-  wait_for "the controller manager" 60 kubectl_admin -n default get serviceaccount default
   log "up: kube-apiserver on https://127.0.0.1:$api_port, one kwok node; logs in $run"
   log "use it: export KUBECONFIG=$admin_kubeconfig"
   echo "$admin_kubeconfig"
@@ -163,6 +178,8 @@ EOF
 
 down() {
   local stopped=()
+  # The real node first, while the API server still answers (its pods are deleted through it).
+  [ -d "$state/node" ] && "$root/scripts/k8s_node.sh" down
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
     local c=${components[i]} pid
     pid=$(pid_of "$c") || continue

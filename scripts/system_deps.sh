@@ -3,7 +3,9 @@
 #   core      Java 17 (Spark: the demo's Spark Connect server and stages), curl (the demo's prediction requests)
 #   services  + Maven (Ignite's and Kafka's jars from Maven Central: ignite-up, kafka-up, the demo's streaming part)
 #   postgres  PostgreSQL 15 and openssl (airflow-up: its metadata DB and secrets; bench_postgres)
-#   k8s       kubectl, openssl, curl (k8s-up: the loopback control plane)
+#   k8s       kubectl, openssl, curl (the loopback control plane) + containers (k8s-up's real node)
+#   containers podman, buildah, runc, mmdebstrap (make images), containerd, the CNI plugins, iptables,
+#             conntrack (the real node), podman-compose (the compose stack)
 #   bench     core + Maven, the JDK's javac (bench/java) and wrk (the serving load)
 #   test      all of the above + Chromium and ChromeDriver (the browser test), strace (the fsync and argv tests)
 # Silent when nothing is missing. As root it installs; otherwise it lists what is missing. Go 1.24+ (building the
@@ -13,12 +15,16 @@ declare -A package=(
   [java]=openjdk-17-jre-headless [curl]=curl [mvn]=maven [/usr/lib/postgresql/15/bin/initdb]=postgresql-15
   [openssl]=openssl [kubectl]=kubernetes-client [javac]=openjdk-17-jdk-headless [wrk]=wrk
   [chromium]=chromium [chromedriver]=chromium-driver [strace]=strace
+  [podman]=podman [buildah]=buildah [runc]=runc [mmdebstrap]=mmdebstrap [containerd]=containerd
+  [/usr/lib/cni/bridge]=containernetworking-plugins [iptables]=iptables [conntrack]=conntrack
+  [podman-compose]=podman-compose
 )
 declare -A group=(
   [core]="java curl"
   [services]="java curl mvn"
   [postgres]="/usr/lib/postgresql/15/bin/initdb openssl"
-  [k8s]="kubectl openssl curl"
+  [k8s]="kubectl openssl curl podman buildah runc mmdebstrap containerd /usr/lib/cni/bridge iptables conntrack"
+  [containers]="podman buildah runc mmdebstrap containerd /usr/lib/cni/bridge iptables conntrack podman-compose"
   [bench]="java curl mvn javac wrk"
   [test]="${!package[*]}"
 )

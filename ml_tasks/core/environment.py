@@ -85,6 +85,13 @@ def _builtin_dataset() -> str:
     return BUILTIN_DATASET
 
 
+def _kiln_image() -> str:
+    """The image of this very version: pods run the code Airflow runs (the image is tagged with it)."""
+    from importlib.metadata import version
+
+    return f"kiln/kiln:{version('kiln')}"
+
+
 def _ivy_dir() -> str:
     return str(Path.home() / ".cache" / "kiln" / "ivy")
 
@@ -99,8 +106,8 @@ _DECLARED = [
     # where heavy steps run
     _E("KILN_EXECUTION", "local", "`local` (subprocesses) or `kubernetes` (pods); the Airflow variable "
        "`kiln_execution` comes first"),
-    _E("KILN_IMAGE", "kiln/kiln:latest", "the image of every stage pod and MXNet role"),
-    _E("KILN_SINGA_IMAGE", "kiln/kiln-singa:latest", "the image of Singa's training pod (read when the DAG is parsed)"),
+    _E("KILN_IMAGE", _kiln_image, "the image of every stage pod and MXNet role (`make images` builds it)",
+       shown="`kiln/kiln:<Kiln's version>`"),
     _E("KILN_NAMESPACE", "kiln", "where pods and the MXNet Service are created"),
     _E("KILN_DATA_CLAIM", "kiln-data", "the artifact volume's claim"),
     _E("KILN_POD_DEFERRABLE", "false", "`true`: the task hands the pod to the triggerer and frees its worker slot",

@@ -292,6 +292,16 @@ class ModelFiles:
         """Every registration folder there is, whether or not the state names it."""
         return sorted(self.dir.glob("versions/*/r*"))
 
+    def recorded(self, path: str) -> Path:
+        """A registration folder as the state records it: relative to this model's folder, so the registry reads
+        the same wherever its volume is mounted (serving's /data, a worker's data root); older states hold
+        absolute paths, read as they are."""
+        return self.dir / path
+
+    def record(self, version: VersionFiles) -> str:
+        """What the state records of a registration folder of this model (see ``recorded``)."""
+        return str(version.dir.relative_to(self.dir))
+
 
 def model_files(registry: str | Path, model_name: str) -> ModelFiles:
     return ModelFiles(Path(registry) / check_name("model name", model_name))

@@ -178,7 +178,8 @@ def register(
         state["versions"][ds] = {
             "candidate": best["candidate"], "framework": best["framework"], metric: score,
             "margin": margin, "bless_reasons": bless_reasons, "servability": servability,
-            "registration": registration, "path": str(artifact), "registered_at": datetime.now(UTC).isoformat(),
+            "registration": registration, "path": model.record(VersionFiles(artifact)),
+            "registered_at": datetime.now(UTC).isoformat(),
             "run_id": (lineage or {}).get("dag_run_id"),
             "approval": {"state": "pending", "requested_at": datetime.now(UTC).isoformat()} if require_approval else None,
         }
@@ -188,9 +189,9 @@ def register(
     _remove_orphans(model, state)
     log.info("registered %s/%s (%s, %s): promoted=%s champion=%s", model_name, ds, best["candidate"], registration,
              rec["promoted"], state["champion"])
-    return {**_decision(state, model_name, ds, previous_champion), "candidate": best["candidate"], metric: score,
+    return {**_decision(state, model, model_name, ds, previous_champion), "candidate": best["candidate"], metric: score,
             "version_dir": str(artifact), "awaiting_approval": rec["reasons"] == ["awaiting approval"],
-            "approval_request": approval_request(state, model_name, ds) if require_approval else None}
+            "approval_request": approval_request(state, model, model_name, ds) if require_approval else None}
 
 
 def champion_registration(state: dict[str, Any]) -> tuple[str, str] | None:
@@ -200,7 +201,8 @@ def champion_registration(state: dict[str, Any]) -> tuple[str, str] | None:
     return (champion, state["versions"][champion]["registration"]) if champion else None
 
 
-def _decision(state: dict[str, Any], model_name: str, ds: str, previous: tuple[str, str] | None) -> dict[str, Any]:
+def _decision(state: dict[str, Any], model: ModelFiles, model_name: str, ds: str,
+              previous: tuple[str, str] | None) -> dict[str, Any]:
     rec = state["versions"][ds]
     current = champion_registration(state)
     return {"model_name": model_name, "version": ds, "registration": rec["registration"],
@@ -210,14 +212,14 @@ def _decision(state: dict[str, Any], model_name: str, ds: str, previous: tuple[s
             # a new champion to announce and warm, or the champion's day registered anew (another model and features
             # under the same version); none, after a rollback of the last one, is nothing to serve
             "champion_changed": current is not None and current != previous,
-            "champion_features": _features_of(state)}
+            "champion_features": _features_of(state, model)}
 
 
-def approval_request(state: dict[str, Any], model_name: str, ds: str) -> str:
+def approval_request(state: dict[str, Any], model: ModelFiles, model_name: str, ds: str) -> str:
     """What a person approving version ``ds`` sees (Markdown): its held-out metrics against the champion's."""
     rec, champion = state["versions"][ds], state["champion"]
-    mine = read_json(VersionFiles(Path(rec["path"])).metrics)
-    theirs = read_json(VersionFiles(Path(state["versions"][champion]["path"])).metrics) if champion else {}
+    mine = read_json(VersionFiles(model.recorded(rec["path"])).metrics)
+    theirs = read_json(VersionFiles(model.recorded(state["versions"][champion]["path"])).metrics) if champion else {}
     higher = state["higher_is_better"]
     lines = [f"Promote **{model_name}/{ds}** ({rec['candidate']}, {rec['framework']}) to champion?", "",
              f"Current champion: **{model_name}/{champion}** ({state['versions'][champion]['candidate']})" if champion
@@ -251,7 +253,8 @@ def record_approval(registry_root: Path, model_name: str, ds: str, registration:
     """Record a person's answer (or the timeout) for registration ``registration`` of version ``ds``, re-decide.
     An answer about a registration the day no longer has (a rerun replaced it) changes nothing."""
     check_ds(ds)
-    with _locked(model_files(registry_root, model_name)) as state:
+    model = model_files(registry_root, model_name)
+    with _locked(model) as state:
         previous_champion = champion_registration(state)
         rec = state["versions"].get(ds)
         if rec is None or rec["registration"] != registration:
@@ -260,21 +263,21 @@ def record_approval(registry_root: Path, model_name: str, ds: str, registration:
         rec["approval"] = {**(rec.get("approval") or {}), "state": "approved" if approved else "rejected",
                            "by": by, "reason": reason, "answered_at": datetime.now(UTC).isoformat()}
     log.info("%s/%s %s by %s: %s", model_name, ds, rec["approval"]["state"], by, reason)
-    return _decision(state, model_name, ds, previous_champion)
+    return _decision(state, model, model_name, ds, previous_champion)
 
 
-def _features_of(state: dict[str, Any]) -> str | None:
+def _features_of(state: dict[str, Any], model: ModelFiles) -> str | None:
     champion = state["champion"]
-    path = VersionFiles(Path(state["versions"][champion]["path"])).online_features if champion else None
+    path = VersionFiles(model.recorded(state["versions"][champion]["path"])).online_features if champion else None
     return str(path) if path and path.exists() else None
 
 
 def _remove_orphans(model: ModelFiles, state: dict[str, Any]) -> None:
     """Remove registration folders that no state names and that are old enough to have no live writer."""
-    named = {rec["path"] for rec in state["versions"].values()}
+    named = {model.recorded(rec["path"]) for rec in state["versions"].values()}
     now = time.time()
     for folder in model.registrations():
-        if str(folder) not in named and now - folder.stat().st_mtime > ORPHAN_AGE_S:
+        if folder not in named and now - folder.stat().st_mtime > ORPHAN_AGE_S:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -298,7 +301,7 @@ def champion_dir(registry_root: Path, model_name: str) -> Path:
     state = read_state(registry_root, model_name)
     if state["champion"] is None:
         raise KilnError(f"model {model_name!r} has no champion in {registry_root}")
-    return Path(state["versions"][state["champion"]]["path"])
+    return model_files(registry_root, model_name).recorded(state["versions"][state["champion"]]["path"])
 
 
 def champion_features(registry_root: Path, model_name: str) -> dict[str, str]:
@@ -306,7 +309,7 @@ def champion_features(registry_root: Path, model_name: str) -> dict[str, str]:
     state = read_state(registry_root, model_name)
     if state["champion"] is None:
         raise KilnError(f"model {model_name!r} has no champion in {registry_root}; nothing to warm")
-    source = _features_of(state)
+    source = _features_of(state, model_files(registry_root, model_name))
     if source is None:
         raise KilnError(f"champion {model_name}/{state['champion']} was registered without online features")
     return {"version": state["champion"], "source": source}

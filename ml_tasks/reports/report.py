@@ -12,10 +12,10 @@ from ml_tasks.evaluation.evaluate import format_table
 from ml_tasks.evaluation.registry import read_state
 
 
-def _evaluation_of(layout: Layout, registered: dict[str, Any]) -> Path:
+def _evaluation_of(layout: Layout, model_name: str, registered: dict[str, Any]) -> Path:
     """The evaluation behind the day's registration, else the newest run of the day that has one."""
     if registered:
-        lineage = read_json(VersionFiles(Path(registered["path"])).lineage)
+        lineage = read_json(VersionFiles(model_files(layout.registry_root, model_name).recorded(registered["path"])).lineage)
         return Path(lineage["evaluation"])
     runs = sorted(layout.evaluations_of_partition(), key=lambda p: p.stat().st_mtime)
     if not runs:
@@ -26,9 +26,9 @@ def _evaluation_of(layout: Layout, registered: dict[str, Any]) -> Path:
 def report(layout: Layout, model_name: str) -> dict[str, Any]:
     state = read_state(layout.registry_root, model_name)
     registered = state["versions"].get(layout.ds, {})
-    evaluation = _evaluation_of(layout, registered)
+    evaluation = _evaluation_of(layout, model_name, registered)
     verdict = read_json(evaluation)
-    version_dir = Path(registered["path"]) if registered else None
+    version_dir = model_files(layout.registry_root, model_name).recorded(registered["path"]) if registered else None
     print(f"\nKiln run for {layout.dataset} partition {layout.ds}")
     print(format_table(verdict.get("task", "binary"), verdict["candidates"]))
     for failed in verdict.get("failed", []):

@@ -42,7 +42,7 @@ class TrainerRef:
     stage: str = "train"
     stage_options: tuple[str, ...] = ()
     runner: str = "process"
-    image: str = ""  # the pod image it needs ("": Kiln's; "singa": the one with Singa built in)
+    image: str = ""  # the pod image it needs ("": Kiln's, which has Spark, MXNet and Singa built in)
     searchable: bool = True  # whether a hyper-parameter search may tune it
     preflight: str = ""  # ``module:function`` called before training: skips (exit 99) where its framework is missing
 
@@ -122,7 +122,7 @@ BUILTIN_TRAINERS: dict[str, TrainerRef] = {r.name: r for r in [
          runner="mxnet_cluster", searchable=False),
     # Singa scores in float32, its exported MLP in float64
     _mlp("singa_mlp", "ml_tasks.training.train_singa:train", "ml_tasks.serving.portable:load", 1e-4, "train_singa", "train-singa",
-         image="singa", preflight="ml_tasks.training.train_singa:import_singa"),
+         preflight="ml_tasks.training.train_singa:import_singa"),
 ]}
 BUILTIN_CANDIDATES = tuple(BUILTIN_TRAINERS)
 SEARCHABLE = tuple(name for name, ref in BUILTIN_TRAINERS.items() if ref.searchable)

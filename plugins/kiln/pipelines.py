@@ -18,13 +18,12 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, dag, task
 
-from ml_tasks.core.environment import env_int, env_str
+from ml_tasks.core.environment import env_int
 from ml_tasks.core.run_settings import TASK_TIMEOUT, searchable
 from ml_tasks.core.spec import BUILTIN_DATASET, DatasetSpec, PostgresSource, SpecError
 from ml_tasks.core.stages import STAGES
 from ml_tasks.training.candidates import TrainerRef
 
-SINGA_IMAGE = env_str("KILN_SINGA_IMAGE")
 # Search trials running at once in one run, whichever candidates they tune (each is a training process;
 # KILN_SEARCH_PARALLELISM, read when the DAG is parsed).
 SEARCH_PARALLELISM = env_int("KILN_SEARCH_PARALLELISM")
@@ -106,7 +105,7 @@ def _spark_stage(spec: DatasetSpec, task_id: str, stage: str, options: Sequence[
 
 def _image(ref: TrainerRef) -> str | None:
     """A candidate's pod image (``None``: Kiln's)."""
-    return {"singa": SINGA_IMAGE}[ref.image] if ref.image else None
+    return ref.image or None
 
 
 def candidate_task(spec: DatasetSpec, ref: TrainerRef):

@@ -27,7 +27,7 @@ EXAMPLES = ROOT / "examples"
 def champion(data_root: Path, model: str) -> tuple[dict, VersionFiles]:
     state = json.loads((data_root / "registry" / model / "registry.json").read_text())
     assert state["champion"] == DS
-    return state["versions"][DS], VersionFiles(Path(state["versions"][DS]["path"]))
+    return state["versions"][DS], VersionFiles(data_root / "registry" / model / state["versions"][DS]["path"])
 
 
 def served_equals_offline(data_root: Path, spec, ignite_node, tolerance: float) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -145,7 +144,7 @@ def test_a_rejection_through_rest_keeps_the_version_registered_not_promoted_with
     version = state["versions"]["2026-04-02"]
     assert state["champion"] is None and not version["promoted"]
     assert version["reasons"] == ["not approved: calibration drifted"] and version["approval"]["by"] == "admin"
-    assert Path(version["path"]).is_dir()  # registered, kept
+    assert (airflow_server.data_root / "registry" / "rejected_rest" / version["path"]).is_dir()  # registered, kept
     assert tis["announce_champion"]["state"] == "skipped"  # no champion change to announce or warm
     assert tis["report"]["state"] == "success"
 

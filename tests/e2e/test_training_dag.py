@@ -155,8 +155,8 @@ def test_the_whole_dag_registers_a_champion_that_learned(one_day):
     state = json.loads((registry / "registry.json").read_text())
     assert state["champion"] == DS
     assert state["versions"][DS]["auc"] > AUC_FLOOR
-    version = Path(state["versions"][DS]["path"])
-    assert version.parent == registry / "versions" / DS
+    version = registry / state["versions"][DS]["path"]  # recorded relative to the model's folder
+    assert version.parent == registry / "versions" / DS and not Path(state["versions"][DS]["path"]).is_absolute()
     assert state["versions"][DS]["servability"]["servable"] is True  # loaded and scored as serving does, before promotion
     assert (version / "online_features.parquet").exists()  # the features the cache must hold while it is champion
     lineage = json.loads((version / "lineage.json").read_text())
@@ -188,7 +188,7 @@ def test_the_new_champion_warmed_the_online_cache_with_its_own_features(one_day,
 
     data_root, *_ = one_day
     state = json.loads((data_root / "registry" / "transactions" / "registry.json").read_text())
-    champion_features = Path(state["versions"][DS]["path"]) / "online_features.parquet"
+    champion_features = data_root / "registry" / "transactions" / state["versions"][DS]["path"] / "online_features.parquet"
     assert current_version(ignite_node.client(), "kiln_features_transactions") == f"{DS}-{source_version(champion_features)}"
 
 
@@ -302,7 +302,7 @@ def test_the_diabetes_spec_trains_a_regression_champion(tmp_path_factory):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     state = json.loads((data_root / "registry" / "diabetes" / "registry.json").read_text())
     assert state["champion"] == DS and state["primary_metric"] == "rmse" and state["higher_is_better"] is False
-    metrics = json.loads(VersionFiles(Path(state["versions"][DS]["path"])).metrics.read_text())
+    metrics = json.loads(VersionFiles(data_root / "registry" / "diabetes" / state["versions"][DS]["path"]).metrics.read_text())
     print(f"diabetes champion {state['versions'][DS]['candidate']}: held-out {metrics}")
     assert metrics["r2"] >= 0.35
     (run_dir,) = (data_root / "diabetes" / "runs" / f"ds={DS}").glob("run=*")

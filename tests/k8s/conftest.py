@@ -35,7 +35,8 @@ class Cluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {**os.environ, "KILN_K8S_DIR": str(self.state), **{k: str(v) for k, v in PORTS.items()}}
+        return {**os.environ, "KILN_K8S_DIR": str(self.state), "KILN_K8S_NODE": "kwok",
+                **{k: str(v) for k, v in PORTS.items()}}
 
     def script(self, action: str, timeout: int = 900) -> subprocess.CompletedProcess:
         return subprocess.run([str(ROOT / "scripts" / "k8s.sh"), action], env=self.env, capture_output=True,

@@ -27,7 +27,7 @@ def test_the_control_plane_answers_with_a_ready_kwok_node(cluster):
 def test_pod_security_restricted_refuses_a_pod_that_does_not_comply(prod):
     """The control: the namespace really enforces `restricted`, so Kiln's pods being admitted means something."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "no-seccomp", "namespace": NAMESPACE},
-           "spec": {"containers": [{"name": "c", "image": "kiln/kiln:latest",
+           "spec": {"containers": [{"name": "c", "image": "kiln/kiln:0.1.0",
                                     "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
                                                         "capabilities": {"drop": ["ALL"]}}}]}}
     out = prod.kubectl("create", "-f", "-", input=yaml.safe_dump(pod), check=False)
@@ -149,6 +149,6 @@ def test_spark_pod_templates_pass_restricted_admission(prod, template):
     config = next(c for c in prod.objects("configmaps") if c["metadata"]["name"] == "kiln-spark-pod-templates")
     pod = yaml.safe_load(config["data"][template])
     pod["metadata"] = {"name": f"spark-{template.removesuffix('.yaml')}", "namespace": NAMESPACE}
-    pod["spec"]["containers"][0].update(image="kiln/kiln:latest", command=["/opt/spark/bin/spark-class"])
+    pod["spec"]["containers"][0].update(image="kiln/kiln:0.1.0", command=["/opt/spark/bin/spark-class"])
     out = prod.kubectl("create", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod), check=False)
     assert out.returncode == 0, out.stderr

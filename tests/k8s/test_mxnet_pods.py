@@ -61,7 +61,7 @@ def test_roles_run_as_restricted_pods_behind_a_service_and_are_deleted_after_suc
         env = {e.name: e.value for e in live.spec.containers[0].env}
         assert env["DMLC_PS_ROOT_URI"] == f"{name}-scheduler.{NAMESPACE}.svc" and env["DMLC_NUM_WORKER"] == "3"
         assert env["KILN_DATA_ROOT"] == str(data_root)
-        assert live.spec.containers[0].image == "kiln/kiln:latest"
+        assert live.spec.containers[0].image == "kiln/kiln:0.1.0"
         assert "Succeeded" in pods.phases(pod_name) and pods.deleted(pod_name)
     worker = pods.of(f"{name}-worker-2")[0][1].spec.containers[0]
     assert worker.command[-2:] == ["--kvstore", "dist_sync"] and "--result-file" in worker.command

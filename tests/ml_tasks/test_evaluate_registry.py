@@ -381,7 +381,7 @@ def test_a_rejected_or_unanswered_version_stays_registered_not_promoted_with_the
     assert rejected["champion"] == "2026-05-01" and not rejected["champion_changed"]
     state = read_state(data_root / "registry", "m")
     assert state["versions"]["2026-05-02"]["reasons"] == ["not approved: no answer within 60 minutes"]
-    assert Path(state["versions"]["2026-05-02"]["path"]).is_dir()  # registered, kept
+    assert (data_root / "registry" / "m" / state["versions"]["2026-05-02"]["path"]).is_dir()  # registered, kept
     person = approval_outcome({"chosen_options": ["Reject"], "params_input": {"reason": "drift"},
                                "responded_by_user": {"id": "1", "name": "ana"}}, 60)
     assert person == (False, "ana", "drift")

@@ -89,5 +89,9 @@ class KilnKubernetesHook(KubernetesHook):
                         detail = self.core_v1_client.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=20)
                     except ApiException as exc:  # e.g. the node is gone with its logs
                         detail = f"(no log: {exc.reason})"
+                if terminated.reason == "OOMKilled":
+                    limits = next((c.resources.limits for c in pod.spec.containers if c.name == status.name), None) or {}
+                    return (f"OOM-killed: the container exceeded its memory limit ({limits.get('memory', 'none set')}), "
+                            f"exit code {terminated.exit_code}")
                 return f"exit code {terminated.exit_code} ({terminated.reason}): {detail.strip()}"
         return pod.status.reason or pod.status.message or "no container status"

@@ -87,8 +87,11 @@ class KilnPodOperator(KubernetesPodOperator):
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """KPO's cleanup (delete the pod, map the skip code), then the stage's exit codes with its reason."""
-        code, message = exit_status(remote_pod, self.base_container_name)
+        code, message, terminated_by = exit_status(remote_pod, self.base_container_name)
         reason = failure_reason(message)
+        if terminated_by == "OOMKilled":  # the kernel killed it: its own last lines do not say why
+            reason = f"OOM-killed: the container exceeded its memory limit ({self.preset} preset: " \
+                     f"{pod_spec.PRESETS[self.preset]['limits']['memory']})" + (f"; last output: {reason}" if reason else "")
         try:
             super().cleanup(pod, remote_pod, *args, **kwargs)
         except AirflowSkipException as skip:
@@ -98,10 +101,11 @@ class KilnPodOperator(KubernetesPodOperator):
             raise stage_exit(self.stage, code, reason or str(failure), f"pod {name}") from failure
 
 
-def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | None, str]:
-    """The container's exit code and termination message, if it terminated."""
+def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | None, str, str]:
+    """The container's exit code, termination message and reason (``OOMKilled``, ``Error``...), if it terminated."""
     statuses = (remote_pod.status.container_statuses if remote_pod is not None and remote_pod.status else None) or []
     for status in statuses:
         if status.name == container and status.state and status.state.terminated:
-            return status.state.terminated.exit_code, status.state.terminated.message or ""
-    return None, ""
+            terminated = status.state.terminated
+            return terminated.exit_code, terminated.message or "", terminated.reason or ""
+    return None, "", ""
