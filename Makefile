@@ -78,10 +78,11 @@ test: setup-test
 	scripts/run_tests.sh $(PYTEST_ARGS)
 
 # Each figure beside its baseline (same run) and goal; results in bench/results/{full,quick}/ (table + PNG plots).
-bench: setup deps-bench deps-postgres
+bench: setup deps-bench deps-postgres deps-k8s k8s-binaries images
 	python bench/run.py
 	python bench/bench_mxnet.py
 	python bench/bench_postgres.py
+	python bench/bench_kubernetes.py
 
 bench-quick: setup deps-bench
 	python bench/run.py --quick

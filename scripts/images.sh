@@ -2,7 +2,8 @@
 # Kiln's container images, built on this machine with podman (no Docker engine, no registry needed):
 #
 #   scripts/images.sh [IMAGE...]        IMAGE: base kiln pause postgres ignite kafka (default: all)
-#   scripts/images.sh --print-tag kiln  the local tag an image gets (what KILN_IMAGE names)
+#   scripts/images.sh --print-tag kiln  the local tag an image gets
+#   scripts/images.sh --print-name kiln the name Kiln's files use for it (kiln/kiln:<version>, apache/ignite:2.17.0)
 #
 #   base   localhost/kiln/python:3.11-bookworm, Debian bookworm's Python 3.11 from the Debian archive
 #          (mmdebstrap): the stand-in for python:3.11.7-slim-bookworm, which cannot be pulled here.
@@ -50,23 +51,27 @@ key_of() {  # files... -> SHA-256 of their names and contents, plus the extra wo
   { for f in "$@"; do echo "$f"; cat "$f"; done; echo "${EXTRA:-}"; } | sha256sum | cut -c1-32
 }
 
+# The base's recipe, and all its key holds: a new base (mmdebstrap's output differs every time) rebuilds every image.
+BASE_PACKAGES=python3,python3-venv,ca-certificates
+BASE_SUITE=bookworm
+
 build_base() {
   local key
-  key=$(EXTRA="bookworm minbase python3 python3-venv ca-certificates" key_of scripts/images.sh \
-        /etc/apt/sources.list.d/debian.sources /usr/local/share/ca-certificates/*.crt 2>/dev/null)
+  key=$(EXTRA="$BASE_SUITE minbase $BASE_PACKAGES" key_of /etc/apt/sources.list.d/debian.sources \
+        /usr/local/share/ca-certificates/*.crt 2>/dev/null)
   [ "$(label_of "$BASE")" = "$key" ] && return 0
   local work started=$SECONDS
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
   log "building $BASE from the Debian archive (about 80 s)"
   # The machine's CA certificates go in too: pip and apt inside image builds reach the registries through them.
-  mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates --mode=root \
+  mmdebstrap --quiet --variant=minbase --include="$BASE_PACKAGES" --mode=root \
     --customize-hook='cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/" 2>/dev/null || true' \
     --customize-hook='chroot "$1" update-ca-certificates > /dev/null' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-    bookworm "$work/base.tar" /etc/apt/sources.list.d/debian.sources
+    "$BASE_SUITE" "$work/base.tar" /etc/apt/sources.list.d/debian.sources
   podman import --quiet --change "LABEL kiln.inputs=$key" --change 'CMD ["python3"]' \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$work/base.tar" "$BASE" > /dev/null
+  rm -rf "$work"
   log "built $BASE in $((SECONDS - started)) s"
 }
 
@@ -93,10 +98,10 @@ build_pause() {
   [ "$(label_of "$PAUSE")" = "$key" ] && return 0
   local work
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
   cp containers/pause/pause.go containers/pause/Containerfile "$work/"
   (cd "$work" && CGO_ENABLED=0 GO111MODULE=off go build -trimpath -ldflags "-s -w" -o pause pause.go)
   podman build --quiet -f "$work/Containerfile" --label "kiln.inputs=$key" -t "$PAUSE" "$work" > /dev/null
+  rm -rf "$work"
   log "built $PAUSE"
 }
 
@@ -117,6 +122,13 @@ build_service() {  # postgres | ignite | kafka: containers/<name>/Containerfile,
   podman tag "${SERVICE_TAG[$name]}" "${SERVICE_STANDS_IN_FOR[$name]}"
 }
 
+if [ "${1:-}" = --print-name ]; then  # the full name a manifest's image resolves to, which the local build stands in for
+  case "${2:-}" in
+    kiln|pause) tag=$("$0" --print-tag "$2"); echo "docker.io/${tag#localhost/}" ;;
+    postgres|ignite|kafka) echo "${SERVICE_STANDS_IN_FOR[$2]}" ;; *) exit 2 ;;
+  esac
+  exit 0
+fi
 if [ "${1:-}" = --print-tag ]; then
   case "${2:-}" in
     base) echo "$BASE" ;; kiln) echo "$KILN" ;; pause) echo "$PAUSE" ;;

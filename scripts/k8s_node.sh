@@ -7,7 +7,7 @@
 # (CoreDNS answers there too), pods get 198.18.64.0/24 on the bridge and only a route to 198.18.0.0/15
 # (no default route: a pod can send nothing beyond it), Services 198.19.0.0/24 (the API server's range).
 # `down` undoes all of it: pods, processes, mounts, network namespaces, the bridge and the node's interface,
-# the KUBE-*/CNI-* iptables chains, the pods' cgroups, and the kernel settings the kubelet and
+# the KUBE-* iptables chains, the pods' cgroups, and the kernel settings the kubelet and
 # kube-proxy change. containerd's image store stays in KILN_CACHE_DIR (a cache, like the binaries).
 #
 # Env (set by k8s.sh): KILN_K8S_DIR, KILN_K8S_API_PORT, KILN_K8S_NODE_KUBELET_PORT (10250),
@@ -199,10 +199,12 @@ EOF
 
 import_images() {  # Kiln's images into containerd (podman's store is the source), once per image ID
   local image id name
-  for image in "$("$root/scripts/images.sh" --print-tag pause)" "$("$root/scripts/images.sh" --print-tag kiln)"; do
+  for which in pause kiln ignite; do
+    image=$("$root/scripts/images.sh" --print-tag "$which")
     id=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null) || { log "image $image is missing: make images"; return 1; }
-    # The local build stands in under the name the manifests and KILN_IMAGE use (kiln/kiln:<version>).
-    name="docker.io/${image#localhost/}"
+    # The local build stands in under the name the manifests and KILN_IMAGE use (kiln/kiln:<version>,
+    # apache/ignite:2.17.0).
+    name=$("$root/scripts/images.sh" --print-name "$which")
     if [ -f "$CONTAINERD_ROOT/imported/$id" ] && ctr_k8s images ls -q "name==$name" | grep -q .; then continue; fi
     local started=$SECONDS tar
     tar=$(mktemp "$CONTAINERD_ROOT/image.XXXXXX.tar")
@@ -295,16 +297,16 @@ EOF
   log "up: node $NODE_NAME ($NODE_IP) runs pods with containerd; Services by kube-proxy, DNS on $NODE_IP"
 }
 
-chains() {  # the KUBE-*/CNI-* chains of both IP families and all tables, one "cmd table chain" a line
-  local cmd table
+chains() {  # the KUBE-* chains (the kubelet's and kube-proxy's) of both IP families and all tables,
+  local cmd table  # one "cmd table chain" a line. CNI-* chains are podman's: the node's bridge CNI makes none.
   for cmd in iptables ip6tables; do
     for table in filter nat mangle; do
-      "$cmd-save" -t "$table" 2>/dev/null | grep -oE '^:(KUBE|CNI)-[^ ]+' | cut -c2- | sed "s/^/$cmd $table /" || true
+      "$cmd-save" -t "$table" 2>/dev/null | grep -oE '^:KUBE-[^ ]+' | cut -c2- | sed "s/^/$cmd $table /" || true
     done
   done | sort -u
 }
 
-remove_chains() {  # chains made since up (podman's own CNI-* chains, made before, are left alone)
+remove_chains() {  # KUBE-* chains made since up
   local cmd table chain
   chains | comm -13 "$node/chains.before" - > "$node/chains.ours"
   while read -r cmd table chain; do  # first the jumps into them from any chain, then their rules, then them

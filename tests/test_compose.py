@@ -57,7 +57,7 @@ def test_the_full_stack_is_there(project):
 def test_airflow_services_come_from_the_project_image(project):
     for name, command in AIRFLOW_COMMANDS.items():
         svc = project["services"][name]
-        assert svc["image"] == "kiln/kiln:latest" and svc["build"]["dockerfile"] == "Dockerfile"
+        assert svc["image"] == "kiln/kiln:0.1.0" and svc["build"]["dockerfile"] == "Dockerfile"
         assert Path(svc["build"]["context"]).resolve() == ROOT
         assert svc["command"] == command
         assert svc["environment"]["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-api-server:8080/execution/"

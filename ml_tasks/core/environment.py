@@ -112,6 +112,8 @@ _DECLARED = [
     _E("KILN_DATA_CLAIM", "kiln-data", "the artifact volume's claim"),
     _E("KILN_POD_DEFERRABLE", "false", "`true`: the task hands the pod to the triggerer and frees its worker slot",
        parse_flag),
+    _E("KILN_POD_PRESETS", None, "the pod sizes of this cluster, as JSON merged over the presets small/medium/large/gpu "
+       "(e.g. `{\"medium\": {\"requests\": {\"cpu\": \"500m\"}}}` where nodes are small)"),
     _E("KILN_POD_LOGS", "true", "stream the pod's log into the task log (off only where nodes keep no logs)",
        parse_flag),
     _E("KILN_SEARCH_PARALLELISM", "2", "search trials running at once in one run (read when the DAG is parsed)", int),

@@ -163,7 +163,7 @@ def validation_message(exc: ValidationError) -> str:
     return "; ".join(named) + (f" (and {len(errors) - 3} more)" if len(errors) > 3 else "")
 
 
-HEALTH_PATH = re.compile(r"(/datasets/[^/]+)?/healthz")
+HEALTH_PATH = re.compile(r"(/datasets/[^/]+)?/healthz|/livez")
 
 
 class RequestGuard:
@@ -517,6 +517,12 @@ def create_app(settings: Settings | None = None):
     @app.get("/datasets/{dataset}/healthz")
     async def healthz(dataset: str) -> dict[str, Any]:
         return await predictor_for(dataset).health()
+
+    # The process answers: the liveness probe's route. /healthz is readiness: it needs a champion and Ignite, and a
+    # pod that lacks them (no model yet, Ignite restarting) must leave the Service, not be restarted.
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
 
     # The default dataset's short route.
     @app.get("/healthz")

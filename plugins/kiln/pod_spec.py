@@ -38,10 +38,31 @@ def data_claim() -> str:
     return env_str("KILN_DATA_CLAIM")
 
 
+def presets() -> dict[str, dict[str, dict[str, str]]]:
+    """``PRESETS`` with the cluster's own sizes from ``KILN_POD_PRESETS`` (JSON: preset -> requests/limits ->
+    resource -> quantity, merged over the defaults), e.g. requests that fit a small node."""
+    import json
+
+    given = env_str("KILN_POD_PRESETS")
+    try:
+        overrides = json.loads(given) if given else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"KILN_POD_PRESETS is not JSON: {exc}") from None
+    merged = {name: {part: dict(values) for part, values in preset.items()} for name, preset in PRESETS.items()}
+    for name, parts in (overrides.items() if isinstance(overrides, dict) else [("", None)]):
+        if name not in PRESETS or not isinstance(parts, dict) or not set(parts) <= {"requests", "limits"} \
+                or not all(isinstance(v, dict) and all(isinstance(q, str) for q in v.values()) for v in parts.values()):
+            raise ValueError(f"KILN_POD_PRESETS: {name!r} must be one of {sorted(PRESETS)} mapping requests/limits "
+                             "to quantities, e.g. {\"medium\": {\"requests\": {\"cpu\": \"500m\"}}}")
+        for part, values in parts.items():
+            merged[name][part].update(values)
+    return merged
+
+
 def resources(preset: str) -> k8s.V1ResourceRequirements:
     if preset not in PRESETS:
         raise ValueError(f"preset {preset!r} is not one of {sorted(PRESETS)}")
-    return k8s.V1ResourceRequirements(**PRESETS[preset])
+    return k8s.V1ResourceRequirements(**presets()[preset])
 
 
 def pod_security_context() -> k8s.V1PodSecurityContext:

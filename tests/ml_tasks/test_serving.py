@@ -123,6 +123,7 @@ def test_a_keyed_service_answers_only_with_its_key_and_its_503s_keep_their_cause
         batch = http.post("/predict", json={"entity_ids": [entity]}, headers={"X-API-Key": "kiln-key-1"})
         assert [p["entity_id"] for p in batch.json()["predictions"]] == [entity]
         assert http.get("/healthz").status_code == 200  # the probes need no key
+        assert http.get("/livez").json() == {"status": "alive"}
     gone = free_port()
     unreachable = Settings(data_root=lay.data_root, routes=[SVC], default_dataset="svc", ignite_port=gone,
                            ignite_timeout=0.5)
@@ -132,6 +133,7 @@ def test_a_keyed_service_answers_only_with_its_key_and_its_503s_keep_their_cause
             detail = answer.json()["detail"]
             assert answer.status_code == 503 and "Ignite" in detail and "unreachable" in detail, detail
             assert "127.0.0.1" not in detail and str(gone) not in detail and "Error" not in detail, detail
+        assert http.get("/livez").status_code == 200  # unready without Ignite, yet alive: not restarted for it
 
 
 def test_a_streamed_update_is_scored_at_once_never_from_the_cached_older_features(served, ignite_node):

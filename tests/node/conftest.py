@@ -18,7 +18,8 @@ from tests.k8s.conftest import ROOT, Cluster, port_open, wait_until
 PORTS = {"KILN_K8S_API_PORT": 6743, "KILN_K8S_ETCD_PORT": 2679, "KILN_K8S_CONTROLLER_PORT": 10657,
          "KILN_K8S_SCHEDULER_PORT": 10659, "KILN_K8S_KUBELET_PORT": 10650, "KILN_K8S_NODE_KUBELET_PORT": 10750,
          "KILN_K8S_NODE_PROXY_PORT": 10756, "KILN_K8S_NODE_PROXY_METRICS_PORT": 10749}
-NAMESPACE = "kiln"
+NAMESPACE = "kiln"      # the overlays' (test_kiln_on_the_node.py deploys k8s/overlays/node there)
+POD_NAMESPACE = "kiln-pods"  # the single-pod tests' own, with an artifact claim of its own
 SYSCTLS = ["vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward",
            "net.ipv4.conf.all.route_localnet", "net.bridge.bridge-nf-call-iptables"]
 
@@ -47,7 +48,7 @@ def machine_state() -> dict[str, object]:
 
     return {
         "links": [line for line in lines("ip", "-o", "link") if "kiln" in line],
-        "addresses": [line for line in lines("ip", "-o", "-4", "addr") if " 198.18." in line or " 198.19." in line],
+        "addresses": [line for line in lines("ip", "-o", "-4", "addr") if " 198.18.0.1/" in line or " 198.18.64." in line],
         "netns": [ns for ns in (line.split()[0] for line in lines("ip", "netns", "list")) if pod_namespace(ns)],
         "chains": [line.split()[0] for cmd in ("iptables-save", "ip6tables-save") for line in lines(cmd)
                    if re.match(r"^:KUBE-", line)],
@@ -98,10 +99,12 @@ def data_volume(kube: RealNode, namespace: str, path: Path) -> None:
 
 @pytest.fixture(scope="package")
 def node_namespace(node_cluster: RealNode, tmp_path_factory) -> tuple[RealNode, Path]:
-    """Namespace kiln (Pod Security restricted enforced) with its artifact volume on this machine's disk."""
+    """Namespace kiln-pods (Pod Security restricted enforced, as the overlays' kiln) with its artifact volume on
+    this machine's disk."""
     data = tmp_path_factory.mktemp("node-data") / "data"
-    node_cluster.kubectl("apply", "-f", str(ROOT / "k8s" / "base" / "namespace.yaml"))
-    wait_until(lambda: node_cluster.kubectl("-n", NAMESPACE, "get", "serviceaccount", "default",
+    node_cluster.kubectl("create", "namespace", POD_NAMESPACE)
+    node_cluster.kubectl("label", "namespace", POD_NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
+    wait_until(lambda: node_cluster.kubectl("-n", POD_NAMESPACE, "get", "serviceaccount", "default",
                                             check=False).returncode == 0, what="the namespace's ServiceAccount")
-    data_volume(node_cluster, NAMESPACE, data)
+    data_volume(node_cluster, POD_NAMESPACE, data)
     return node_cluster, data

@@ -4,15 +4,28 @@ a pod over its memory limit is reported as OOM-killed, Services route and the cl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowException
 
 from tests.k8s.conftest import PodEvents, task_context, wait_until
-from tests.node.conftest import NAMESPACE, image
+from tests.node.conftest import POD_NAMESPACE as NAMESPACE
+from tests.node.conftest import image
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.real_node, pytest.mark.slow]
+# The client pod: kube-proxy programs a new Service's rules within a second or two of its endpoint, so it retries.
+CLIENT = """
+import time, urllib.request
+for attempt in range(30):
+    try:
+        print(urllib.request.urlopen("http://kiln-echo.kiln-pods.svc.cluster.local/transactions.yaml", timeout=5).read().decode())
+        break
+    except OSError as exc:
+        print("not yet:", exc)
+        time.sleep(1)
+"""
 DS = "2026-12-01"
 RUN_ID = "scheduled__2026-12-01T00:00:00+00:00"
 
@@ -40,7 +53,7 @@ def stage_pod(stage: str, data_root: Path, *args: str, preset: str = "small"):
 def test_a_stage_pod_runs_in_kiln_s_image_and_writes_the_artifact_volume(on_the_node):
     kube, data_root = on_the_node
     op, result = stage_pod("ingest", data_root, "--rows", "2000")
-    with PodEvents(kube.kubeconfig) as pods:
+    with PodEvents(kube.kubeconfig, NAMESPACE) as pods:
         op.execute(task_context("ingest", RUN_ID))
     [name] = pods.names("kiln-ingest-")
     assert pods.phases(name)[-2:] == ["Running", "Succeeded"] and pods.deleted(name)
@@ -58,7 +71,7 @@ def test_a_pod_over_its_memory_limit_is_reported_as_oom_killed(on_the_node):
     # The stage's process is replaced by one that fills 1.5 GiB: the small preset allows 1 GiB.
     op.cmds = ["python", "-c", "import time; b = b'x' * (1536 << 20); time.sleep(30)"]
     op.arguments = []
-    with PodEvents(kube.kubeconfig) as pods, pytest.raises(AirflowException) as failure:
+    with PodEvents(kube.kubeconfig, NAMESPACE) as pods, pytest.raises(AirflowException) as failure:
         op.execute(task_context("ingest", RUN_ID))
     [name] = pods.names("kiln-ingest-")
     assert str(failure.value) == (f"stage ingest failed in pod {name} (exit code 137): OOM-killed: the container "
@@ -87,9 +100,7 @@ def test_a_service_routes_to_its_pods_and_the_cluster_dns_names_it(on_the_node):
                   "spec": {"securityContext": security, "automountServiceAccountToken": False, "restartPolicy": "Never",
                            "containers": [{"name": "client", "image": image(), "imagePullPolicy": "Never",
                                            "securityContext": container_security,
-                                           "command": ["python", "-c", "import urllib.request; print(urllib.request.urlopen("
-                                                       "'http://kiln-echo.kiln.svc.cluster.local/transactions.yaml', "
-                                                       "timeout=10).read().decode())"]}]}}
+                                           "command": ["python", "-c", CLIENT]}]}}
         kube.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(client))
         phase = wait_until(lambda: kube.kubectl("get", "-n", NAMESPACE, "pod/kiln-echo-client", "-o",
                                                 "jsonpath={.status.phase}").stdout in ("Succeeded", "Failed") and
@@ -101,3 +112,95 @@ def test_a_service_routes_to_its_pods_and_the_cluster_dns_names_it(on_the_node):
     finally:
         kube.kubectl("delete", "-n", NAMESPACE, "pod/kiln-echo", "pod/kiln-echo-client", "service/kiln-echo",
                      "--grace-period=0", "--force", "--ignore-not-found", check=False)
+
+
+def test_a_stage_pod_killed_mid_run_is_retried_and_gives_the_undisturbed_result(on_the_node):
+    """The stage's process killed (SIGKILL, as the OOM killer or a node's pressure would) while it writes: the try
+    fails, nothing half-written is left, and the retry's partition equals that of a run nobody disturbed."""
+    import subprocess
+    import threading
+    import time
+
+    import pandas as pd
+
+    kube, data_root = on_the_node
+    raw = data_root / "transactions" / "raw" / f"ds={DS}"
+
+    def partition() -> pd.DataFrame:
+        return pd.read_parquet(raw).sort_values("entity_id", kind="stable").reset_index(drop=True)
+
+    undisturbed, _ = stage_pod("ingest", data_root, "--rows", "1000000")
+    undisturbed.execute(task_context("ingest", RUN_ID))
+    expected = partition()
+    subprocess.run(["rm", "-rf", str(raw)], check=True)
+
+    killed_try, _ = stage_pod("ingest", data_root, "--rows", "1000000")
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            killed_try.execute(task_context("ingest", RUN_ID, try_number=1))
+        except BaseException as exc:  # noqa: BLE001 (what the try saw)
+            failure.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    pattern = f"ml_tasks ingest .*--ds {DS} .*--rows 1000000"
+    wait_until(lambda: subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0, timeout=120,
+               what="the stage's process in its container")
+    time.sleep(0.5)  # mid-run: generating and writing
+    subprocess.run(["pkill", "-9", "-f", pattern], check=True)
+    runner.join(timeout=120)
+    assert failure and isinstance(failure[0], AirflowException) and "exit code 137" in str(failure[0]), failure
+    # Nothing half-written is visible: no partition, or (killed after its atomic promotion) the whole one. What the
+    # killed writer was writing stays in its hidden temporary, which the next writer removes.
+    if raw.exists():
+        pd.testing.assert_frame_equal(partition(), expected)
+
+    retry, result = stage_pod("ingest", data_root, "--rows", "1000000")
+    retry.execute(task_context("ingest", RUN_ID, try_number=2))
+    pd.testing.assert_frame_equal(partition(), expected)
+    assert json.loads(result.read_text())["rows"] == 1000000
+    assert not [p.name for p in raw.parent.iterdir() if ".tmp-" in p.name], "the killed try's temporary is still there"
+
+
+def test_an_mxnet_worker_pod_deleted_mid_training_fails_the_task_naming_it_and_leaves_no_role(on_the_node, monkeypatch):
+    from kiln.operators.mxnet import MXNetDistributedOperator
+
+    from bench.common import write_features
+    from ml_tasks.core.layout import Layout
+
+    kube, data_root = on_the_node
+    monkeypatch.setenv("KILN_POD_PRESETS", json.dumps({"medium": {"requests": {"cpu": "200m", "memory": "512Mi"}}}))
+    write_features(Layout(data_root, "transactions", "2026-12-04", run_id="mx-fault"), rows=60_000)
+    for path in [data_root / "transactions", *(data_root / "transactions").rglob("*")]:
+        os.chown(path, 50000, 0)  # written here as root; the roles run as the image's user
+    op = MXNetDistributedOperator(
+        task_id="train_mxnet_dist", execution="kubernetes", num_servers=1, num_workers=2,
+        worker_args=["--dataset", "transactions", "--data-root", str(data_root), "--ds", "2026-12-04", "--run-id", "mx-fault",
+                     "--candidate", "mxnet_dist", "--mlp-epochs", "40"],
+        result_path=str(data_root / "mx-result.json"), checkpoint_dir=str(data_root / "mx-ckpt"), cluster_timeout=300)
+    name, labels = op.job_identity("kiln_training", "train_mxnet_dist", RUN_ID, 1)
+    victim = f"{name}-worker-1"
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.run_on_kubernetes(task_context("train_mxnet_dist", RUN_ID))
+        except BaseException as exc:  # noqa: BLE001 (what the task saw)
+            failure.append(exc)
+
+    import threading
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    # training: the worker's process is past its imports and the data (its log says it trains)
+    wait_until(lambda: " epoch 1/" in kube.kubectl("logs", "-n", NAMESPACE, victim, check=False).stdout, timeout=240,
+               what="the worker training")
+    kube.kubectl("delete", "pod", "-n", NAMESPACE, victim, "--grace-period=0", "--force")
+    runner.join(timeout=180)
+    assert not runner.is_alive() and failure, "the task did not end"
+    assert victim in str(failure[0]), failure[0]
+    left = [o["metadata"]["name"] for kind in ("pods", "services")
+            for o in kube.objects(kind, namespace=NAMESPACE, selector=f"kiln.io/mxnet-run={labels['kiln.io/mxnet-run']}")]
+    assert left == []

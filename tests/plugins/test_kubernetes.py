@@ -242,6 +242,15 @@ def test_airflow_helm_values_use_the_kiln_image_and_kubernetes_executor():
     # the account k8s/base/rbac.yaml grants pod rights to (tests/k8s checks them), for workers and the
     # triggerer that watches deferred pods
     assert values["workers"]["serviceAccount"]["name"] == values["triggerer"]["serviceAccount"]["name"] == "airflow-worker"
+    # every component that reads the artifacts mounts them where KILN_DATA_ROOT says: the api-server's Report tab
+    # too (without it, 404 for every run); and Airflow runs the image its pods run (KILN_IMAGE's default)
+    for component in ("workers", "triggerer", "scheduler", "apiServer"):
+        [mount] = values[component]["extraVolumeMounts"]
+        [volume] = values[component]["extraVolumes"]
+        assert mount["mountPath"] == "/data" and volume["persistentVolumeClaim"]["claimName"] == "kiln-data", component
+    from ml_tasks.core.environment import env_str
+
+    assert f"{values['images']['airflow']['repository']}:{values['images']['airflow']['tag']}" == env_str("KILN_IMAGE")
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:

@@ -67,7 +67,14 @@ class KilnKubernetesHook(KubernetesHook):
         core = self.core_v1_client
         deadline = time.monotonic() + timeout
         while True:
-            pods = {name: core.read_namespaced_pod(name, namespace) for name in watched}
+            pods = {}
+            for name in watched:
+                try:
+                    pods[name] = core.read_namespaced_pod(name, namespace)
+                except ApiException as exc:
+                    if exc.status == 404:  # deleted under the run (a drained node, a person): the run cannot finish
+                        raise PodFailed(f"pod {name} was deleted while the run needed it") from None
+                    raise
             failed = [name for name, pod in pods.items() if pod.status.phase == "Failed"]
             if failed:
                 raise PodFailed(f"pod {failed[0]} failed: {self.failure_reason(pods[failed[0]], namespace)}")

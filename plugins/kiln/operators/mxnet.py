@@ -44,12 +44,17 @@ def build_role_objects(
     from ml_tasks.training.mxnet_cluster import SCHEDULER_PORT, dmlc_env, ps_role_command, worker_arguments
 
     service = f"{name}-scheduler"
-    dmlc = [
-        *(k8s.V1EnvVar(name=k, value=v) for k, v in dmlc_env(SCHEDULER_PORT, num_servers, num_workers, interface="eth0",
-                                                             scheduler=f"{service}.{namespace}.svc", node_host=None).items()),
-        k8s.V1EnvVar(name="DMLC_NODE_HOST", value_from=k8s.V1EnvVarSource(
-            field_ref=k8s.V1ObjectFieldSelector(field_path="status.podIP"))),
-    ]
+    pod_ip = k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path="status.podIP"))
+    common = dmlc_env(SCHEDULER_PORT, num_servers, num_workers, interface="eth0", scheduler=f"{service}.{namespace}.svc",
+                      node_host=None)
+
+    def dmlc(role: str) -> list[k8s.V1EnvVar]:
+        """The roles reach the scheduler through its Service; the scheduler itself binds the address it is given
+        (ps-lite listens on DMLC_PS_ROOT_URI), so it is given its own pod's IP instead."""
+        return [*(k8s.V1EnvVar(name=k, value=v) for k, v in common.items()
+                  if not (role == "scheduler" and k == "DMLC_PS_ROOT_URI")),
+                *([k8s.V1EnvVar(name="DMLC_PS_ROOT_URI", value_from=pod_ip)] if role == "scheduler" else []),
+                k8s.V1EnvVar(name="DMLC_NODE_HOST", value_from=pod_ip), k8s.V1EnvVar(name="DMLC_ROLE", value=role)]
     ps_cmd = ps_role_command("python")
     worker_cmd = stage_command("train-mxnet", worker_arguments(worker_args))
     job_labels = {**labels, "kiln.io/mxnet-job": name}
@@ -61,7 +66,7 @@ def build_role_objects(
             labels={**job_labels, "kiln.io/mxnet-role": role},
             containers=[pod_spec.container(name=role, image=image, command=command, preset=ROLE_PRESETS[role],
                                            data_mount=data_mount, ports=ports,
-                                           env=[*dmlc, k8s.V1EnvVar(name="DMLC_ROLE", value=role)])])
+                                           env=dmlc(role))])
 
     return [
         k8s.V1Service(api_version="v1", kind="Service",

@@ -91,7 +91,7 @@ class KilnPodOperator(KubernetesPodOperator):
         reason = failure_reason(message)
         if terminated_by == "OOMKilled":  # the kernel killed it: its own last lines do not say why
             reason = f"OOM-killed: the container exceeded its memory limit ({self.preset} preset: " \
-                     f"{pod_spec.PRESETS[self.preset]['limits']['memory']})" + (f"; last output: {reason}" if reason else "")
+                     f"{pod_spec.presets()[self.preset]['limits']['memory']})" + (f"; last output: {reason}" if reason else "")
         try:
             super().cleanup(pod, remote_pod, *args, **kwargs)
         except AirflowSkipException as skip:

@@ -1,0 +1,150 @@
+"""Kiln deployed on the real node (k8s/overlays/node: Ignite's StatefulSet, the Spark Connect server, serving)
+and kiln_training run with KILN_EXECUTION=kubernetes: every stage a pod that really executes, Spark stages
+attached to the in-cluster Connect server, the MXNet parameter-server roles as pods training over the pod
+network, Singa in Kiln's image; then the Ignite StatefulSet is warmed and the serving Deployment answers
+through its Service, reading the registry at its own mount path (/data) while the stages wrote it at theirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from ml_tasks.core.layout import CandidateFiles
+from tests.e2e.helpers import dags_test
+from tests.k8s.conftest import PodEvents, wait_until
+from tests.node.conftest import NAMESPACE, ROOT, RealNode
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.real_node, pytest.mark.slow]
+DS = "2026-12-02"
+# Requests that fit a 2-core node beside Ignite, Spark Connect and serving (the presets ask for production sizes).
+SMALL_NODE_PRESETS = {"small": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                      "medium": {"requests": {"cpu": "200m", "memory": "512Mi"}}}
+CANDIDATES = ["spark_lr", "mxnet_dist", "singa_mlp"]
+
+
+def service_ip(kube: RealNode, name: str) -> str:
+    return kube.kubectl("get", "service", name, "-n", NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").stdout
+
+
+def node_manifests(data_root: Path) -> list[dict]:
+    """k8s/overlays/node as a user adapts it: the artifact claim bound to this machine's folder, which the Spark
+    Connect server mounts where the workers' data root is (the stages' arguments name that path). Serving keeps
+    /data: the registry it reads must not depend on where a writer mounted the volume."""
+    built = ROOT / "k8s" / "overlays" / "node"
+    import subprocess
+
+    docs = [d for d in yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(built)], capture_output=True,
+                                                         text=True, check=True).stdout) if d]
+    for doc in docs:
+        if doc["kind"] == "PersistentVolumeClaim" and doc["metadata"]["name"] == "kiln-data":
+            doc["spec"].update(volumeName="kiln-e2e-data", storageClassName="")
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "kiln-spark-connect":
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            container["volumeMounts"] = [{**m, "mountPath": str(data_root)} if m["name"] == "data" else m
+                                         for m in container["volumeMounts"]]
+            container["env"] = [{**e, "value": str(data_root)} if e["name"] == "KILN_DATA_ROOT" else e
+                                for e in container["env"]]
+    return docs
+
+
+@pytest.fixture(scope="module")
+def deployed(node_cluster: RealNode, tmp_path_factory) -> tuple[RealNode, Path]:
+    kube = node_cluster
+    data_root = tmp_path_factory.mktemp("e2e") / "data"
+    data_root.mkdir()
+    os.chown(data_root, 50000, 0)
+    data_root.chmod(0o2775)
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "kiln-e2e-data"},
+        "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                 "hostPath": {"path": str(data_root), "type": "Directory"},
+                 "claimRef": {"namespace": NAMESPACE, "name": "kiln-data"}}}))
+    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_manifests(data_root)), check=False)
+    assert out.returncode == 0, out.stderr
+    # Serving becomes ready only with a champion in Ignite (its readiness probe); it is checked after the run.
+    for what in ("statefulset/kiln-ignite", "deployment/kiln-spark-connect"):
+        out = kube.kubectl("rollout", "status", "-n", NAMESPACE, what, "--timeout=110s", check=False)
+        assert out.returncode == 0, f"{what} not ready: {out.stderr}\n" + kube.kubectl(
+            "describe", "pods", "-n", NAMESPACE, check=False).stdout[-4000:]
+    return kube, data_root
+
+
+@pytest.fixture(scope="module")
+def training_run(deployed, tmp_path_factory):
+    kube, data_root = deployed
+    env = {"KILN_EXECUTION": "kubernetes", "KILN_NAMESPACE": NAMESPACE, "KILN_POD_PRESETS": json.dumps(SMALL_NODE_PRESETS),
+           "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps({"conn_type": "kubernetes", "extra": {
+               "kube_config_path": str(kube.kubeconfig), "namespace": NAMESPACE}}),
+           "AIRFLOW_CONN_SPARK_DEFAULT": "sc://kiln-spark-connect.kiln.svc:15002",  # resolved by the pods' DNS
+           "AIRFLOW_CONN_IGNITE_DEFAULT": f"ignite://{service_ip(kube, 'kiln-ignite')}:10800"}  # via kube-proxy
+    started = time.monotonic()
+    with PodEvents(kube.kubeconfig) as pods:
+        out = dags_test("kiln_training", DS, data_root, {"rows": 3000, "candidates": CANDIDATES, "mlp_epochs": 3},
+                        timeout=1800, env=env)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-6000:]
+    return kube, data_root, pods, out.stdout + out.stderr, time.monotonic() - started
+
+
+def test_every_stage_of_kiln_training_ran_as_a_pod_on_the_node(training_run):
+    kube, data_root, pods, log, seconds = training_run
+    names = [n for n in pods.names() if {"kiln.io/stage", "kiln.io/mxnet-role"} & set(pods.of(n)[-1][1].metadata.labels)]
+    ran = {pods.of(n)[-1][1].metadata.labels.get("kiln.io/stage") for n in names} - {None}
+    assert {"ingest", "validate", "preprocess", "train-spark", "train-singa", "evaluate", "register",
+            "online-features", "report"} <= ran, sorted(ran)
+    for name in names:  # each container really ran on the node and ended (a quick one may never be seen Running)
+        final = pods.of(name)[-1][1]
+        terminated = [c.state.terminated for c in final.status.container_statuses or [] if c.state.terminated]
+        assert terminated and terminated[0].started_at and pods.deleted(name), (name, pods.phases(name))
+        assert final.spec.node_name == "kiln-node-0" and final.status.pod_ip.startswith("198.18.64.")
+    assert "singa epoch 3/3 loss=" in log and "Apache Singa is not installed" not in log
+    print(f"kiln_training on the real node: {seconds:.0f} s, {len(names)} pods")
+
+
+def test_the_mxnet_roles_ran_as_pods_and_trained_over_the_pod_network(training_run):
+    kube, data_root, pods, log, _ = training_run
+    roles = [n for n in pods.names() if pods.of(n)[-1][1].metadata.labels.get("kiln.io/mxnet-role")]
+    kinds = {pods.of(n)[-1][1].metadata.labels["kiln.io/mxnet-role"] for n in roles}
+    assert kinds == {"scheduler", "server", "worker"}, roles
+    ips = {pods.of(n)[-1][1].status.pod_ip for n in roles} - {None}
+    assert ips and all(ip.startswith("198.18.64.") for ip in ips)
+    assert all(pods.deleted(n) for n in roles)  # no role left behind
+    (run,) = (data_root / "transactions" / "runs" / f"ds={DS}").glob("run=*")
+    info = json.loads(CandidateFiles(run / "candidates" / "mxnet_dist").info.read_text())
+    assert info["framework"] == "mxnet" and info["test_auc"] > 0.6
+
+
+def test_the_ignite_statefulset_is_warmed_and_serving_answers_through_its_service(training_run):
+    kube, data_root, _, _, _ = training_run
+    state = json.loads((data_root / "registry" / "transactions" / "registry.json").read_text())
+    assert state["champion"] == DS
+    version = data_root / "registry" / "transactions" / state["versions"][DS]["path"]
+    entities = pd.read_parquet(version / "online_features.parquet", columns=["entity_id"]).entity_id.head(5).tolist()
+    url = f"http://{service_ip(kube, 'kiln-serving')}"  # the Service's cluster IP, routed by kube-proxy
+
+    def answered():
+        try:
+            response = httpx.post(f"{url}/datasets/transactions/predict", json={"entity_ids": entities}, timeout=10)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 and response.json().get("predictions") else None
+
+    answer = wait_until(answered, timeout=120, what="a prediction through the kiln-serving Service")
+    pod = kube.objects("pods", selector="app.kubernetes.io/name=kiln-serving")[0]
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0  # alive all along, though unready until now
+    assert [p["entity_id"] for p in answer["predictions"]] == entities
+    assert {p["model_version"] for p in answer["predictions"]} == {DS}
+
+
+def test_the_run_s_report_is_on_the_artifact_volume_where_the_report_tab_reads_it(training_run):
+    from ml_tasks.core.layout import Layout
+
+    _, data_root, _, _, _ = training_run
+    (report,) = Layout.reports_of(data_root, "transactions")  # what the Report tab's route serves
+    assert DS in report.read_text() and report.stat().st_uid == 50000  # written by the report stage's pod
