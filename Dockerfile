@@ -60,7 +60,7 @@ COPY ml_tasks ./ml_tasks
 COPY datasets ./datasets
 COPY dags ./dags
 COPY plugins ./plugins
-COPY scripts ./scripts
+COPY scripts/spark_stage.py ./scripts/
 COPY ignite ./ignite
 COPY spark ./spark
 # The streaming job's Kafka connector (spark-sql-kafka from Maven Central) is resolved here, once, into the image.

@@ -81,7 +81,7 @@ build_kiln() {
   base_id=$(podman image inspect --format '{{.Id}}' "$BASE")
   # What the Dockerfile copies: git's files (a checkout's own edits included), not caches or data.
   mapfile -t inputs < <(git ls-files -co --exclude-standard -- Dockerfile requirements.txt pyproject.toml ml_tasks \
-    datasets dags plugins scripts ignite spark | grep -v __pycache__ | sort)
+    datasets dags plugins scripts/spark_stage.py scripts/build_singa.sh ignite spark | grep -v __pycache__ | sort)
   key=$(EXTRA="$base_id $(sha256sum "$SINGA_SOURCE" | cut -c1-64)" key_of "${inputs[@]}")
   [ "$(label_of "$KILN")" = "$key" ] && return 0
   local started=$SECONDS

@@ -35,20 +35,15 @@ components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 log() { echo "k8s: $*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pid_of() { cat "$run/$1.pid" 2>/dev/null; }
-running() { local pid; pid=$(pid_of "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 kubectl_admin() { kubectl --kubeconfig "$admin_kubeconfig" "$@"; }
+# shellcheck source=scripts/k8s_common.sh
+. "$root/scripts/k8s_common.sh"
 
 make_pki() {  # a CA, the apiserver's serving cert, one client cert per component, the service-account keys
   [ -f "$pki/sa.pub" ] && return 0
   mkdir -p "$pki.part" && cd "$pki.part"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kiln-loopback-ca" -keyout ca.key -out ca.crt 2>/dev/null
-  client() {  # name, subject, x509 extensions
-    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-    printf '%s\n' "${3:-basicConstraints=CA:FALSE}" > "$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out "$1.crt" \
-      -extfile "$1.ext" 2>/dev/null
-  }
+  client() { sign_certificate "$pki.part" "$@"; }  # name, subject, x509 extensions
   client apiserver "/CN=kube-apiserver" \
     "subjectAltName=IP:127.0.0.1,IP:198.19.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
   client admin "/O=system:masters/CN=kiln-admin"
@@ -57,39 +52,7 @@ make_pki() {  # a CA, the apiserver's serving cert, one client cert per componen
   client kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
   client kwok-serving "/CN=kiln-kwok-node-0" "subjectAltName=IP:127.0.0.1,DNS:localhost"
   openssl genrsa -out sa.key 2048 2>/dev/null && openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  rm -f ./*.csr ./*.ext
   cd "$state" && mv "$pki.part" "$pki"
-}
-
-make_kubeconfig() {  # file, client cert name
-  local file=$1
-  rm -f "$file"
-  kubectl config --kubeconfig "$file" set-cluster kiln --server "https://127.0.0.1:$api_port" \
-    --certificate-authority "$pki/ca.crt" --embed-certs > /dev/null
-  kubectl config --kubeconfig "$file" set-credentials "$2" --client-certificate "$pki/$2.crt" \
-    --client-key "$pki/$2.key" --embed-certs > /dev/null
-  kubectl config --kubeconfig "$file" set-context kiln --cluster kiln --user "$2" > /dev/null
-  kubectl config --kubeconfig "$file" use-context kiln > /dev/null
-}
-
-start() {  # name, command...
-  local name=$1; shift
-  nohup "$@" > "$run/$name.log" 2>&1 < /dev/null &
-  echo $! > "$run/$name.pid"
-}
-
-wait_for() {  # what, seconds, command...
-  local what=$1 seconds=$2; shift 2
-  for _ in $(seq 1 $((seconds * 4))); do
-    "$@" > /dev/null 2>&1 && return 0
-    for c in "${components[@]}"; do
-      if [ -f "$run/$c.pid" ] && ! running "$c"; then
-        log "$c exited; last log lines:"; tail -20 "$run/$c.log" >&2; down > /dev/null; exit 1
-      fi
-    done
-    sleep 0.25
-  done
-  log "$what not ready within $seconds s; logs in $run"; down > /dev/null; exit 1
 }
 
 up() {
@@ -101,9 +64,9 @@ up() {
   bin=$("$root/scripts/build_k8s.sh")
   make_pki
   mkdir -p "$run"
-  make_kubeconfig "$admin_kubeconfig" admin
-  make_kubeconfig "$state/controller-manager.kubeconfig" controller-manager
-  make_kubeconfig "$state/scheduler.kubeconfig" scheduler
+  write_kubeconfig "$admin_kubeconfig" admin
+  write_kubeconfig "$state/controller-manager.kubeconfig" controller-manager
+  write_kubeconfig "$state/scheduler.kubeconfig" scheduler
 
   rm -rf "$state/etcd"  # a fresh cluster every time: nothing of an earlier run leaks into this one
   start etcd "$bin/etcd" --name kiln --data-dir "$state/etcd" \

@@ -44,49 +44,12 @@ SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forw
 components=(containerd kubelet kube-proxy coredns)
 
 log() { echo "k8s-node: $*" >&2; }
-pid_of() { cat "$run/$1.pid" 2>/dev/null; }
-running() { local pid; pid=$(pid_of "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 kubectl_admin() { kubectl --kubeconfig "$admin_kubeconfig" "$@"; }
 ctr_k8s() { ctr --address "$SOCKET" -n k8s.io "$@"; }
+# shellcheck source=scripts/k8s_common.sh
+. "$root/scripts/k8s_common.sh"
 
-start() {  # name, command...
-  local name=$1; shift
-  nohup "$@" > "$run/$name.log" 2>&1 < /dev/null &
-  echo $! > "$run/$name.pid"
-}
-
-wait_for() {  # what, seconds, command...
-  local what=$1 seconds=$2; shift 2
-  for _ in $(seq 1 $((seconds * 4))); do
-    "$@" > /dev/null 2>&1 && return 0
-    for c in "${components[@]}"; do
-      if [ -f "$run/$c.pid" ] && ! running "$c"; then
-        log "$c exited; last log lines:"; tail -20 "$run/$c.log" >&2; down > /dev/null; exit 1
-      fi
-    done
-    sleep 0.25
-  done
-  log "$what not ready within $seconds s; logs in $run"; down > /dev/null; exit 1
-}
-
-certificate() {  # name, subject, x509 extensions: signed by the cluster's CA (k8s.sh made it)
-  [ -f "$pki/$1.crt" ] && return 0
-  openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$pki/$1.key" -out "$pki/$1.csr" 2>/dev/null
-  printf '%s\n' "${3:-basicConstraints=CA:FALSE}" > "$pki/$1.ext"
-  openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial -days 3650 \
-    -out "$pki/$1.crt" -extfile "$pki/$1.ext" 2>/dev/null
-  rm -f "$pki/$1.csr" "$pki/$1.ext"
-}
-
-kubeconfig() {  # file, certificate name
-  rm -f "$1"
-  kubectl config --kubeconfig "$1" set-cluster kiln --server "https://127.0.0.1:$api_port" \
-    --certificate-authority "$pki/ca.crt" --embed-certs > /dev/null
-  kubectl config --kubeconfig "$1" set-credentials "$2" --client-certificate "$pki/$2.crt" \
-    --client-key "$pki/$2.key" --embed-certs > /dev/null
-  kubectl config --kubeconfig "$1" set-context kiln --cluster kiln --user "$2" > /dev/null
-  kubectl config --kubeconfig "$1" use-context kiln > /dev/null
-}
+certificate() { sign_certificate "$pki" "$@"; }  # name, subject, x509 extensions: signed by the cluster's CA
 
 write_configs() {
   mkdir -p "$node/cni/net.d" "$node/kubelet" "$CONTAINERD_ROOT"
@@ -94,9 +57,9 @@ write_configs() {
   certificate node-serving "/CN=$NODE_NAME" "subjectAltName=IP:$NODE_IP,DNS:$NODE_NAME"
   certificate kube-proxy "/CN=system:kube-proxy"  # bound to system:node-proxier by default
   certificate coredns "/CN=kiln:coredns"          # its role: k8s.sh applies it below
-  kubeconfig "$node/kubelet.kubeconfig" node-kubelet
-  kubeconfig "$node/kube-proxy.kubeconfig" kube-proxy
-  kubeconfig "$node/coredns.kubeconfig" coredns
+  write_kubeconfig "$node/kubelet.kubeconfig" node-kubelet
+  write_kubeconfig "$node/kube-proxy.kubeconfig" kube-proxy
+  write_kubeconfig "$node/coredns.kubeconfig" coredns
 
   cat > "$node/containerd.toml" <<EOF
 version = 2
@@ -321,7 +284,10 @@ remove_chains() {  # KUBE-* chains made since up
 down() {
   local stopped=()
   if running kubelet && [ -f "$admin_kubeconfig" ]; then
-    # The kubelet stops the pods' containers and tears down their sandboxes (network, mounts) itself.
+    # The kubelet stops the pods' containers and tears down their sandboxes (network, mounts) itself. Their
+    # controllers go first, or they would make new pods as fast as these are deleted.
+    kubectl_admin delete deployments,statefulsets,replicasets,daemonsets,jobs --all --all-namespaces \
+      --cascade=orphan --wait=false > /dev/null 2>&1 || true
     kubectl_admin delete pods --all --all-namespaces --grace-period=0 --force --wait=false > /dev/null 2>&1 || true
     for _ in $(seq 1 120); do
       [ -z "$(ctr_k8s tasks ls -q 2>/dev/null)" ] && break
