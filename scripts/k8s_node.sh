@@ -201,6 +201,12 @@ EOF
 
 up() {
   if running kubelet; then log "already running"; return 0; fi
+  if [ ! -d /sys/fs/cgroup/memory ]; then
+    log "this node setup is for cgroup v1 controllers (cgroupfs driver), which this machine does not mount"; exit 1
+  fi
+  if [ -n "$(chains)" ]; then
+    log "KUBE-* iptables chains exist already (a node of a crashed run?); remove them first"; exit 1
+  fi
   if ip link show "$NODE_LINK" > /dev/null 2>&1; then
     log "interface $NODE_LINK exists: another real node is up on this machine (its k8s.sh down removes it)"; exit 1
   fi
@@ -211,6 +217,7 @@ up() {
     [ -e "/proc/sys/${s//.//}" ] && echo "$s=$(sysctl -n "$s")"
   done > "$node/sysctls.before"
   chains > "$node/chains.before"
+  ip netns list 2>/dev/null | awk '{print $1}' | sort > "$node/netns.before"
   write_configs
   kubectl_admin apply -f - > /dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
@@ -286,7 +293,7 @@ down() {
   if running kubelet && [ -f "$admin_kubeconfig" ]; then
     # The kubelet stops the pods' containers and tears down their sandboxes (network, mounts) itself. Their
     # controllers go first, or they would make new pods as fast as these are deleted.
-    kubectl_admin delete deployments,statefulsets,replicasets,daemonsets,jobs --all --all-namespaces \
+    kubectl_admin delete cronjobs,deployments,statefulsets,replicasets,replicationcontrollers,daemonsets,jobs --all --all-namespaces \
       --cascade=orphan --wait=false > /dev/null 2>&1 || true
     kubectl_admin delete pods --all --all-namespaces --grace-period=0 --force --wait=false > /dev/null 2>&1 || true
     for _ in $(seq 1 120); do
@@ -304,32 +311,34 @@ down() {
     local c=${components[i]} pid
     pid=$(pid_of "$c") || continue
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill "$pid"
+      kill "$pid" 2>/dev/null || true
       for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+      { kill -0 "$pid" && kill -9 "$pid"; } 2>/dev/null || true
       stopped+=("$c")
     fi
     rm -f "$run/$c.pid"
   done
   # containerd's shims outlive it; so may a pod's processes if the kubelet died first.
   pkill -9 -f "containerd-shim-runc-v2 .*-address $SOCKET" 2>/dev/null || true
-  for cg in /sys/fs/cgroup/*"$CGROUP_ROOT"; do
-    [ -d "$cg" ] || continue
-    find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  for _ in $(seq 1 40); do  # until the pods' cgroups hold no process (a big one takes a moment to exit)
+    procs=$(find /sys/fs/cgroup/*"$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null || true)
+    [ -z "$procs" ] && break
+    echo "$procs" | xargs -r kill -9 2>/dev/null || true
+    sleep 0.25
   done
-  sleep 0.5
   # Mounts under the node's folders and containerd's (volumes, root file systems, shm, netns bind mounts).
-  { awk '{print $2}' /proc/self/mounts | grep -E "^($node|$CONTAINERD_STATE|$CONTAINERD_ROOT/root)(/|$)" || true; } \
-    | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  for ns in /run/netns/cni-*; do  # the pods' namespaces of this node only: addresses from its pod range
-    [ -e "$ns" ] || continue
-    if ip -n "$(basename "$ns")" -4 addr 2>/dev/null | grep -q "inet ${POD_CIDR%.*}\."; then
-      umount -l "$ns" 2>/dev/null || true
-      ip netns delete "$(basename "$ns")" 2>/dev/null || rm -f "$ns"
-    fi
-  done
+  awk -v a="$node" -v b="$CONTAINERD_STATE" -v c="$CONTAINERD_ROOT/root" \
+      '{ for (i = 0; i < 3; i++) { p = (i == 0 ? a : i == 1 ? b : c); if ($2 == p || index($2, p "/") == 1) print $2 } }' \
+      /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # The pods' network namespaces: containerd's cni-* ones made since up (another tool's, older, are left alone).
+  if [ -f "$node/netns.before" ]; then
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^cni-' | sort | comm -13 "$node/netns.before" -); do
+      umount -l "/run/netns/$ns" 2>/dev/null || true
+      ip netns delete "$ns" 2>/dev/null || rm -f "/run/netns/$ns"
+    done
+  fi
   for cg in /sys/fs/cgroup/*"$CGROUP_ROOT"; do
-    [ -d "$cg" ] && { find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || true; }
+    [ -d "$cg" ] && { find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null || log "could not remove $cg"; }
   done
   ip link delete "$BRIDGE" 2>/dev/null || true
   ip link delete "$NODE_LINK" 2>/dev/null || true
@@ -337,7 +346,8 @@ down() {
   if [ -f "$node/sysctls.before" ]; then
     while IFS== read -r key value; do sysctl -qw "$key=$value" 2>/dev/null || true; done < "$node/sysctls.before"
   fi
-  rm -rf "$node/kubelet" "$node/cni/ipam" "$node/volumes" "$node/sysctls.before" "$node/chains.before" "$CONTAINERD_STATE"
+  rm -rf "$node/kubelet" "$node/cni/ipam" "$node/volumes" "$node/sysctls.before" "$node/chains.before" \
+    "$node/netns.before" "$CONTAINERD_STATE"
   if [ ${#stopped[@]} -eq 0 ]; then log "not running"; else log "stopped ${stopped[*]}"; fi
 }
 

@@ -294,9 +294,14 @@ class ModelFiles:
 
     def recorded(self, path: str) -> Path:
         """A registration folder as the state records it: relative to this model's folder, so the registry reads
-        the same wherever its volume is mounted (serving's /data, a worker's data root); older states hold
-        absolute paths, read as they are."""
-        return self.dir / path
+        the same wherever its volume is mounted (serving's /data, a worker's data root). Older states hold the
+        absolute path where their writer had the volume: their ``versions/<ds>/<registration>`` tail is taken
+        under this model's folder, so they too read wherever it is mounted now."""
+        recorded = Path(path)
+        if recorded.is_absolute() and "versions" in recorded.parts:
+            tail = recorded.parts[len(recorded.parts) - 1 - recorded.parts[::-1].index("versions"):]
+            return self.dir.joinpath(*tail)
+        return self.dir / recorded
 
     def record(self, version: VersionFiles) -> str:
         """What the state records of a registration folder of this model (see ``recorded``)."""

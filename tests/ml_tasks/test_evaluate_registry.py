@@ -396,3 +396,27 @@ def test_a_version_that_would_not_be_promoted_asks_nobody_and_a_stale_answer_is_
         record_approval(data_root / "registry", "m", "2026-05-02", worse["registration"], True, "ana", "ok")
     assert read_state(data_root / "registry", "m")["versions"]["2026-05-02"]["reasons"] == ["awaiting approval"]
     assert replaced["awaiting_approval"]
+
+
+def test_a_registry_written_with_absolute_paths_reads_and_keeps_its_versions_wherever_it_is_mounted(data_root):
+    """States written before paths were recorded relative to the model hold the writer's absolute paths: read
+    under another mount point (serving's /data), they still name this model's folders, and a new registration's
+    orphan sweep never takes them for orphans (it would delete the champion)."""
+    import os
+    import time
+
+    from ml_tasks.core.layout import model_files
+
+    run_day(data_root, "2026-05-01", signal=2.0)
+    state_file = data_root / "registry" / "m" / "registry.json"
+    state = json.loads(state_file.read_text())
+    for rec in state["versions"].values():  # as an older Kiln wrote it, on a volume mounted at /elsewhere
+        rec["path"] = f"/elsewhere/registry/m/{rec['path']}"
+    state_file.write_text(json.dumps(state))
+    champion = champion_dir(data_root / "registry", "m")
+    assert champion == model_files(data_root / "registry", "m").dir / "versions" / "2026-05-01" / state["versions"]["2026-05-01"]["registration"]
+    assert (champion / "model").is_dir()
+    old = time.time() - 2 * 3600  # past the orphan age: only being named keeps it
+    os.utime(champion, (old, old))
+    run_day(data_root, "2026-05-02", signal=0.5)
+    assert champion.is_dir(), "the older state's champion was swept as an orphan"

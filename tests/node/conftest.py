@@ -21,7 +21,8 @@ PORTS = {"KILN_K8S_API_PORT": 6743, "KILN_K8S_ETCD_PORT": 2679, "KILN_K8S_CONTRO
 NAMESPACE = "kiln"      # the overlays' (test_kiln_on_the_node.py deploys k8s/overlays/node there)
 POD_NAMESPACE = "kiln-pods"  # the single-pod tests' own, with an artifact claim of its own
 SYSCTLS = ["vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops", "net.ipv4.ip_forward",
-           "net.ipv4.conf.all.route_localnet", "net.bridge.bridge-nf-call-iptables"]
+           "net.ipv4.conf.all.route_localnet", "net.bridge.bridge-nf-call-iptables", "net.netfilter.nf_conntrack_max",
+           "net.netfilter.nf_conntrack_tcp_timeout_established", "net.netfilter.nf_conntrack_tcp_timeout_close_wait"]
 
 
 class RealNode(Cluster):
@@ -43,13 +44,10 @@ def machine_state() -> dict[str, object]:
     def lines(*cmd: str) -> list[str]:
         return sorted(subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines())
 
-    def pod_namespace(ns: str) -> bool:
-        return "198.18.64." in subprocess.run(["ip", "-n", ns, "-4", "addr"], capture_output=True, text=True).stdout
-
     return {
         "links": [line for line in lines("ip", "-o", "link") if "kiln" in line],
         "addresses": [line for line in lines("ip", "-o", "-4", "addr") if " 198.18.0.1/" in line or " 198.18.64." in line],
-        "netns": [ns for ns in (line.split()[0] for line in lines("ip", "netns", "list")) if pod_namespace(ns)],
+        "netns": [ns for ns in (line.split()[0] for line in lines("ip", "netns", "list")) if ns.startswith("cni-")],
         "chains": [line.split()[0] for cmd in ("iptables-save", "ip6tables-save") for line in lines(cmd)
                    if re.match(r"^:KUBE-", line)],
         "sysctls": {s: subprocess.run(["sysctl", "-n", s], capture_output=True, text=True).stdout.strip() for s in SYSCTLS},
@@ -68,10 +66,10 @@ def node_cluster(tmp_path_factory) -> RealNode:
     assert not busy, f"ports {busy} are taken: a cluster of an earlier run is still up?"
     before = machine_state()
     kube = RealNode(tmp_path_factory.mktemp("node"))
-    out = kube.script("up", timeout=900)
-    assert out.returncode == 0, out.stdout + out.stderr
-    kube.kubeconfig = Path(out.stdout.strip().splitlines()[-1])
-    try:
+    kube.kubeconfig = kube.state / "admin.kubeconfig"
+    try:  # down runs whatever happened to up (a half-done one leaves processes and interfaces too)
+        out = kube.script("up", timeout=900)
+        assert out.returncode == 0, out.stdout + out.stderr
         yield kube
     finally:
         down = kube.script("down", timeout=300)

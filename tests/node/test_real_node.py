@@ -73,6 +73,7 @@ def test_a_pod_over_its_memory_limit_is_reported_as_oom_killed(on_the_node):
     op.arguments = []
     with PodEvents(kube.kubeconfig, NAMESPACE) as pods, pytest.raises(AirflowException) as failure:
         op.execute(task_context("ingest", RUN_ID))
+    assert type(failure.value) is AirflowException  # not AirflowFailException: Airflow retries it
     [name] = pods.names("kiln-ingest-")
     assert str(failure.value) == (f"stage ingest failed in pod {name} (exit code 137): OOM-killed: the container "
                                   "exceeded its memory limit (small preset: 1Gi)")
@@ -119,7 +120,6 @@ def test_a_stage_pod_killed_mid_run_is_retried_and_gives_the_undisturbed_result(
     fails, nothing half-written is left, and the retry's partition equals that of a run nobody disturbed."""
     import subprocess
     import threading
-    import time
 
     import pandas as pd
 
@@ -146,12 +146,13 @@ def test_a_stage_pod_killed_mid_run_is_retried_and_gives_the_undisturbed_result(
     runner = threading.Thread(target=run)
     runner.start()
     pattern = f"ml_tasks ingest .*--ds {DS} .*--rows 1000000"
-    wait_until(lambda: subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0, timeout=120,
-               what="the stage's process in its container")
-    time.sleep(0.5)  # mid-run: generating and writing
-    subprocess.run(["pkill", "-9", "-f", pattern], check=True)
+    # mid-write: the try's hidden temporary partition exists (it is being written)
+    wait_until(lambda: any(".tmp-" in p.name for p in raw.parent.iterdir()) if raw.parent.exists() else False,
+               timeout=120, what="the try writing its partition")
+    killed = subprocess.run(["pkill", "-9", "-f", pattern])
+    assert killed.returncode == 0, "the stage's process was gone before the kill"
     runner.join(timeout=120)
-    assert failure and isinstance(failure[0], AirflowException) and "exit code 137" in str(failure[0]), failure
+    assert failure and type(failure[0]) is AirflowException and "exit code 137" in str(failure[0]), failure  # retryable
     # Nothing half-written is visible: no partition, or (killed after its atomic promotion) the whole one. What the
     # killed writer was writing stays in its hidden temporary, which the next writer removes.
     if raw.exists():

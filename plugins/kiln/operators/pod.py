@@ -90,8 +90,9 @@ class KilnPodOperator(KubernetesPodOperator):
         code, message, terminated_by = exit_status(remote_pod, self.base_container_name)
         reason = failure_reason(message)
         if terminated_by == "OOMKilled":  # the kernel killed it: its own last lines do not say why
-            reason = f"OOM-killed: the container exceeded its memory limit ({self.preset} preset: " \
-                     f"{pod_spec.presets()[self.preset]['limits']['memory']})" + (f"; last output: {reason}" if reason else "")
+            limit = memory_limit(remote_pod, self.base_container_name)
+            reason = f"OOM-killed: the container exceeded its memory limit ({self.preset} preset: {limit})" + (
+                f"; last output: {reason}" if reason else "")
         try:
             super().cleanup(pod, remote_pod, *args, **kwargs)
         except AirflowSkipException as skip:
@@ -99,6 +100,13 @@ class KilnPodOperator(KubernetesPodOperator):
         except AirflowException as failure:
             name = pod.metadata.name if pod is not None else self.name
             raise stage_exit(self.stage, code, reason or str(failure), f"pod {name}") from failure
+
+
+def memory_limit(remote_pod: k8s.V1Pod | None, container: str) -> str:
+    """The container's memory limit as the pod was created with it."""
+    containers = (remote_pod.spec.containers if remote_pod is not None and remote_pod.spec else None) or []
+    limits = next((c.resources.limits for c in containers if c.name == container and c.resources), None) or {}
+    return limits.get("memory", "none set")
 
 
 def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | None, str, str]:
