@@ -144,17 +144,7 @@ down() {
   # The real node first, while the API server still answers (its pods are deleted through it).
   # Only a node this state folder brought up (its record of the machine's settings is the mark).
   if [ -f "$state/node/sysctls.before" ]; then "$root/scripts/k8s_node.sh" down || log "the node's down failed"; fi
-  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
-    local c=${components[i]} pid
-    pid=$(pid_of "$c") || continue
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      { kill -0 "$pid" && kill -9 "$pid"; } 2>/dev/null || true
-      stopped+=("$c")
-    fi
-    rm -f "$run/$c.pid"
-  done
+  stop_components
   rm -rf "$state/etcd"
   if [ ${#stopped[@]} -eq 0 ]; then log "not running"; else log "stopped ${stopped[*]}"; fi
 }

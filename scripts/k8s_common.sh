@@ -45,3 +45,18 @@ wait_for() {  # what, seconds, command...: until the command succeeds; a compone
   done
   log "$what not ready within $seconds s; logs in $run"; down > /dev/null; exit 1
 }
+
+stop_components() {  # $components in reverse order: SIGTERM, then SIGKILL after 10 s; each one stopped is added to
+  local i c pid      # the caller's array "stopped"
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    c=${components[i]}
+    pid=$(pid_of "$c") || continue
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      { kill -0 "$pid" && kill -9 "$pid"; } 2>/dev/null || true
+      stopped+=("$c")
+    fi
+    rm -f "$run/$c.pid"
+  done
+}

@@ -307,17 +307,7 @@ down() {
     for t in $(ctr_k8s tasks ls -q 2>/dev/null); do ctr_k8s tasks rm -f "$t" > /dev/null 2>&1 || true; done
     for c in $(ctr_k8s containers ls -q 2>/dev/null); do ctr_k8s containers rm "$c" > /dev/null 2>&1 || true; done
   fi
-  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
-    local c=${components[i]} pid
-    pid=$(pid_of "$c") || continue
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      { kill -0 "$pid" && kill -9 "$pid"; } 2>/dev/null || true
-      stopped+=("$c")
-    fi
-    rm -f "$run/$c.pid"
-  done
+  stop_components
   # containerd's shims outlive it; so may a pod's processes if the kubelet died first.
   pkill -9 -f "containerd-shim-runc-v2 .*-address $SOCKET" 2>/dev/null || true
   for _ in $(seq 1 40); do  # until the pods' cgroups hold no process (a big one takes a moment to exit)
