@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 from bench.results import Results  # noqa: E402
 from ml_tasks.core.layout import CandidateFiles  # noqa: E402
+from tests.node.conftest import artifact_folder, node_overlay  # noqa: E402
 
 PORTS = {"KILN_K8S_API_PORT": 6843, "KILN_K8S_ETCD_PORT": 2779, "KILN_K8S_CONTROLLER_PORT": 10857,
          "KILN_K8S_SCHEDULER_PORT": 10859, "KILN_K8S_KUBELET_PORT": 10850, "KILN_K8S_NODE_KUBELET_PORT": 10950,
@@ -100,22 +101,8 @@ class PodTimes:
 
 
 def deploy(kube: Cluster, data_root: Path) -> None:
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "kiln-bench-data"},
-        "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                 "hostPath": {"path": str(data_root), "type": "Directory"},
-                 "claimRef": {"namespace": NAMESPACE, "name": "kiln-data"}}}))
-    docs = [d for d in yaml.safe_load_all(kube.kubectl("kustomize", str(ROOT / "k8s" / "overlays" / "node"))) if d]
-    for doc in docs:  # as tests/node/test_kiln_on_the_node.py: the claim on this folder, Spark Connect at its path
-        if doc["kind"] == "PersistentVolumeClaim":
-            doc["spec"].update(volumeName="kiln-bench-data", storageClassName="")
-        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "kiln-spark-connect":
-            container = doc["spec"]["template"]["spec"]["containers"][0]
-            for mount in container["volumeMounts"]:
-                mount["mountPath"] = str(data_root) if mount["name"] == "data" else mount["mountPath"]
-            for env in container["env"]:
-                env["value"] = str(data_root) if env["name"] == "KILN_DATA_ROOT" else env.get("value")
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    """k8s/overlays/node on the bench's data root, as tests/node deploys it."""
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_overlay(data_root, "kiln-bench-data")))
     for what in ("statefulset/kiln-ignite", "deployment/kiln-spark-connect"):
         kube.kubectl("rollout", "status", "-n", NAMESPACE, what, "--timeout=280s")
 
@@ -196,8 +183,7 @@ def main() -> None:
     node_data, local_data = work / "node-data", work / "local-data"
     for folder in (node_data, local_data):
         folder.mkdir()
-    os.chown(node_data, 50000, 0)
-    node_data.chmod(0o2775)
+    artifact_folder(node_data)
     kube.script("up")
     connect = {**os.environ, "KILN_SPARK_CONNECT_PORT": str(CONNECT_PORT), "KILN_SPARK_CONNECT_UI_PORT": "4945",
                "KILN_SPARK_CONNECT_DIR": str(work / "connect")}

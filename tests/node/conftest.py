@@ -78,17 +78,46 @@ def node_cluster(tmp_path_factory) -> RealNode:
         assert after == before, {k: (before[k], after[k]) for k in before if before[k] != after[k]}
 
 
-def data_volume(kube: RealNode, namespace: str, path: Path) -> None:
-    """The artifact claim bound to a folder of this machine (the node's disk): the stages' data root is
-    the same path on the host and in the pods, writable by the image's user (gid 0, as the pods run)."""
+def artifact_folder(path: Path) -> Path:
+    """A folder of this machine (the node's disk) as the artifact volume: the stages' data root is the same path
+    on the host and in the pods, writable by the image's user (gid 0, as the pods run)."""
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, 50000, 0)
     path.chmod(0o2775)
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{namespace}-data"},
-        "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                 "hostPath": {"path": str(path), "type": "Directory"},
-                 "claimRef": {"namespace": namespace, "name": "kiln-data"}}}))
+    return path
+
+
+def artifact_volume(name: str, namespace: str, path: Path) -> dict:
+    """The PersistentVolume on ``path``, reserved for ``namespace``'s artifact claim."""
+    return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+            "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                     "hostPath": {"path": str(path), "type": "Directory"},
+                     "claimRef": {"namespace": namespace, "name": "kiln-data"}}}
+
+
+def node_overlay(data_root: Path, volume: str) -> list[dict]:
+    """k8s/overlays/node as a user adapts it: the artifact claim bound to this machine's folder ``data_root`` (the
+    volume first), which the Spark Connect server mounts where the workers' data root is (the stages' arguments
+    name that path). Serving keeps /data: the registry it reads must not depend on where a writer mounted it."""
+    built = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / "node")], capture_output=True,
+                           text=True, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    for doc in docs:
+        if doc["kind"] == "PersistentVolumeClaim" and doc["metadata"]["name"] == "kiln-data":
+            doc["spec"].update(volumeName=volume, storageClassName="")
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "kiln-spark-connect":
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            container["volumeMounts"] = [{**m, "mountPath": str(data_root)} if m["name"] == "data" else m
+                                         for m in container["volumeMounts"]]
+            container["env"] = [{**e, "value": str(data_root)} if e["name"] == "KILN_DATA_ROOT" else e
+                                for e in container["env"]]
+    return [artifact_volume(volume, NAMESPACE, data_root), *docs]
+
+
+def data_volume(kube: RealNode, namespace: str, path: Path) -> None:
+    """``namespace``'s artifact claim bound to the folder ``path`` of this machine."""
+    artifact_folder(path)
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(artifact_volume(f"{namespace}-data", namespace, path)))
     kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "kiln-data", "namespace": namespace},
         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{namespace}-data",

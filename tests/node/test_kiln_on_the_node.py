@@ -7,7 +7,6 @@ through its Service, reading the registry at its own mount path (/data) while th
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import yaml
 from ml_tasks.core.layout import CandidateFiles
 from tests.e2e.helpers import dags_test
 from tests.k8s.conftest import PodEvents, wait_until
-from tests.node.conftest import NAMESPACE, ROOT, RealNode
+from tests.node.conftest import NAMESPACE, RealNode, artifact_folder, node_overlay
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.real_node, pytest.mark.slow]
 DS = "2026-12-02"
@@ -33,40 +32,11 @@ def service_ip(kube: RealNode, name: str) -> str:
     return kube.kubectl("get", "service", name, "-n", NAMESPACE, "-o", "jsonpath={.spec.clusterIP}").stdout
 
 
-def node_manifests(data_root: Path) -> list[dict]:
-    """k8s/overlays/node as a user adapts it: the artifact claim bound to this machine's folder, which the Spark
-    Connect server mounts where the workers' data root is (the stages' arguments name that path). Serving keeps
-    /data: the registry it reads must not depend on where a writer mounted the volume."""
-    built = ROOT / "k8s" / "overlays" / "node"
-    import subprocess
-
-    docs = [d for d in yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(built)], capture_output=True,
-                                                         text=True, check=True).stdout) if d]
-    for doc in docs:
-        if doc["kind"] == "PersistentVolumeClaim" and doc["metadata"]["name"] == "kiln-data":
-            doc["spec"].update(volumeName="kiln-e2e-data", storageClassName="")
-        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "kiln-spark-connect":
-            container = doc["spec"]["template"]["spec"]["containers"][0]
-            container["volumeMounts"] = [{**m, "mountPath": str(data_root)} if m["name"] == "data" else m
-                                         for m in container["volumeMounts"]]
-            container["env"] = [{**e, "value": str(data_root)} if e["name"] == "KILN_DATA_ROOT" else e
-                                for e in container["env"]]
-    return docs
-
-
 @pytest.fixture(scope="module")
 def deployed(node_cluster: RealNode, tmp_path_factory) -> tuple[RealNode, Path]:
     kube = node_cluster
-    data_root = tmp_path_factory.mktemp("e2e") / "data"
-    data_root.mkdir()
-    os.chown(data_root, 50000, 0)
-    data_root.chmod(0o2775)
-    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "kiln-e2e-data"},
-        "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                 "hostPath": {"path": str(data_root), "type": "Directory"},
-                 "claimRef": {"namespace": NAMESPACE, "name": "kiln-data"}}}))
-    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_manifests(data_root)), check=False)
+    data_root = artifact_folder(tmp_path_factory.mktemp("e2e") / "data")
+    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_overlay(data_root, "kiln-e2e-data")), check=False)
     assert out.returncode == 0, out.stderr
     # Serving becomes ready only with a champion in Ignite (its readiness probe); it is checked after the run.
     for what in ("statefulset/kiln-ignite", "deployment/kiln-spark-connect"):
