@@ -169,6 +169,7 @@ class PodEvents:
         self._api = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
         self._watch = watch.Watch()
         self.events: list[tuple[str, Any]] = []  # (ADDED|MODIFIED|DELETED, V1Pod)
+        self.received: list[float] = []  # when each event arrived (time.monotonic)
         self._namespace = namespace
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -177,6 +178,7 @@ class PodEvents:
 
         try:
             for event in self._watch.stream(self._api.list_namespaced_pod, self._namespace, timeout_seconds=600):
+                self.received.append(time.monotonic())
                 self.events.append((event["type"], event["object"]))
         except ProtocolError:  # stop() closed the stream
             pass
@@ -192,6 +194,11 @@ class PodEvents:
 
     def of(self, name: str) -> list[tuple[str, Any]]:
         return [(kind, pod) for kind, pod in self.events if pod.metadata.name == name]
+
+    def first_seen(self, name: str, condition: Any = lambda pod: True) -> float:
+        """When the first event of pod ``name`` satisfying ``condition`` arrived (time.monotonic)."""
+        timed = zip(self.received, self.events, strict=False)  # the watch may be between its two appends
+        return next(t for t, (_, pod) in timed if pod.metadata.name == name and condition(pod))
 
     def names(self, prefix: str = "") -> list[str]:
         return [n for n in dict.fromkeys(pod.metadata.name for _, pod in self.events) if n.startswith(prefix)]

@@ -19,6 +19,13 @@ from kubernetes.client.exceptions import ApiException
 KubeObject = k8s.V1Pod | k8s.V1Service
 
 
+def memory_limit(pod: k8s.V1Pod | None, container: str) -> str:
+    """The container's memory limit as the pod was created with it."""
+    containers = (pod.spec.containers if pod is not None and pod.spec else None) or []
+    limits = next((c.resources.limits for c in containers if c.name == container and c.resources), None) or {}
+    return limits.get("memory", "none set")
+
+
 class PodFailed(RuntimeError):
     """A pod of the group ended in phase Failed; the message carries its reason."""
 
@@ -62,7 +69,7 @@ class KilnKubernetesHook(KubernetesHook):
         return [obj.metadata.name for obj in found]
 
     def wait_for_pods(self, watched: list[str], done: list[str], namespace: str, timeout: float,
-                      poll_seconds: float = 2.0) -> None:
+                      poll_seconds: float = 1.0) -> None:
         """Return once every pod in ``done`` succeeded; raise ``PodFailed`` as soon as any ``watched`` pod fails."""
         core = self.core_v1_client
         deadline = time.monotonic() + timeout
@@ -97,8 +104,7 @@ class KilnKubernetesHook(KubernetesHook):
                     except ApiException as exc:  # e.g. the node is gone with its logs
                         detail = f"(no log: {exc.reason})"
                 if terminated.reason == "OOMKilled":
-                    limits = next((c.resources.limits for c in pod.spec.containers if c.name == status.name), None) or {}
-                    return (f"OOM-killed: the container exceeded its memory limit ({limits.get('memory', 'none set')}), "
+                    return (f"OOM-killed: the container exceeded its memory limit ({memory_limit(pod, status.name)}), "
                             f"exit code {terminated.exit_code}")
                 return f"exit code {terminated.exit_code} ({terminated.reason}): {detail.strip()}"
         return pod.status.reason or pod.status.message or "no container status"

@@ -12,17 +12,23 @@ deferrable mode has lost XComs upstream.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.container import container_is_completed
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from kiln import pod_spec
 from kiln.execution import stage_exit
+from kiln.hooks.kubernetes import memory_limit
 from ml_tasks.core.environment import env_bool
 from ml_tasks.core.errors import SKIP_EXIT_CODE, failure_reason
 from ml_tasks.core.stages import stage_command
+
+FINAL_PHASE_WAIT_SECONDS = 30
 
 
 class KilnPodOperator(KubernetesPodOperator):
@@ -55,6 +61,8 @@ class KilnPodOperator(KubernetesPodOperator):
         kwargs.setdefault("on_finish_action", "delete_pod")
         kwargs.setdefault("get_logs", env_bool("KILN_POD_LOGS"))
         kwargs.setdefault("do_xcom_push", False)
+        # KPO checks every 5 s whether the pod has started: most stages are done within that
+        kwargs.setdefault("startup_check_interval_seconds", 1)
         super().__init__(
             image=image or pod_spec.default_image(),
             namespace=namespace or pod_spec.default_namespace(),
@@ -85,6 +93,29 @@ class KilnPodOperator(KubernetesPodOperator):
                    active_deadline_seconds=int(float(stage_op.timeout_minutes) * 60) if stage_op.timeout_minutes else None,
                    image=stage_op.image, stage_env=stage_op.stage_env(), connections=stage_op.connections)
 
+    def await_pod_completion(self, pod: k8s.V1Pod) -> None:
+        """KPO's wait (the log followed to the container's end), then the pod's final phase, read every 0.25 s: the
+        kubelet sets it a second or two after the container exits, and KPO's own check of it, which comes next,
+        sleeps 2 s whenever it comes first (about 2 s a pod; docs/benchmarks.md). Synchronous mode only: a
+        deferred pod is the trigger's to watch."""
+        super().await_pod_completion(pod)
+        deadline = time.monotonic() + FINAL_PHASE_WAIT_SECONDS
+        try:
+            while True:
+                remote = self.pod_manager.read_pod(pod)
+                if remote.status.phase in ("Succeeded", "Failed"):
+                    return
+                if (self.do_xcom_push or self.is_istio_enabled(remote)) and container_is_completed(
+                        remote, self.base_container_name):
+                    return  # a sidecar keeps the pod running: KPO goes on once the stage's container is done
+                if time.monotonic() > deadline:
+                    self.log.info("pod %s not final %d s after its container ended: KPO's own wait goes on",
+                                  pod.metadata.name, FINAL_PHASE_WAIT_SECONDS)
+                    return
+                time.sleep(0.25)
+        except ApiException:
+            return  # KPO's own wait reads the pod next and handles what this read met (a deleted pod, expired credentials)
+
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """KPO's cleanup (delete the pod, map the skip code), then the stage's exit codes with its reason."""
         code, message, terminated_by = exit_status(remote_pod, self.base_container_name)
@@ -100,13 +131,6 @@ class KilnPodOperator(KubernetesPodOperator):
         except AirflowException as failure:
             name = pod.metadata.name if pod is not None else self.name
             raise stage_exit(self.stage, code, reason or str(failure), f"pod {name}") from failure
-
-
-def memory_limit(remote_pod: k8s.V1Pod | None, container: str) -> str:
-    """The container's memory limit as the pod was created with it."""
-    containers = (remote_pod.spec.containers if remote_pod is not None and remote_pod.spec else None) or []
-    limits = next((c.resources.limits for c in containers if c.name == container and c.resources), None) or {}
-    return limits.get("memory", "none set")
 
 
 def exit_status(remote_pod: k8s.V1Pod | None, container: str) -> tuple[int | None, str, str]:
