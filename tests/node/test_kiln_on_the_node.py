@@ -2,11 +2,13 @@
 and kiln_training run with KILN_EXECUTION=kubernetes: every stage a pod that really executes, Spark stages
 attached to the in-cluster Connect server, the MXNet parameter-server roles as pods training over the pod
 network, Singa in Kiln's image; then the Ignite StatefulSet is warmed and the serving Deployment answers
-through its Service, reading the registry at its own mount path (/data) while the stages wrote it at theirs."""
+through its Service, reading the registry at its own mount path (/data) while the stages wrote it at theirs; and
+Airflow's api-server in a pod (the overlay's) shows the run's Report tab from the artifact volume."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
 
@@ -15,15 +17,16 @@ import pandas as pd
 import pytest
 import yaml
 
-from ml_tasks.core.layout import CandidateFiles
+from ml_tasks.core.layout import CandidateFiles, Layout
 from tests.e2e.helpers import dags_test
 from tests.k8s.conftest import PodEvents, wait_until
 from tests.node.conftest import NAMESPACE, RealNode, artifact_folder, node_overlay
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.real_node, pytest.mark.slow]
 DS = "2026-12-02"
-# Requests that fit a 2-core node beside Ignite, Spark Connect and serving (the presets ask for production sizes).
-SMALL_NODE_PRESETS = {"small": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+# Requests that fit a 2-core node beside Ignite, Spark Connect and serving (the presets ask for production sizes), and
+# small stages may use both cores.
+SMALL_NODE_PRESETS = {"small": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2"}},
                       "medium": {"requests": {"cpu": "200m", "memory": "512Mi"}}}
 CANDIDATES = ["spark_lr", "mxnet_dist", "singa_mlp"]
 
@@ -33,10 +36,19 @@ def service_ip(kube: RealNode, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(node_cluster: RealNode, tmp_path_factory) -> tuple[RealNode, Path]:
+def admin_password() -> str:
+    """The password of the in-cluster api-server's admin (its Secret is created with the overlay)."""
+    return secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="module")
+def deployed(node_cluster: RealNode, admin_password: str, tmp_path_factory) -> tuple[RealNode, Path]:
     kube = node_cluster
     data_root = artifact_folder(tmp_path_factory.mktemp("e2e") / "data")
-    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(node_overlay(data_root, "kiln-e2e-data")), check=False)
+    users = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kiln-airflow-api-server", "namespace": NAMESPACE},
+             "stringData": {"passwords.json": json.dumps({"admin": admin_password}), "jwt-secret": secrets.token_hex(32)}}
+    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*node_overlay(data_root, "kiln-e2e-data"), users]),
+                       check=False)
     assert out.returncode == 0, out.stderr
     # Serving becomes ready only with a champion in Ignite (its readiness probe); it is checked after the run.
     for what in ("statefulset/kiln-ignite", "deployment/kiln-spark-connect"):
@@ -112,9 +124,23 @@ def test_the_ignite_statefulset_is_warmed_and_serving_answers_through_its_servic
     assert {p["model_version"] for p in answer["predictions"]} == {DS}
 
 
-def test_the_run_s_report_is_on_the_artifact_volume_where_the_report_tab_reads_it(training_run):
-    from ml_tasks.core.layout import Layout
-
-    _, data_root, _, _, _ = training_run
-    (report,) = Layout.reports_of(data_root, "transactions")  # what the Report tab's route serves
-    assert DS in report.read_text() and report.stat().st_uid == 50000  # written by the report stage's pod
+def test_the_report_tab_is_served_by_airflow_s_api_server_in_the_cluster_from_the_artifact_volume(training_run,
+                                                                                                 admin_password):
+    kube, data_root, _, _, _ = training_run
+    (run,) = (data_root / "transactions" / "runs" / f"ds={DS}").glob("run=*")
+    run_id = json.loads((run / "_results" / "report.json").read_text())["run_id"]  # the report stage's result
+    out = kube.kubectl("rollout", "status", "-n", NAMESPACE, "deployment/kiln-airflow-api-server", "--timeout=100s",
+                       check=False)
+    assert out.returncode == 0, out.stderr + kube.kubectl("logs", "-n", NAMESPACE, "deployment/kiln-airflow-api-server",
+                                                          "--all-containers", "--tail=40", check=False).stdout
+    url = f"http://{service_ip(kube, 'kiln-airflow-api-server')}:8080"  # through kube-proxy, as a browser would
+    token = httpx.post(f"{url}/auth/token", json={"username": "admin", "password": admin_password}, timeout=30)
+    token.raise_for_status()
+    tab = f"{url}/kiln/reports/kiln_training/{run_id}"  # the run page's Report tab (plugins/kiln_plugin.py)
+    assert httpx.get(tab, timeout=30).status_code == 401  # not without Airflow's token
+    page = httpx.get(tab, headers={"Authorization": f"Bearer {token.json()['access_token']}"}, timeout=30)
+    assert page.status_code == 200, page.text
+    assert DS in page.text and page.headers["content-type"].startswith("text/html")
+    assert "sandbox" in page.headers["content-security-policy"]
+    (report,) = Layout.reports_of(data_root, "transactions", run_id)  # what the report stage's pod wrote
+    assert page.content == report.read_bytes() and report.stat().st_uid == 50000

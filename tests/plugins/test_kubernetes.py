@@ -158,7 +158,7 @@ def test_mxnet_pods_take_the_image_and_namespace_every_kiln_pod_takes(monkeypatc
     assert {m.mount_path for p in pods for m in p.spec.containers[0].volume_mounts if m.name == "data"} == {"/mnt/kiln"}
 
 
-@pytest.mark.parametrize("overlay", ["dev", "prod"])
+@pytest.mark.parametrize("overlay", ["dev", "prod", "node"])
 def test_every_overlay_renders_and_validates_strictly(overlay):
     out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],  # no extra flags
                          capture_output=True, text=True, timeout=60)
