@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from tests.ml_tasks.test_serving import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
@@ -61,12 +62,6 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
 
 def container(service: str) -> str:
     return f"{PROJECT}_{service}_1"
-
-
-def free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def leftovers() -> dict[str, list[str]]:
@@ -104,7 +99,7 @@ def stack_file(folder: Path, ports: dict[str, dict[int, int]]) -> Path:
             svc["volumes"] = volumes
         if "ports" in svc:
             targets = [int(str(p).rsplit(":", 1)[1]) for p in svc["ports"]]
-            ports[name] = {target: free_loopback_port() for target in targets}
+            ports[name] = {target: free_port() for target in targets}
             svc["ports"] = [f"127.0.0.1:{ports[name][t]}:{t}" for t in targets]
         command = svc.get("command")
         if name.startswith("spark-worker"):  # 2 GB for executors (Spark's default executor takes 1 GB), 3 GB in all
