@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from ml_tasks.core.layout import Layout  # noqa: E402
 from ml_tasks.features import ignite_fast  # noqa: E402,F401
 from ml_tasks.features.feature_cache import WarmOptions, iter_source, warm  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 PORT, DISCOVERY, COMMUNICATION = 11000, 47700, 47400
 JAVA = ROOT / "bench" / "java"
@@ -95,12 +95,6 @@ def warm_rates(work: Path, rows: int, naive_rows: int) -> dict[str, float]:
         raise RuntimeError(f"streamer failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
     rates["Ignite IgniteDataStreamer (Java)"] = float(match.group(1))
     return rates
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prepare_champion(work: Path, entities_wanted: int) -> tuple[Path, list[str]]:

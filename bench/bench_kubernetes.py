@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 from bench.results import Results  # noqa: E402
 from ml_tasks.core.layout import CandidateFiles  # noqa: E402
-from tests.node.conftest import artifact_folder, node_overlay  # noqa: E402
+from tests.node.conftest import SMALL_NODE_PRESETS, artifact_folder, node_overlay  # noqa: E402
 
 PORTS = {"KILN_K8S_API_PORT": 6843, "KILN_K8S_ETCD_PORT": 2779, "KILN_K8S_CONTROLLER_PORT": 10857,
          "KILN_K8S_SCHEDULER_PORT": 10859, "KILN_K8S_KUBELET_PORT": 10850, "KILN_K8S_NODE_KUBELET_PORT": 10950,
@@ -45,10 +45,6 @@ PORTS = {"KILN_K8S_API_PORT": 6843, "KILN_K8S_ETCD_PORT": 2779, "KILN_K8S_CONTRO
 NAMESPACE = "kiln"
 DS = "2026-12-03"
 CONF = {"rows": 5000, "candidates": ["spark_lr", "mxnet_mlp", "mxnet_dist", "singa_mlp"], "mlp_epochs": 3}
-# Requests that fit the 2-core node beside Ignite and Spark Connect, and each stage's pod may use both cores, as the
-# local process it is compared with does (the presets' production sizes cap small stages at one core).
-PRESETS = {"small": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2"}},
-           "medium": {"requests": {"cpu": "200m", "memory": "512Mi"}}}
 CONNECT_PORT = 15902
 
 
@@ -169,7 +165,7 @@ def main() -> None:
     serving = None
     try:
         deploy(kube, node_data)
-        node_env = {"KILN_EXECUTION": "kubernetes", "KILN_NAMESPACE": NAMESPACE, "KILN_POD_PRESETS": json.dumps(PRESETS),
+        node_env = {"KILN_EXECUTION": "kubernetes", "KILN_NAMESPACE": NAMESPACE, "KILN_POD_PRESETS": json.dumps(SMALL_NODE_PRESETS),
                     "AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps({"conn_type": "kubernetes", "extra": {
                         "kube_config_path": str(kube.kubeconfig), "namespace": NAMESPACE}}),
                     "AIRFLOW_CONN_SPARK_DEFAULT": "sc://kiln-spark-connect.kiln.svc:15002",

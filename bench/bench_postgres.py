@@ -19,7 +19,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.ports import free_port  # noqa: E402
 
 DS = "2026-01-15"
 COLUMNS = ("entity_id text, event_ts timestamp, amount double precision, hour_of_day integer, distance_from_home_km "
@@ -56,12 +57,6 @@ def pg_bin() -> Path:
 
 def as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TempPostgres:

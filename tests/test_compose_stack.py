@@ -27,7 +27,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.ml_tasks.test_serving import free_port
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.containers]
 

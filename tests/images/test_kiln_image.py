@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = "2026-12-01"
@@ -50,12 +51,6 @@ def stage(image: str, data_root: Path, name: str, *args: str, env: dict[str, str
                          timeout=600, env=podman_env())
     assert out.returncode == 0, f"{name} in the image failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

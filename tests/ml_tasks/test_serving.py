@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -26,15 +25,10 @@ from ml_tasks.features.feature_cache import cache_name, warm
 from ml_tasks.features.online_features import latest_features
 from ml_tasks.serving.model_bundle import ModelBundle
 from ml_tasks.serving.service import Route
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.ignite]
 SVC = Route(dataset="svc", model_name="svc", feature_cache="svc_features")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.conftest import PROJECT_ROOT
-from tests.ml_tasks.test_serving import free_port
+from tests.ports import free_port
 
 API_KEY = "kiln-test-key-3f9a7c"  # noqa: S105 (a test value, not a secret)
 BIG = 50 * 1024 * 1024

@@ -95,6 +95,12 @@ def artifact_volume(name: str, namespace: str, path: Path) -> dict:
                      "claimRef": {"namespace": namespace, "name": "kiln-data"}}}
 
 
+# Requests that fit a 2-core node beside Ignite, Spark Connect and serving (the presets ask for production sizes), and
+# small stages may use both cores, as a local process does.
+SMALL_NODE_PRESETS = {"small": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2"}},
+                      "medium": {"requests": {"cpu": "200m", "memory": "512Mi"}}}
+
+
 def node_overlay(data_root: Path, volume: str) -> list[dict]:
     """k8s/overlays/node as a user adapts it: the artifact claim bound to this machine's folder ``data_root`` (the
     volume first), which the Spark Connect server mounts where the workers' data root is (the stages' arguments

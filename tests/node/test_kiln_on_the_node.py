@@ -20,14 +20,10 @@ import yaml
 from ml_tasks.core.layout import CandidateFiles, Layout
 from tests.e2e.helpers import dags_test
 from tests.k8s.conftest import PodEvents, wait_until
-from tests.node.conftest import NAMESPACE, RealNode, artifact_folder, node_overlay
+from tests.node.conftest import NAMESPACE, SMALL_NODE_PRESETS, RealNode, artifact_folder, node_overlay
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.real_node, pytest.mark.slow]
 DS = "2026-12-02"
-# Requests that fit a 2-core node beside Ignite, Spark Connect and serving (the presets ask for production sizes), and
-# small stages may use both cores.
-SMALL_NODE_PRESETS = {"small": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "2"}},
-                      "medium": {"requests": {"cpu": "200m", "memory": "512Mi"}}}
 CANDIDATES = ["spark_lr", "mxnet_dist", "singa_mlp"]
 
 
@@ -47,8 +43,10 @@ def deployed(node_cluster: RealNode, admin_password: str, tmp_path_factory) -> t
     data_root = artifact_folder(tmp_path_factory.mktemp("e2e") / "data")
     users = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kiln-airflow-api-server", "namespace": NAMESPACE},
              "stringData": {"passwords.json": json.dumps({"admin": admin_password}), "jwt-secret": secrets.token_hex(32)}}
-    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([*node_overlay(data_root, "kiln-e2e-data"), users]),
-                       check=False)
+    docs = node_overlay(data_root, "kiln-e2e-data")
+    after_namespace = next(i for i, doc in enumerate(docs) if doc["kind"] == "Namespace") + 1
+    docs.insert(after_namespace, users)  # before the Deployment that mounts it, as docs/kubernetes.md says
+    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=False)
     assert out.returncode == 0, out.stderr
     # Serving becomes ready only with a champion in Ignite (its readiness probe); it is checked after the run.
     for what in ("statefulset/kiln-ignite", "deployment/kiln-spark-connect"):
@@ -124,11 +122,11 @@ def test_the_ignite_statefulset_is_warmed_and_serving_answers_through_its_servic
     assert {p["model_version"] for p in answer["predictions"]} == {DS}
 
 
-def test_the_report_tab_is_served_by_airflow_s_api_server_in_the_cluster_from_the_artifact_volume(training_run,
-                                                                                                 admin_password):
+def test_the_report_tab_s_route_is_served_by_airflow_s_api_server_in_the_cluster_from_the_artifact_volume(
+        training_run, admin_password):
     kube, data_root, _, _, _ = training_run
-    (run,) = (data_root / "transactions" / "runs" / f"ds={DS}").glob("run=*")
-    run_id = json.loads((run / "_results" / "report.json").read_text())["run_id"]  # the report stage's result
+    (result,) = Layout.at(data_root, "transactions", DS).result_files_of_partition("report")
+    run_id = json.loads(result.read_text())["run_id"]  # the report stage's result
     out = kube.kubectl("rollout", "status", "-n", NAMESPACE, "deployment/kiln-airflow-api-server", "--timeout=100s",
                        check=False)
     assert out.returncode == 0, out.stderr + kube.kubectl("logs", "-n", NAMESPACE, "deployment/kiln-airflow-api-server",

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.ignite_node import ROOT, IgniteNode
+from tests.ports import free_port
 
 pytestmark = pytest.mark.ignite
 ADMIN = ROOT / "ignite" / "kiln-ignite-admin.sh"
@@ -49,10 +50,7 @@ def test_ready_means_a_thin_client_request_answered_by_an_active_cluster(two_bac
 
 
 def test_a_closed_port_is_not_ready():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
-    assert admin("ready", free).returncode == 1
+    assert admin("ready", free_port()).returncode == 1
 
 
 @pytest.mark.slow  # a real Ignite node

@@ -18,7 +18,7 @@ import pytest
 from ml_tasks.core.layout import Layout
 from ml_tasks.reports.html_report import write_report
 from tests.conftest import PROJECT_ROOT, transactions_spec
-from tests.ml_tasks.test_serving import free_port
+from tests.ports import free_port
 
 SERVE_AIRFLOW_API = """
 import sys, uvicorn

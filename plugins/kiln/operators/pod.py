@@ -61,7 +61,8 @@ class KilnPodOperator(KubernetesPodOperator):
         kwargs.setdefault("on_finish_action", "delete_pod")
         kwargs.setdefault("get_logs", env_bool("KILN_POD_LOGS"))
         kwargs.setdefault("do_xcom_push", False)
-        # KPO checks every 5 s whether the pod has started: most stages are done within that
+        # KPO checks every 5 s whether the pod has started (the trigger too, when deferred): most stages are done
+        # within that
         kwargs.setdefault("startup_check_interval_seconds", 1)
         super().__init__(
             image=image or pod_spec.default_image(),
@@ -114,7 +115,7 @@ class KilnPodOperator(KubernetesPodOperator):
                     return
                 time.sleep(0.25)
         except ApiException:
-            return  # KPO's own wait reads the pod next and handles what this read met (a deleted pod, expired credentials)
+            return  # a deleted pod, expired credentials: KPO's own wait reads the pod next and meets what it met without this poll
 
     def cleanup(self, pod: k8s.V1Pod, remote_pod: k8s.V1Pod, *args: Any, **kwargs: Any) -> None:
         """KPO's cleanup (delete the pod, map the skip code), then the stage's exit codes with its reason."""
