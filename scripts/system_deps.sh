@@ -5,7 +5,8 @@
 #   postgres  PostgreSQL 15 and openssl (airflow-up: its metadata DB and secrets; bench_postgres)
 #   k8s       kubectl, openssl, curl (the loopback control plane) + containers (k8s-up's real node)
 #   containers podman, buildah, runc, mmdebstrap (make images), containerd, the CNI plugins, iptables,
-#             conntrack (the real node), podman-compose (the compose stack)
+#             conntrack (the real node), podman-compose and CNI's dnsname plugin (the compose stack: its services
+#             find each other by name)
 #   bench     core + Maven, the JDK's javac (bench/java) and wrk (the serving load)
 #   test      all of the above + Chromium and ChromeDriver (the browser test), strace (the fsync and argv tests)
 # Silent when nothing is missing. As root it installs; otherwise it lists what is missing. Go 1.24+ (building the
@@ -17,14 +18,14 @@ declare -A package=(
   [chromium]=chromium [chromedriver]=chromium-driver [strace]=strace
   [podman]=podman [buildah]=buildah [runc]=runc [mmdebstrap]=mmdebstrap [containerd]=containerd
   [/usr/lib/cni/bridge]=containernetworking-plugins [iptables]=iptables [conntrack]=conntrack
-  [podman-compose]=podman-compose
+  [podman-compose]=podman-compose [/usr/lib/cni/dnsname]=golang-github-containernetworking-plugin-dnsname
 )
 declare -A group=(
   [core]="java curl"
   [services]="java curl mvn"
   [postgres]="/usr/lib/postgresql/15/bin/initdb openssl"
   [k8s]="kubectl openssl curl podman buildah runc mmdebstrap containerd /usr/lib/cni/bridge iptables conntrack"
-  [containers]="podman buildah runc mmdebstrap containerd /usr/lib/cni/bridge iptables conntrack podman-compose"
+  [containers]="podman buildah runc mmdebstrap containerd /usr/lib/cni/bridge iptables conntrack podman-compose /usr/lib/cni/dnsname"
   [bench]="java curl mvn javac wrk"
   [test]="${!package[*]}"
 )

@@ -221,6 +221,9 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     podman("network", "create", "--subnet", SUBNET, "--label", f"io.podman.compose.project={PROJECT}",
            "--label", f"com.docker.compose.project={PROJECT}", NETWORK)
     try:
+        # Without DNS on the network every service fails on its first peer's name, and the stack never comes up.
+        assert podman("network", "inspect", "--format", "{{.DNSEnabled}}", NETWORK).stdout.strip() == "true", (
+            "the project's network has no DNS: CNI's dnsname plugin is missing (scripts/system_deps.sh containers)")
         started = time.monotonic()
         up = stack.compose("up", "-d", "--no-build")
         (ARTIFACTS / "up.log").write_text(up.stdout + up.stderr)
