@@ -70,7 +70,9 @@ def container_started(pod) -> bool:
 
 
 def pod_done(pod) -> bool:
-    return pod.status.phase in ("Succeeded", "Failed")
+    from airflow.providers.cncf.kubernetes.utils.pod_manager import PodPhase
+
+    return pod.status.phase in PodPhase.terminal_states
 
 
 def deploy(kube: Cluster, data_root: Path) -> None:

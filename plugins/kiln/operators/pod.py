@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.container import container_is_completed
+from airflow.providers.cncf.kubernetes.utils.pod_manager import PodPhase
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
@@ -104,7 +105,7 @@ class KilnPodOperator(KubernetesPodOperator):
         try:
             while True:
                 remote = self.pod_manager.read_pod(pod)
-                if remote.status.phase in ("Succeeded", "Failed"):
+                if remote.status.phase in PodPhase.terminal_states:
                     return
                 if (self.do_xcom_push or self.is_istio_enabled(remote)) and container_is_completed(
                         remote, self.base_container_name):
